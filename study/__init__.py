@@ -1,0 +1,6 @@
+"""How variants are compared: study config, search spaces, the training loop, scheduling on Ray,
+the Optuna record, MLflow tracking, the results table and the report builder.
+
+The only package that imports ray, optuna or mlflow, each in its own modules; the training loop
+(`study.train`) imports none of them.
+"""

@@ -1,0 +1,50 @@
+"""The `odyssey` command line: one entry point, one module per command group (study/commands/)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# module -> commands it registers, in the order `odyssey --help` lists them
+COMMAND_MODULES = ("variants", "data", "run", "report", "bench")
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="odyssey",
+        description="LSTM ablation studies after Greff et al., 'LSTM: A Search Space Odyssey' (2017).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"study.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from tasks.base import DataError  # light: numpy and torch are needed by every command anyway
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, DataError, ValueError, FileNotFoundError) as e:
+        print(f"odyssey {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""What variants are compared on: the three tasks of Greff et al. 2017 (paper section II/IV).
+
+`TASKS` maps a task name to its frozen `Task` spec; `prepare` and `load` manage the prepared data
+(a per-user cache by default). This package never imports `variants` or `study`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.base import (
+    SOURCES,
+    SPLITS,
+    Batch,
+    DataError,
+    SequenceSet,
+    Splits,
+    Task,
+    dataset_key,
+    default_data_dir,
+    list_prepared,
+    load_prepared,
+    prepared_dir,
+    read_meta,
+    remove_prepared,
+    save_prepared,
+)
+from tasks.iam_online import TASK as _IAM
+from tasks.jsb_chorales import TASK as _JSB
+from tasks.timit import TASK as _TIMIT
+
+TASKS: dict[str, Task] = {t.name: t for t in (_TIMIT, _IAM, _JSB)}
+
+__all__ = [
+    "SOURCES", "SPLITS", "TASKS", "Batch", "DataError", "SequenceSet", "Splits", "Task",
+    "default_data_dir", "get", "info", "load", "prepare",
+]
+
+
+def get(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+def _check_source(task: Task, source: str | None) -> str:
+    source = source or task.default_source
+    if source not in task.sources:
+        raise ValueError(
+            f"task {task.name!r} has no data source {source!r}; valid: {', '.join(task.sources)}"
+        )
+    return source
+
+
+def prepare(
+    name: str,
+    source: str | None = None,
+    path: Path | str | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    data_dir: Path | str | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> tuple[Path, dict]:
+    """Prepare a task's data once (generated or read from `path`) and return its folder and meta."""
+    task = get(name)
+    source = _check_source(task, source)
+    if size is not None and size < 1:
+        raise ValueError(f"--size must be a positive number of sequences, got {size}")
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise DataError(f"{name}: --path {path} does not exist")
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    out = prepared_dir(data_dir, name, dataset_key(source, size, seed))
+    if path is None and not force and (out / "meta.json").is_file():
+        return out, read_meta(out)
+    remove_prepared(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits, extra = task.prepare(out, source, path, size, seed, progress)
+    meta = {
+        "task": name,
+        "source": source,
+        "stand_in": source in task.stand_in,
+        "path": str(path) if path else None,
+        "size": size,
+        "seed": seed,
+        "input_size": task.input_size,
+        "output_size": task.output_size,
+        **extra,
+    }
+    return out, save_prepared(out, splits, meta)
+
+
+def find_prepared(
+    name: str,
+    source: str | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    data_dir: Path | str | None = None,
+) -> Path:
+    """The prepared folder a study with these settings uses; with no source, the newest prepared."""
+    task = get(name)
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    if source is None and size is None:
+        found = list_prepared(data_dir, name)
+        if found:
+            return found[0]
+        source = task.default_source
+    out = prepared_dir(data_dir, name, dataset_key(_check_source(task, source), size, seed))
+    if not (out / "meta.json").is_file():
+        raise DataError(
+            f"{name}: no prepared data at {out}; run `odyssey data prepare {name}`"
+            + (f" --source {source}" if source else "")
+            + (f" --size {size}" if size else "")
+        )
+    return out
+
+
+def load(name: str, **where) -> tuple[Splits, dict]:
+    """Load prepared splits (see `find_prepared` for the keyword arguments)."""
+    return load_prepared(find_prepared(name, **where))
+
+
+def info(name: str, **where) -> dict:
+    """`source`, `input_size`, `output_size`, `splits: {split: {sequences, frames}}` and the rest."""
+    out = find_prepared(name, **where)
+    return {**read_meta(out), "dir": str(out)}

@@ -1,0 +1,79 @@
+"""Every task, through the shared contract: its tiny data collates, its loss and errors are sums with
+counts, padding does not count, and a small LSTM learns the tiny data well above chance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tasks
+import variants
+
+TASKS = list(tasks.TASKS)
+
+
+def _batch(task, split, n=None):
+    items = list(zip(split.inputs, split.targets, strict=True))[:n]
+    return task.collate(items)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_spec_and_tiny_data(name):
+    task = tasks.TASKS[name]
+    assert task.metric_direction == "minimize"
+    assert task.default_source in task.sources
+    splits = task.tiny(np.random.default_rng(0))
+    assert set(splits) == set(tasks.SPLITS) and all(len(s) for s in splits.values())
+    batch = _batch(task, splits["train"], 4)
+    t_max, b, m = batch.x.shape
+    assert (b, m) == (4, task.input_size) and int(batch.lengths.max()) == t_max
+    logits = torch.zeros(t_max, b, task.output_size)
+    loss, count = task.loss(logits, batch)
+    assert count == 4 and torch.isfinite(loss)
+    errs = task.errors(logits, batch)
+    assert task.metric in errs and errs[task.metric][1] > 0
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_errors_are_sums_so_batches_add_up(name):
+    """Corpus-level: errors over the whole split == sum of errors over its batches."""
+    task = tasks.TASKS[name]
+    split = task.tiny(np.random.default_rng(1))["valid"]
+    g = torch.Generator().manual_seed(0)
+    whole = _batch(task, split)
+    logits = torch.randn(*whole.x.shape[:2], task.output_size, generator=g)
+    total = task.errors(logits, whole)[task.metric]
+    parts = [0.0, 0]
+    for b in range(whole.size):
+        one = _batch(task, split.subset([b]))
+        e = task.errors(logits[: int(whole.lengths[b]), b:b + 1], one)[task.metric]
+        parts = [parts[0] + e[0], parts[1] + e[1]]
+    assert total[1] == parts[1]
+    assert total[0] == pytest.approx(parts[0], rel=1e-5, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_small_lstm_learns_the_tiny_dataset(name):
+    task = tasks.TASKS[name]
+    torch.manual_seed(0)
+    splits = task.tiny(np.random.default_rng(0))
+    rnn = variants.build("V", task.input_size, 32, bidirectional=task.bidirectional)
+    head = torch.nn.Linear(32 * (2 if task.bidirectional else 1), task.output_size)
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2)
+    batch = _batch(task, splits["train"])
+
+    def metric():
+        with torch.no_grad():
+            s, c = task.errors(head(rnn(batch.x, batch.lengths)), batch)[task.metric]
+        return s / c
+
+    before = metric()
+    for _ in range(150):
+        opt.zero_grad()
+        loss, n = task.loss(head(rnn(batch.x, batch.lengths)), batch)
+        (loss / n).backward()
+        opt.step()
+    after = metric()
+    assert after < 0.5 * before, f"{name}: {task.metric} {before:.3f} -> {after:.3f}"

@@ -1,0 +1,10 @@
+"""What is compared: recurrent layers only. Imports torch and nothing else of ours.
+
+`VARIANTS` lists the LSTM variants of Greff et al., "LSTM: A Search Space Odyssey" (2017) in the
+paper's order, and the GRU; `build(name, input_size, hidden_size, bidirectional)` makes a layer.
+"""
+
+from variants.registry import VARIANTS, build, build_spec, get_spec
+from variants.spec import GRUSpec, LSTMSpec, gru, lstm
+
+__all__ = ["VARIANTS", "GRUSpec", "LSTMSpec", "build", "build_spec", "get_spec", "gru", "lstm"]

@@ -1,0 +1,128 @@
+"""The generic LSTM cell of Greff et al. 2017 (section II), driven by an `LSTMSpec`.
+
+    z = g(W_z x + R_z y' + b_z)                           block input
+    i = s(W_i x + R_i y' + p_i * c' + b_i)                input gate   (NIG: i = 1)
+    f = s(W_f x + R_f y' + p_f * c' + b_f)                forget gate  (NFG: f = 1; CIFG: f = 1 - i)
+    c = z * i + c' * f                                    cell
+    o = s(W_o x + R_o y' + p_o * c + b_o)                 output gate  (NOG: o = 1); sees the new c
+    y = h(c) * o                                          block output
+with ' = time t-1, s = logistic sigmoid, g = h = tanh (NIAF: g(x) = x, NOAF: h(x) = x), no
+peepholes in NP, and in FGR every gate b also gets sum_a R_ab a' over a in {i, f, o}
+(post-sigmoid activations of t-1). Initial state c = y = 0 (and zero gate activations for FGR).
+
+Parameters, stored in PyTorch's gate order (i, f, z, o) restricted to the gates the spec has:
+`W (G*N, M)`, `R (G*N, N)`, `b (G*N)`, `p (P, N)`, and for FGR `Rg (3N, 3N)` with
+`Rg[b-block, a-block] = R_ab`. `paper_weights()` returns named views in the paper's notation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from variants.spec import LSTMSpec
+
+INIT_STD = 0.1  # the paper: every weight N(0, 0.1^2)
+
+
+class LSTMCell(nn.Module):
+    """One direction of an LSTM variant; `scan` runs it over a whole (already oriented) batch."""
+
+    def __init__(self, spec: LSTMSpec, input_size: int, hidden_size: int, forget_bias: float = 0.0):
+        super().__init__()
+        self.spec, self.input_size, self.hidden_size = spec, input_size, hidden_size
+        self.gates = spec.weighted_gates
+        n, g = hidden_size, len(self.gates)
+        self.W = nn.Parameter(torch.empty(g * n, input_size))
+        self.R = nn.Parameter(torch.empty(g * n, n))
+        self.b = nn.Parameter(torch.empty(g * n))
+        self.p = nn.Parameter(torch.empty(len(spec.peephole_gates), n)) if spec.peepholes else None
+        k = len(spec.recurrent_gates)
+        self.Rg = nn.Parameter(torch.empty(k * n, k * n)) if k else None
+        for param in self.parameters():
+            nn.init.normal_(param, 0.0, INIT_STD)
+        if forget_bias:
+            if "f" not in self.gates:
+                raise ValueError(f"forget_bias needs a forget gate with its own bias; {spec.change!r} has none")
+            with torch.no_grad():
+                self.paper_weights()["b_f"].add_(forget_bias)
+
+    def _block(self, gate: str) -> slice:
+        k, n = self.gates.index(gate), self.hidden_size
+        return slice(k * n, (k + 1) * n)
+
+    def paper_weights(self) -> dict[str, torch.Tensor]:
+        """Views into the parameters named as in the paper; copying into them sets the weights."""
+        out: dict[str, torch.Tensor] = {}
+        for gate in ("z", "i", "f", "o"):
+            if gate in self.gates:
+                rows = self._block(gate)
+                out[f"W_{gate}"], out[f"R_{gate}"], out[f"b_{gate}"] = (
+                    self.W[rows], self.R[rows], self.b[rows])
+        if self.p is not None:
+            for k, gate in enumerate(self.spec.peephole_gates):
+                out[f"p_{gate}"] = self.p[k]
+        if self.Rg is not None:
+            gates, n = self.spec.recurrent_gates, self.hidden_size
+            for a_k, a in enumerate(gates):  # source gate a (t-1)
+                for b_k, b in enumerate(gates):  # target gate b (t)
+                    out[f"R_{a}{b}"] = self.Rg[b_k * n:(b_k + 1) * n, a_k * n:(a_k + 1) * n]
+        return out
+
+    def step(
+        self, a: torch.Tensor, c: torch.Tensor, prev_gates: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One time step from the pre-activations `a = W x + R y' + b` `(B, G*N)` and `c' (B, N)`.
+
+        Returns `(y, c, gates)` where `gates` holds i, f, o `(B, 3N)` for FGR (else None).
+        """
+        spec, n = self.spec, self.hidden_size
+        if self.Rg is not None:
+            # FGR: add sum_a R_ab a' to gate b; Rg rows (targets) are ordered i, f, o.
+            extra = prev_gates @ self.Rg.t()  # (B, 3N)
+            a = a.clone()
+            for b_k, gate in enumerate(spec.recurrent_gates):
+                a[:, self._block(gate)] += extra[:, b_k * n:(b_k + 1) * n]
+        peep = {g: self.p[k] for k, g in enumerate(spec.peephole_gates)} if self.p is not None else {}
+
+        z = a[:, self._block("z")]
+        z = torch.tanh(z) if spec.input_activation else z
+        if spec.input_gate:
+            ai = a[:, self._block("i")]
+            i = torch.sigmoid(ai + peep["i"] * c if "i" in peep else ai)
+        else:
+            i = None  # i = 1
+        if spec.coupled_input_forget:
+            f = 1.0 - i
+        elif spec.forget_gate:
+            af = a[:, self._block("f")]
+            f = torch.sigmoid(af + peep["f"] * c if "f" in peep else af)
+        else:
+            f = None  # f = 1
+        zi = z * i if i is not None else z
+        c = zi + (c * f if f is not None else c)
+        hc = torch.tanh(c) if spec.output_activation else c
+        if spec.output_gate:
+            ao = a[:, self._block("o")]
+            o = torch.sigmoid(ao + peep["o"] * c if "o" in peep else ao)
+            y = hc * o
+        else:
+            o, y = None, hc
+        gates = torch.cat([i, f, o], dim=1) if self.Rg is not None else None
+        return y, c, gates
+
+    def scan(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference time loop: `x (T, B, M)` -> outputs `y (T, B, N)` and cells `c (T, B, N)`."""
+        t_len, batch, _ = x.shape
+        n = self.hidden_size
+        # the input projection of all steps in one matrix product, outside the loop
+        xw = torch.addmm(self.b, x.reshape(t_len * batch, -1), self.W.t()).view(t_len, batch, -1)
+        y = x.new_zeros(batch, n)
+        c = x.new_zeros(batch, n)
+        gates = x.new_zeros(batch, 3 * n) if self.Rg is not None else None
+        ys, cs = [], []
+        for xw_t in xw.unbind(0):  # unbind, not xw[t]: indexing makes backward O(T^2)
+            y, c, gates = self.step(xw_t + y @ self.R.t(), c, gates)
+            ys.append(y)
+            cs.append(c)
+        return torch.stack(ys), torch.stack(cs)

@@ -1,0 +1,58 @@
+"""The variants of Greff et al. 2017 in the paper's order, plus the GRU (Chung et al. 2014)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from variants.spec import GRUSpec, LSTMSpec, gru, lstm
+
+# fmt: off
+VARIANTS: dict[str, LSTMSpec | GRUSpec] = {
+    "V":    lstm("vanilla: peepholes, forget gate, g = h = tanh"),
+    "NIG":  lstm("i = 1 (no input gate)", input_gate=False),
+    "NFG":  lstm("f = 1 (no forget gate)", forget_gate=False),
+    "NOG":  lstm("o = 1 (no output gate)", output_gate=False),
+    "NIAF": lstm("g(x) = x (no input activation)", input_activation=False),
+    "NOAF": lstm("h(x) = x (no output activation)", output_activation=False),
+    "NP":   lstm("no peepholes p_i, p_f, p_o", peepholes=False),
+    "CIFG": lstm("f = 1 - i (coupled input and forget gate)", coupled_input_forget=True),
+    "FGR":  lstm("gates see i, f, o of t-1 (+9 N x N matrices R_ab)", full_gate_recurrence=True),
+    "GRU":  gru("GRU (torch.nn.GRU / cuDNN form of Chung et al. 2014)"),
+}
+# fmt: on
+
+
+def get_spec(name: str) -> LSTMSpec | GRUSpec:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
+
+
+def build(
+    name: str,
+    input_size: int,
+    hidden_size: int,
+    bidirectional: bool = False,
+    forget_bias: float = 0.0,
+) -> nn.Module:
+    """A recurrent layer `module(x (T, B, M), lengths (B,)) -> (T, B, hidden_size * directions)`.
+
+    Every weight and bias is drawn from N(0, 0.1^2) (the paper's initialisation); `forget_bias` is
+    added to b_f for users who want Jozefowicz et al.'s +1 (not the paper's protocol).
+    """
+    from variants.layer import Recurrent
+
+    spec = get_spec(name)
+    if input_size < 1 or hidden_size < 1:
+        raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
+    return Recurrent(spec, input_size, hidden_size, bidirectional, forget_bias, name=name)
+
+
+def build_spec(
+    spec: LSTMSpec | GRUSpec, input_size: int, hidden_size: int, bidirectional: bool = False
+) -> nn.Module:
+    """Like `build` for a spec outside the registry (new variants, ablations of ablations)."""
+    from variants.layer import Recurrent
+
+    return Recurrent(spec, input_size, hidden_size, bidirectional, 0.0, name="custom")

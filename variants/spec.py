@@ -1,0 +1,76 @@
+"""Variant specs as data: one frozen set of flags per variant (Greff et al. 2017, section III).
+
+Each flag removes or changes exactly one piece of the vanilla LSTM; the generic cell in
+`variants.lstm` reads the flags and allocates only the weights the resulting equations use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LSTMSpec:
+    input_gate: bool = True  # NIG: i = 1
+    forget_gate: bool = True  # NFG: f = 1
+    output_gate: bool = True  # NOG: o = 1
+    input_activation: bool = True  # NIAF: g(x) = x
+    output_activation: bool = True  # NOAF: h(x) = x
+    peepholes: bool = True  # NP: no p_i, p_f, p_o
+    coupled_input_forget: bool = False  # CIFG: f = 1 - i, no forget-gate weights
+    full_gate_recurrence: bool = False  # FGR: every gate sees i, f, o of t-1 through R_ab
+    change: str = ""  # the equation this variant changes, for tables
+
+    kind = "lstm"
+
+    def __post_init__(self) -> None:
+        if self.coupled_input_forget and not (self.input_gate and self.forget_gate):
+            raise ValueError("coupled_input_forget needs both an input gate and a forget gate to couple")
+        if self.full_gate_recurrence and not (
+            self.input_gate and self.forget_gate and self.output_gate and not self.coupled_input_forget
+        ):
+            raise ValueError("full_gate_recurrence needs the three independent gates i, f, o")
+
+    @property
+    def weighted_gates(self) -> tuple[str, ...]:
+        """Blocks with their own W, R, b, in storage order (PyTorch's i, f, g, o; z is g)."""
+        gates = []
+        if self.input_gate:
+            gates.append("i")
+        if self.forget_gate and not self.coupled_input_forget:
+            gates.append("f")
+        gates.append("z")
+        if self.output_gate:
+            gates.append("o")
+        return tuple(gates)
+
+    @property
+    def peephole_gates(self) -> tuple[str, ...]:
+        if not self.peepholes:
+            return ()
+        return tuple(g for g in self.weighted_gates if g != "z")
+
+    @property
+    def recurrent_gates(self) -> tuple[str, ...]:
+        """Gates whose activations at t-1 feed every gate at t (FGR), in order i, f, o."""
+        return ("i", "f", "o") if self.full_gate_recurrence else ()
+
+
+@dataclass(frozen=True)
+class GRUSpec:
+    """Gated recurrent unit. `reset_after=True` is the cuDNN / torch.nn.GRU form
+    n = tanh(W_n x + b_in + r * (U_n h + b_hn)); False is Chung et al. 2014's
+    n = tanh(W_n x + U_n (r * h) + b_n)."""
+
+    reset_after: bool = True
+    change: str = ""
+
+    kind = "gru"
+
+
+def lstm(change: str = "", **flags: bool) -> LSTMSpec:
+    return LSTMSpec(change=change, **flags)
+
+
+def gru(change: str = "", **flags: bool) -> GRUSpec:
+    return GRUSpec(change=change, **flags)
