@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="odyssey",
         description="LSTM ablation studies after Greff et al., 'LSTM: A Search Space Odyssey' (2017).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and full tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"study.commands.{name}").register(sub)
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, DataError, ValueError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
         print(f"odyssey {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,67 @@
+"""The `odyssey` command line as a user meets it: help, tables, JSON, data commands, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from study.cli import main
+
+COMMANDS = ["variants", "tasks", "data", "run", "status", "report", "bench"]
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in text
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "study.cli", "variants", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG",
+                                         "FGR", "GRU"]
+    params = {r["name"]: r["params"] for r in rows}
+    assert params["V"] == 4 * 100 * 139 + 700 and params["FGR"] == params["V"] + 9 * 100 * 100
+
+
+def test_variants_table(capsys):
+    assert main(["variants"]) == 0
+    out = capsys.readouterr().out
+    assert "CIFG" in out and "56,300" in out
+
+
+def test_tasks_json(capsys):
+    assert main(["tasks", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"timit", "iam_online", "jsb_chorales"}
+    assert (rows["timit"]["input_size"], rows["timit"]["output_size"]) == (39, 61)
+    assert (rows["iam_online"]["input_size"], rows["iam_online"]["output_size"]) == (4, 82)
+    assert rows["jsb_chorales"]["bidirectional"] is False and rows["timit"]["bidirectional"] is True
+
+
+def test_data_prepare_then_info_json(tmp_path, capsys):
+    assert main(["data", "prepare", "jsb_chorales", "--size", "5", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["data", "info", "jsb_chorales", "--json", "--data-dir", str(tmp_path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["source"] == "real" and info["input_size"] == 88 and info["output_size"] == 88
+    assert info["splits"]["train"]["sequences"] == 5
+    assert set(info["splits"]) == {"train", "valid", "test"}
+    assert all(set(s) == {"sequences", "frames"} for s in info["splits"].values())
+
+
+def test_user_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["data", "prepare", "timitt", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'timitt'; known: timit, iam_online, jsb_chorales" in err
+    assert "Traceback" not in err
+    assert main(["data", "info", "jsb_chorales", "--data-dir", str(tmp_path / "empty")]) == 2
+    assert "odyssey data prepare jsb_chorales" in capsys.readouterr().err
