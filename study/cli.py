@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="odyssey",
         description="LSTM ablation studies after Greff et al., 'LSTM: A Search Space Odyssey' (2017).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and full tracebacks for errors")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and full tracebacks for errors"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"study.commands.{name}").register(sub)

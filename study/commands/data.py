@@ -17,11 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     prep = dsub.add_parser("prepare", help="generate or read a task's corpus and extract features")
     prep.add_argument("task")
-    prep.add_argument("--source", help="synthetic (generated stand-in corpus) or real (the original corpus)")
-    prep.add_argument("--path", type=Path, help="the original corpus (folder or file) for --source real")
+    prep.add_argument(
+        "--source", help="synthetic (generated stand-in corpus) or real (the original corpus)"
+    )
+    prep.add_argument(
+        "--path", type=Path, help="the original corpus (folder or file) for --source real"
+    )
     prep.add_argument("--size", type=int, help="number of training sequences (smaller corpus)")
     prep.add_argument("--seed", type=int, default=0)
-    prep.add_argument("--data-dir", type=Path, help="default: $ODYSSEY_DATA_DIR or ~/.cache/lstm-odyssey/data")
+    prep.add_argument(
+        "--data-dir", type=Path, help="default: $ODYSSEY_DATA_DIR or ~/.cache/lstm-odyssey/data"
+    )
     prep.add_argument("--force", action="store_true", help="prepare again even if already prepared")
     prep.set_defaults(func=prepare)
 
@@ -38,12 +44,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def list_tasks(args: argparse.Namespace) -> int:
     import tasks
 
-    rows = [{
-        "name": t.name, "title": t.title, "input_size": t.input_size, "output_size": t.output_size,
-        "bidirectional": t.bidirectional, "metric": t.metric, "metric_direction": t.metric_direction,
-        "loss": t.loss_name, "sources": list(t.sources), "default_source": t.default_source,
-        "stand_in_sources": list(t.stand_in), "description": t.description,
-    } for t in tasks.TASKS.values()]
+    rows = [
+        {
+            "name": t.name,
+            "title": t.title,
+            "input_size": t.input_size,
+            "output_size": t.output_size,
+            "bidirectional": t.bidirectional,
+            "metric": t.metric,
+            "metric_direction": t.metric_direction,
+            "loss": t.loss_name,
+            "sources": list(t.sources),
+            "default_source": t.default_source,
+            "stand_in_sources": list(t.stand_in),
+            "description": t.description,
+        }
+        for t in tasks.TASKS.values()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -56,8 +73,15 @@ def list_tasks(args: argparse.Namespace) -> int:
     for r in rows:
         sources = [r["default_source"]] + [s for s in r["sources"] if s != r["default_source"]]
         marked = [s + (" (stand-in)" if s in r["stand_in_sources"] else "") for s in sources]
-        table.add_row(r["name"], str(r["input_size"]), str(r["output_size"]),
-                      "bi" if r["bidirectional"] else "uni", r["metric"], r["loss"], ", ".join(marked))
+        table.add_row(
+            r["name"],
+            str(r["input_size"]),
+            str(r["output_size"]),
+            "bi" if r["bidirectional"] else "uni",
+            r["metric"],
+            r["loss"],
+            ", ".join(marked),
+        )
     Console().print(table)
     return 0
 
@@ -66,8 +90,15 @@ def prepare(args: argparse.Namespace) -> int:
     import tasks
 
     start = time.perf_counter()
-    out, meta = tasks.prepare(args.task, source=args.source, path=args.path, size=args.size,
-                              seed=args.seed, data_dir=args.data_dir, force=args.force)
+    out, meta = tasks.prepare(
+        args.task,
+        source=args.source,
+        path=args.path,
+        size=args.size,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        force=args.force,
+    )
     took = time.perf_counter() - start
     _print_info({**meta, "dir": str(out)})
     print(f"prepared in {took:.1f} s -> {out}")
@@ -77,7 +108,9 @@ def prepare(args: argparse.Namespace) -> int:
 def show_info(args: argparse.Namespace) -> int:
     import tasks
 
-    info = tasks.info(args.task, source=args.source, size=args.size, seed=args.seed, data_dir=args.data_dir)
+    info = tasks.info(
+        args.task, source=args.source, size=args.size, seed=args.seed, data_dir=args.data_dir
+    )
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -87,8 +120,12 @@ def show_info(args: argparse.Namespace) -> int:
 
 def _print_info(info: dict) -> None:
     stand_in = " (generated stand-in, not the real corpus)" if info.get("stand_in") else ""
-    print(f"{info['task']}: source {info['source']}{stand_in}; inputs {info['input_size']}, "
-          f"outputs {info['output_size']}; {info['dir']}")
+    print(
+        f"{info['task']}: source {info['source']}{stand_in}; inputs {info['input_size']}, "
+        f"outputs {info['output_size']}; {info['dir']}"
+    )
     for split, s in info["splits"].items():
         mean = s["frames"] / max(s["sequences"], 1)
-        print(f"  {split:5s} {s['sequences']:6d} sequences {s['frames']:9d} frames (mean {mean:.1f})")
+        print(
+            f"  {split:5s} {s['sequences']:6d} sequences {s['frames']:9d} frames (mean {mean:.1f})"
+        )

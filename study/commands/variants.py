@@ -20,12 +20,14 @@ def rows() -> list[dict]:
     out = []
     for name, spec in variants.VARIANTS.items():
         module = variants.build(name, PAPER_M, PAPER_N)
-        out.append({
-            "name": name,
-            "kind": spec.kind,
-            "change": spec.change,
-            "params": sum(p.numel() for p in module.parameters()),
-        })
+        out.append(
+            {
+                "name": name,
+                "kind": spec.kind,
+                "change": spec.change,
+                "params": sum(p.numel() for p in module.parameters()),
+            }
+        )
     return out
 
 

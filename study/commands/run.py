@@ -1,0 +1,120 @@
+"""`odyssey run PRESET|SPEC.yaml [overrides]` runs or resumes a study; `odyssey status STUDY`
+shows its progress per (task, variant). See study/runner.py for what a run does."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run or resume a study (the same command resumes)",
+        description="Run a study from a preset (demo, smoke, paper) or a YAML file; flags override "
+        "the file. Running it again continues where it stopped.",
+    )
+    p.add_argument("spec", metavar="PRESET|SPEC.yaml", help="demo, smoke, paper or a YAML file")
+    p.add_argument("--study", dest="name", help="study name (default: the preset or file name)")
+    p.add_argument("--tasks", type=_csv, help="comma list of tasks, or 'all'")
+    p.add_argument("--variants", type=_csv, help="comma list of variants, or 'all'")
+    p.add_argument("--trials", type=int, help="trials per (task, variant)")
+    p.add_argument("--workers", type=int, help="trials in parallel (default: all CPUs)")
+    p.add_argument("--ray-address", dest="ray_address", help="Ray cluster to use (default: local)")
+    p.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the study folder)")
+    p.add_argument(
+        "--tracking-uri",
+        dest="tracking_uri",
+        help="MLflow tracking URI (default: sqlite in the study folder)",
+    )
+    p.add_argument("--results", help="results folder (default: results/)")
+    p.add_argument("--data-dir", dest="data_dir", help="prepared-data cache folder")
+    p.add_argument("--seed", type=int, help="study seed (parameters and initial weights)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where trials train")
+    p.add_argument("--no-live", action="store_true", help="log lines instead of a live table")
+    p.set_defaults(func=run)
+
+    s = sub.add_parser("status", help="progress of a study per (task, variant)")
+    s.add_argument("study", help="study name (a folder in the results folder)")
+    s.add_argument("--results", default="results", help="results folder (default: results/)")
+    s.set_defaults(func=status)
+
+
+OVERRIDES = (
+    "name",
+    "tasks",
+    "variants",
+    "trials",
+    "workers",
+    "ray_address",
+    "storage",
+    "tracking_uri",
+    "results",
+    "data_dir",
+    "seed",
+    "device",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    from study.config import resolve
+    from study.runner import run as run_study
+
+    cfg = resolve(args.spec, {k: getattr(args, k) for k in OVERRIDES})
+    counts = run_study(cfg, live=False if args.no_live else None)
+    return 0 if counts["complete"] + counts["failed"] >= counts["expected"] else 1
+
+
+def status(args: argparse.Namespace) -> int:
+    import fcntl
+    import os
+    from pathlib import Path
+
+    from rich.console import Console
+
+    import tasks
+    from study import results
+    from study.config import load_saved
+    from study.progress import eta_seconds, fmt_seconds, summarize, table
+
+    sdir = Path(args.results).expanduser() / args.study
+    if not (sdir / "config.yaml").is_file():
+        known = sorted(p.parent.name for p in sdir.parent.glob("*/config.yaml"))
+        raise ValueError(
+            f"no study {args.study!r} in {sdir.parent}; known: {', '.join(known) or 'none'}"
+        )
+    cfg = load_saved(sdir / "config.yaml")
+    df = results.read_trials(sdir)
+    pairs = [(t, v) for t in cfg.tasks for v in cfg.variants]
+    directions = {t: tasks.get(t).metric_direction for t in set(cfg.tasks) | set(df["task"])}
+    metrics = {t: tasks.get(t).metric for t in directions}
+    s = summarize(df, pairs, cfg.trials, directions, metrics)
+    workers = cfg.workers or os.cpu_count() or 1
+    console = Console()
+    done, failed, expected = int(s["done"].sum()), int(s["failed"].sum()), int(s["expected"].sum())
+    running = "not running"
+    lock = sdir / ".lock"
+    if lock.is_file():
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            except BlockingIOError:
+                running = f"running (driver pid {f.read().strip() or '?'})"
+    console.print(
+        f"study {cfg.name}: {done} complete, {failed} failed of {expected}; {running}; "
+        f"ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers"
+    )
+    console.print(table(s))
+    failures = [(r.task, r.variant, e) for r in s.itertuples() for e in r.errors]
+    if failures:
+        console.print(f"\n{len(failures)} failed trials:")
+        for task, variant, e in failures[:50]:
+            console.print(f"  {task}/{variant}: {e}")
+    mean = s["mean_wall_s"].dropna()
+    if len(mean):
+        console.print(f"\nmean trial time {float(mean.mean()):.1f} s; results in {sdir}")
+    return 0

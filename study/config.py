@@ -1,0 +1,348 @@
+"""The study config: one frozen, validated dataclass resolved from preset -> YAML file -> CLI flags.
+
+A preset is a YAML file shipped in `study/presets/` (demo, smoke, paper); a user file may name a
+preset to start from (`preset: demo`) and override any key. Defaults of the dataclasses are the
+paper's protocol (Greff et al. 2017, sections III-IV; reference sections 3 and 4).
+
+The part of the config that gives trials their meaning (search space, sampler, training protocol,
+seed, data) is its *fingerprint*: an existing study refuses to continue under a different one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = ("demo", "smoke", "paper")
+DEVICES = ("cpu", "cuda", "auto")
+SAMPLERS = ("random", "tpe")
+HIDDEN_MEANINGS = ("per_direction", "total")
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Ranges of the random search (reference section 4); bounds are inclusive."""
+
+    hidden_size: tuple[int, int] = (20, 200)  # log-uniform integer
+    hidden_size_meaning: str = "per_direction"  # or "total": split over both directions
+    learning_rate: tuple[float, float] = (1e-6, 1e-2)  # log-uniform
+    one_minus_momentum: tuple[float, float] = (0.01, 1.0)  # log-uniform; momentum = 1 - this
+    input_noise: tuple[float, float] = (0.0, 1.0)  # uniform std of additive Gaussian noise
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training protocol (reference section 3)."""
+
+    batch_size: int = 1
+    max_epochs: int = 150
+    patience: int = 15  # stop after this many epochs without a validation improvement
+    eval_batch_size: int = 64  # evaluation only; does not change any metric
+    threads: int = 1  # torch threads per trial
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which prepared data a task trains on (see `tasks.prepare`)."""
+
+    source: str | None = None  # None: the task's default source
+    size: int | None = None  # number of training sequences (None: the full corpus)
+    path: str | None = None  # the original corpus for source `real`
+    seed: int = 0  # seed of a generated corpus
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    tasks: tuple[str, ...]
+    variants: tuple[str, ...]
+    trials: int = 200  # per (task, variant)
+    workers: int | None = None  # trials in parallel; None: the CPUs of the Ray cluster
+    seed: int = 0
+    device: str = "cpu"
+    sampler: str = "random"
+    report: bool = False  # build the report when the study is complete
+    ray_address: str | None = None
+    gpus_per_trial: float = 0.25  # fraction of a GPU per trial when device is cuda
+    storage: str | None = None  # Optuna RDB URL; None: sqlite in the study folder
+    tracking_uri: str | None = None  # MLflow; None: sqlite in the study folder
+    results: str = "results"
+    data_dir: str | None = None
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    data: Mapping[str, DataConfig] = field(default_factory=dict)
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.results).expanduser() / self.name
+
+    @property
+    def optuna_storage(self) -> str:
+        return self.storage or f"sqlite:///{(self.study_dir / 'optuna.db').resolve()}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
+
+    def data_for(self, task: str) -> DataConfig:
+        return self.data.get(task, DataConfig())
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["tasks"], out["variants"] = list(self.tasks), list(self.variants)
+        out["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["space"].items()}
+        out["data"] = {t: dataclasses.asdict(d) for t, d in self.data.items()}
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What gives a trial its meaning; two configs with equal fingerprints can share a study."""
+        d = self.to_dict()
+        training = {
+            k: v for k, v in d["training"].items() if k not in ("eval_batch_size", "threads")
+        }
+        return {
+            "seed": d["seed"],
+            "sampler": d["sampler"],
+            "space": d["space"],
+            "training": training,
+            "data": d["data"],
+        }
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def preset_text(name: str) -> str:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return (resources.files("study") / "presets" / f"{name}.yaml").read_text()
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{origin}: not valid YAML ({e})") from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{origin}: expected a mapping of settings, found {type(raw).__name__}")
+    return raw
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge for the nested sections; lists and scalars are replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def raw_config(spec: str) -> tuple[dict[str, Any], str]:
+    """The merged settings of a preset name or a YAML file (which may name a `preset`) and the
+    default study name (the preset or file stem)."""
+    if spec in PRESETS:
+        return _read_yaml(preset_text(spec), f"preset {spec}"), spec
+    path = Path(spec).expanduser()
+    if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+        raise ValueError(
+            f"{spec!r} is neither a preset ({', '.join(PRESETS)}) nor an existing .yaml file"
+        )
+    raw = _read_yaml(path.read_text(), str(path))
+    base = raw.pop("preset", None)
+    if base is not None:
+        raw = _merge(_read_yaml(preset_text(str(base)), f"preset {base}"), raw)
+    return raw, path.stem
+
+
+def resolve(spec: str, overrides: Mapping[str, Any] | None = None) -> StudyConfig:
+    """preset -> file -> flags; `overrides` holds CLI values, None meaning 'not given'."""
+    raw, default_name = raw_config(spec)
+    raw.setdefault("name", default_name)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            raw[k] = v
+    return from_dict(raw)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _known(kind: str, got: Mapping[str, Any], cls: type) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    bad = [k for k in got if k not in valid]
+    if bad:
+        raise ValueError(
+            f"unknown {kind} setting(s) {', '.join(map(repr, bad))}; valid: {', '.join(valid)}"
+        )
+
+
+def _names(value: Any, kind: str, registry: Mapping[str, Any]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    items = [str(i).strip() for i in items if str(i).strip()]
+    if items == ["all"]:
+        return tuple(registry)
+    if not items:
+        raise ValueError(f"no {kind} given; known: {', '.join(registry)}")
+    bad = [i for i in items if i not in registry]
+    if bad:
+        raise ValueError(f"unknown {kind[:-1]} {bad[0]!r}; known: {', '.join(registry)}")
+    return tuple(dict.fromkeys(items))  # dedupe, keep order
+
+
+def _range(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> tuple:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"space.{name} must be a [low, high] pair, got {value!r}")
+    try:
+        a, b = (int(v) if integer else float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"space.{name} must hold two numbers, got {value!r}") from None
+    if not (lo <= a <= b <= hi) or not all(math.isfinite(v) for v in (a, b)):
+        raise ValueError(f"space.{name} = [{a}, {b}] must satisfy {lo} <= low <= high <= {hi}")
+    return (a, b)
+
+
+def _space(raw: Mapping[str, Any]) -> SpaceConfig:
+    _known("space", raw, SpaceConfig)
+    d = SpaceConfig()
+    meaning = raw.get("hidden_size_meaning", d.hidden_size_meaning)
+    if meaning not in HIDDEN_MEANINGS:
+        raise ValueError(
+            f"space.hidden_size_meaning {meaning!r}; valid: {', '.join(HIDDEN_MEANINGS)}"
+        )
+    return SpaceConfig(
+        hidden_size=_range("hidden_size", raw.get("hidden_size", d.hidden_size), 2, 100_000, True),
+        hidden_size_meaning=meaning,
+        learning_rate=_range(
+            "learning_rate", raw.get("learning_rate", d.learning_rate), 1e-12, 1e3
+        ),
+        one_minus_momentum=_range(
+            "one_minus_momentum", raw.get("one_minus_momentum", d.one_minus_momentum), 1e-6, 1.0
+        ),
+        input_noise=_range("input_noise", raw.get("input_noise", d.input_noise), 0.0, 100.0),
+    )
+
+
+def _positive_int(section: str, name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{section}{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _training(raw: Mapping[str, Any]) -> TrainConfig:
+    _known("training", raw, TrainConfig)
+    d = dataclasses.asdict(TrainConfig())
+    d.update(raw)
+    for k in ("batch_size", "max_epochs", "eval_batch_size", "threads"):
+        _positive_int("training.", k, d[k])
+    _positive_int("training.", "patience", d["patience"])
+    return TrainConfig(**d)
+
+
+def _data(raw: Mapping[str, Any], task_names: tuple[str, ...], registry: Mapping[str, Any]) -> dict:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"data must map task names to settings, got {raw!r}")
+    out = {}
+    for task, settings in raw.items():
+        if task not in registry:
+            raise ValueError(f"data: unknown task {task!r}; known: {', '.join(registry)}")
+        settings = dict(settings or {})
+        _known(f"data.{task}", settings, DataConfig)
+        dc = DataConfig(**settings)
+        spec = registry[task]
+        if dc.source is not None and dc.source not in spec.sources:
+            raise ValueError(f"data.{task}.source {dc.source!r}; valid: {', '.join(spec.sources)}")
+        if dc.size is not None:
+            _positive_int(f"data.{task}.", "size", dc.size)
+        out[task] = dc
+    return out
+
+
+def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
+    """Validate plain settings (as read from YAML) into a `StudyConfig`."""
+    import tasks
+    import variants
+
+    raw = dict(raw)
+    _known("study", raw, StudyConfig)
+    name = str(raw.get("name") or "").strip()
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"study name {name!r} must be a non-empty folder name without '/'")
+    task_names = _names(raw.get("tasks"), "tasks", tasks.TASKS)
+    variant_names = _names(raw.get("variants"), "variants", variants.VARIANTS)
+    trials = _positive_int("", "trials", raw.get("trials", 200))
+    workers = raw.get("workers")
+    if workers is not None:
+        workers = _positive_int("", "workers", workers)
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    device = raw.get("device", "cpu")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    sampler = raw.get("sampler", "random")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
+    gpus = float(raw.get("gpus_per_trial", 0.25))
+    if not 0 < gpus <= 1:
+        raise ValueError(f"gpus_per_trial must be in (0, 1], got {gpus}")
+    return StudyConfig(
+        name=name,
+        tasks=task_names,
+        variants=variant_names,
+        trials=trials,
+        workers=workers,
+        seed=seed,
+        device=device,
+        sampler=sampler,
+        report=bool(raw.get("report", False)),
+        ray_address=raw.get("ray_address"),
+        gpus_per_trial=gpus,
+        storage=raw.get("storage"),
+        tracking_uri=raw.get("tracking_uri"),
+        results=str(raw.get("results") or "results"),
+        data_dir=None if raw.get("data_dir") is None else str(raw["data_dir"]),
+        space=_space(raw.get("space") or {}),
+        training=_training(raw.get("training") or {}),
+        data=_data(raw.get("data") or {}, task_names, tasks.TASKS),
+    )
+
+
+def dump(cfg: StudyConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def load_saved(path: Path) -> StudyConfig:
+    """A study's saved `config.yaml` (validated again)."""
+    return from_dict(_read_yaml(path.read_text(), str(path)))
+
+
+def fingerprint_diff(old: StudyConfig, new: StudyConfig) -> list[str]:
+    """Dotted keys whose values differ between the two fingerprints."""
+
+    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = old.fingerprint(), new.fingerprint()
+    # data settings matter only for tasks both configs run (adding a task is fine)
+    common = set(old.tasks) & set(new.tasks)
+    fa["data"] = {t: dataclasses.asdict(old.data_for(t)) for t in sorted(common)}
+    fb["data"] = {t: dataclasses.asdict(new.data_for(t)) for t in sorted(common)}
+    a, b = flat(fa), flat(fb)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

@@ -1,0 +1,1 @@
+"""Shipped study presets (demo, smoke, paper) as YAML; read by `study.config`."""

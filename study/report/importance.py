@@ -1,0 +1,155 @@
+"""Hyperparameter importance as in the paper's Figs. 4-6 (reference sections 5 and 6).
+
+fANOVA (`study.report.fanova`) of the test metric over the four searched hyperparameters in the
+units the authors analysed: log10(learning rate), log10(hidden size), log10(1 - momentum) and the
+raw input-noise standard deviation. The uniform measure is the search box from the study config
+(widened to the data where trials lie outside it), so fractions match the paper's definition.
+Groups: each task with all variants pooled ('all') and each (task, variant).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from study.report import fanova
+
+# results column -> (key, label, encoding into analysis units)
+HYPERPARAMETERS = {
+    "learning_rate": ("hp_learning_rate", "log10(learning rate)", np.log10),
+    "hidden_size": ("hp_hidden_size", "log10(hidden size)", np.log10),
+    "momentum": (
+        "hp_momentum",
+        "log10(1 - momentum)",
+        lambda m: np.log10(np.clip(1.0 - np.asarray(m, float), 1e-12, None)),
+    ),
+    "input_noise": ("hp_input_noise", "input noise std", lambda s: np.asarray(s, float)),
+}
+# config `space:` key -> the same encoding applied to its bounds
+SPACE_KEYS = {
+    "learning_rate": "learning_rate",
+    "hidden_size": "hidden_size",
+    "momentum": "one_minus_momentum",
+    "input_noise": "input_noise",
+}
+MIN_TRIALS = 10
+POOLED = "all"
+
+
+def encode(trials: pd.DataFrame) -> pd.DataFrame:
+    """The four hyperparameters in analysis units, one column per key of HYPERPARAMETERS."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.DataFrame(
+            {k: enc(trials[col].to_numpy(float)) for k, (col, _, enc) in HYPERPARAMETERS.items()},
+            index=trials.index,
+        )
+
+
+def analysis_bounds(x: pd.DataFrame, space: dict[str, tuple[float, float]]) -> np.ndarray:
+    """(4, 2) box in analysis units: the config's search space, widened to cover the data."""
+    rows = []
+    for key in HYPERPARAMETERS:
+        lo, hi = float(x[key].min()), float(x[key].max())
+        if SPACE_KEYS[key] in space:
+            a, b = space[SPACE_KEYS[key]]
+            if key == "input_noise":
+                lo, hi = min(lo, a), max(hi, b)
+            else:  # log10 of the raw bounds; momentum's space key is already 1 - momentum
+                lo, hi = min(lo, math.log10(a)) if a > 0 else lo, max(hi, math.log10(b))
+        if not hi > lo:  # a constant hyperparameter: any box works, it explains nothing
+            lo, hi = lo - 0.5, hi + 0.5
+        rows.append((lo, hi))
+    return np.array(rows)
+
+
+def why_not(x: pd.DataFrame, y: np.ndarray) -> str | None:
+    """Why a group cannot be analysed, or None when it can."""
+    if len(y) < MIN_TRIALS:
+        return f"too few complete trials for fANOVA ({len(y)} < {MIN_TRIALS})"
+    if not np.all(np.isfinite(x.to_numpy())):
+        return "some hyperparameters are missing or out of range"
+    if np.ptp(y) == 0:
+        return "the test metric is constant, so there is no variance to explain"
+    return None
+
+
+def analyse(
+    done: pd.DataFrame,
+    tasks: list[str],
+    variants: list[str],
+    space: dict[str, tuple[float, float]],
+    n_trees: int = 100,
+    n_trees_variant: int | None = None,
+    seed: int = 0,
+    grid: int = 50,
+) -> dict[str, pd.DataFrame | dict]:
+    """fANOVA per task (pooled) and per (task, variant) over complete trials.
+
+    Returns {'importance': tidy rows (task, group, effect, kind, hp, fraction, std, n, trees),
+    'skipped': (task, group, reason), 'curves': (task, hp, x, mean, std) for pooled groups,
+    'surfaces': {task: (lr grid, hidden grid, (G, G) mean marginal)}}.
+    """
+    rows, skipped, curves, surfaces = [], [], [], {}
+    keys = list(HYPERPARAMETERS)
+    for ti, task in enumerate(tasks):
+        in_task = done[done["task"] == task]
+        groups = [(POOLED, in_task)] + [(v, in_task[in_task["variant"] == v]) for v in variants]
+        for gi, (group, part) in enumerate(groups):
+            x, y = encode(part), part["test_metric"].to_numpy(float)
+            reason = why_not(x, y)
+            if reason:
+                skipped.append({"task": task, "group": group, "reason": reason})
+                continue
+            trees = n_trees if group == POOLED or n_trees_variant is None else n_trees_variant
+            bounds = analysis_bounds(x, space)
+            group_seed = int(np.random.SeedSequence([seed, ti, gi]).generate_state(1)[0])
+            fa = fanova.fit(x.to_numpy(), y, bounds, keys, n_trees=trees, seed=group_seed)
+            for r in fa.importances():
+                rows.append(
+                    {
+                        "task": task,
+                        "group": group,
+                        **r,
+                        "hp": r["effect"],
+                        "effect": _label(r["effect"]),
+                        "n": len(y),
+                        "trees": trees,
+                    }
+                )
+            if group == POOLED:
+                for d, key in enumerate(keys):
+                    g = np.linspace(bounds[d, 0], bounds[d, 1], grid)
+                    mean, std = fa.curve(d, g)
+                    curves.append(
+                        pd.DataFrame({"task": task, "hp": key, "x": g, "mean": mean, "std": std})
+                    )
+                g_lr = np.linspace(*bounds[0], 40)
+                g_h = np.linspace(*bounds[1], 40)
+                surfaces[task] = (g_lr, g_h, fa.surface(0, 1, g_lr, g_h))
+    columns = ["task", "group", "effect", "kind", "hp", "fraction", "std", "n", "trees"]
+    return {
+        "importance": pd.DataFrame(rows, columns=columns),
+        "skipped": pd.DataFrame(skipped, columns=["task", "group", "reason"]),
+        "curves": pd.concat(curves, ignore_index=True)
+        if curves
+        else pd.DataFrame(columns=["task", "hp", "x", "mean", "std"]),
+        "surfaces": surfaces,
+    }
+
+
+def _label(effect: str) -> str:
+    """'learning_rate x momentum' -> 'log10(learning rate) x log10(1 - momentum)'."""
+    parts = effect.split(" x ")
+    return " x ".join(HYPERPARAMETERS[p][1] if p in HYPERPARAMETERS else p for p in parts)
+
+
+def wide(importance: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Groups (rows: pooled first, then variants) x effects (columns) of one task's fractions."""
+    part = importance[importance["task"] == task]
+    if part.empty:
+        return pd.DataFrame()
+    order = list(dict.fromkeys(part["effect"]))
+    table = part.pivot(index="group", columns="effect", values="fraction")[order]
+    return table.loc[list(dict.fromkeys(part["group"]))]

@@ -1,0 +1,123 @@
+"""Where a study's numbers come from: trial counts against the config, failures, compute, data.
+
+Pure `DataFrame -> DataFrame` summaries for the report's provenance section; a study still
+running, a missing (task, variant) pair or an empty table are states to describe, not errors.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study.report.load import StudyResults, expected_trials
+from study.report.stats import MIN_PER_GROUP, complete
+
+
+def progress(res: StudyResults) -> pd.DataFrame:
+    """Per (task, variant): complete, failed, other, expected and a state in words."""
+    t = res.trials
+    rows = []
+    for task in res.tasks:
+        for variant in res.variants:
+            pair = t[(t["task"] == task) & (t["variant"] == variant)]
+            n_ok = len(complete(pair))
+            n_failed = int((pair["status"] == "failed").sum())
+            n_other = len(pair) - n_ok - n_failed
+            expected = expected_trials(res.config, task, variant)
+            if len(pair) == 0:
+                state = "missing" if expected else "not in this study"
+            elif n_ok < MIN_PER_GROUP:
+                state = "too few complete trials"
+            elif expected is not None and n_ok + n_failed < expected:
+                state = "in progress"
+            else:
+                state = "done"
+            rows.append(
+                {
+                    "task": task,
+                    "variant": variant,
+                    "complete": n_ok,
+                    "failed": n_failed,
+                    "other": n_other,
+                    "expected": expected,
+                    "state": state,
+                }
+            )
+    out = pd.DataFrame(
+        rows, columns=["task", "variant", "complete", "failed", "other", "expected", "state"]
+    )
+    return out.astype({"expected": "Int64"})
+
+
+def failures(trials: pd.DataFrame) -> pd.DataFrame:
+    """Failed trials grouped by (task, variant, reason) with their count and trial numbers."""
+    failed = trials[trials["status"] == "failed"]
+    if failed.empty:
+        return pd.DataFrame(columns=["task", "variant", "reason", "count", "trials"])
+    g = failed.assign(reason=failed["error"].replace("", "(no reason recorded)")).groupby(
+        ["task", "variant", "reason"], sort=False, observed=True
+    )
+    return (
+        g["trial"].agg(count="size", trials=lambda s: ", ".join(map(str, sorted(s)))).reset_index()
+    )
+
+
+def data_sources(trials: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """Per task: data source(s), whether the corpus is a generated stand-in, metric name(s)."""
+    rows = []
+    for task in tasks:
+        part = trials[trials["task"] == task]
+        flags = set(part["stand_in"].dropna().tolist())
+        stand_in = None if not flags else bool(any(flags))
+        rows.append(
+            {
+                "task": task,
+                "data source": ", ".join(sorted(set(part["data_source"]))) or "no trials",
+                "stand-in corpus": {None: "unknown", True: "YES (generated)", False: "no (real)"}[
+                    stand_in
+                ],
+                "metric": ", ".join(sorted(set(part["metric"]) - {""})) or "unknown",
+                "trials": len(part),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["task", "data source", "stand-in corpus", "metric", "trials"]
+    )
+
+
+def stand_in_flags(trials: pd.DataFrame, tasks: list[str]) -> dict[str, bool | None]:
+    """Task -> True if any of its trials ran on a generated stand-in, None when unknown."""
+    out: dict[str, bool | None] = {}
+    for task in tasks:
+        flags = set(trials.loc[trials["task"] == task, "stand_in"].dropna().tolist())
+        out[task] = bool(any(flags)) if flags else None
+    return out
+
+
+def totals(trials: pd.DataFrame) -> dict[str, object]:
+    """Headline numbers: trial counts by status, compute time, devices, code versions."""
+    wall = trials["wall_s"].sum(min_count=1)
+    return {
+        "trials": len(trials),
+        "complete": len(complete(trials)),
+        "failed": int((trials["status"] == "failed").sum()),
+        "compute_s": float(wall) if pd.notna(wall) else 0.0,
+        "devices": trials["device"].value_counts().to_dict(),
+        "code_versions": trials["code_version"].value_counts().to_dict(),
+        "first_started": str(trials["started_at"].astype(str).replace("", pd.NA).min())
+        if len(trials)
+        else "",
+        "last_finished": str(trials["finished_at"].astype(str).replace("", pd.NA).max())
+        if len(trials)
+        else "",
+    }
+
+
+def human_seconds(s: float) -> str:
+    """12345 -> '3 h 25 min'."""
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"

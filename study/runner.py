@@ -1,0 +1,368 @@
+"""The driver of a study (DESIGN.md "The run, end to end"): config check, data, Optuna, Ray, MLflow.
+
+Recording order per finished trial: per-epoch history, then the results row (atomic), then Optuna
+`tell`, then the MLflow run. The results table is the source of truth; on every start Optuna and
+MLflow are reconciled from it, so a driver killed at any moment (even `kill -9`) resumes exactly:
+
+    killed after ask, before/while the trial runs  -> Optuna RUNNING, no row: rerun, same params,
+                                                      told to the same trial number
+    killed while the row is written                -> os.replace: old table or new one
+    killed after the row, before tell              -> Optuna RUNNING with a row: told from the row
+    killed after tell, before / during MLflow      -> row without a terminated run: logged again
+
+New trials are asked one at a time just before they are submitted, so at most `workers` trials
+are ever RUNNING in Optuna. One driver per study at a time (a lock file enforces it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import math
+import os
+import subprocess
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from study import config as config_mod
+from study import record, results
+from study.config import StudyConfig
+from study.space import hyperparameters, search_space, stable_seed
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_version() -> str:
+    """`git describe` of the checkout (with -dirty), else the installed package version."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("lstm-odyssey")
+    except Exception:  # not installed
+        return "unknown"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch sees no CUDA device; valid here: cpu, auto")
+    return device
+
+
+@contextmanager
+def study_lock(study_dir: Path) -> Iterator[None]:
+    """Refuse a second driver on the same study (released by the OS even after kill -9)."""
+    path = study_dir / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ValueError(
+                f"study {study_dir} is already being run by another driver "
+                f"(pid {f.read().strip() or '?'}); wait for it or stop it"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def check_and_save_config(cfg: StudyConfig) -> None:
+    """Refuse a config that changes what the study's trials mean; save the resolved config."""
+    path = cfg.study_dir / "config.yaml"
+    if path.is_file():
+        old = config_mod.load_saved(path)
+        diff = config_mod.fingerprint_diff(old, cfg)
+        if diff:
+            raise ValueError(
+                f"study {cfg.name!r} in {cfg.study_dir} was run with a different "
+                f"{', '.join(diff)}; that would change what its trials mean. Use the saved "
+                f"settings, or start a new study with --study NEW_NAME"
+            )
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(config_mod.dump(cfg))
+    os.replace(tmp, path)
+
+
+def prepare_data(cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
+    """Prepared data folder and meta per task, preparing what is missing (cached in data_dir)."""
+    import tasks
+    from tasks.base import dataset_key, default_data_dir, prepared_dir, read_meta
+
+    out = {}
+    data_dir = Path(cfg.data_dir).expanduser() if cfg.data_dir else default_data_dir()
+    for name in cfg.tasks:
+        d = cfg.data_for(name)
+        source = d.source or tasks.get(name).default_source
+        folder = prepared_dir(data_dir, name, dataset_key(source, d.size, d.seed))
+        meta_ok = (folder / "meta.json").is_file()
+        if (
+            meta_ok
+            and d.path is not None
+            and read_meta(folder).get("path") == str(Path(d.path).expanduser())
+        ):
+            out[name] = (str(folder), read_meta(folder))  # tasks.prepare re-reads a given path
+            continue
+        if not meta_ok or d.path is not None:
+            log.info(
+                "preparing %s data (source %s%s) in %s",
+                name,
+                source,
+                f", size {d.size}" if d.size else "",
+                folder,
+            )
+        folder, meta = tasks.prepare(name, source, d.path, d.size, d.seed, data_dir, progress=False)
+        out[name] = (str(folder), meta)
+    return out
+
+
+def _pairs(cfg: StudyConfig) -> list[tuple[str, str]]:
+    return [(t, v) for t in cfg.tasks for v in cfg.variants]
+
+
+def _rows_by_pair(df) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in df.to_dict("records"):
+        out.setdefault((r["task"], r["variant"]), {})[int(r["trial"])] = r
+    return out
+
+
+def make_row(
+    cfg: StudyConfig,
+    p: record.Pending,
+    hp: dict[str, Any],
+    result: dict[str, Any],
+    data_meta: dict,
+    metric: str,
+    version: str,
+    device: str,
+) -> dict[str, Any]:
+    nan = math.nan
+    return results.make_row(
+        study=cfg.name,
+        task=p.task,
+        variant=p.variant,
+        trial=p.number,
+        seed=cfg.seed,
+        status=result.get("status", "failed"),
+        error=result.get("error"),
+        hp_hidden_size=hp["hidden_size"],
+        hp_learning_rate=hp["learning_rate"],
+        hp_momentum=hp["momentum"],
+        hp_input_noise=hp["input_noise"],
+        n_params=result.get("n_params", 0),
+        epochs=result.get("epochs", 0),
+        best_epoch=result.get("best_epoch", 0),
+        val_metric=result.get("val_metric", nan),
+        test_metric=result.get("test_metric", nan),
+        train_loss=result.get("train_loss", nan),
+        wall_s=float(result.get("wall_s", nan)),
+        device=result.get("device", device),
+        started_at=result.get("started_at"),
+        finished_at=result.get("finished_at"),
+        code_version=version,
+        metric=metric,
+        data_source=str(data_meta.get("source")),
+        stand_in=bool(data_meta.get("stand_in", False)),
+        test_extra=result.get("test_extra") or {},
+    )
+
+
+def trial_seed(cfg: StudyConfig, p: record.Pending) -> int:
+    """The trial's torch seed (initial weights, shuffling, noise): from (seed, task, variant, k)."""
+    return stable_seed(cfg.seed, p.task, p.variant, p.number, "train")
+
+
+def run(
+    cfg: StudyConfig,
+    executor_factory: Callable[[StudyConfig, str], Any] | None = None,
+    live: bool | None = None,
+) -> dict[str, Any]:
+    """Run or resume a study; returns counts {'complete', 'failed', 'expected', 'ran'}."""
+    cfg.study_dir.mkdir(parents=True, exist_ok=True)
+    with study_lock(cfg.study_dir):
+        check_and_save_config(cfg)
+        return _run_locked(cfg, executor_factory, live)
+
+
+def _ray_executor(cfg: StudyConfig, device: str):
+    from study.scheduler import RayExecutor
+
+    return RayExecutor(cfg.ray_address, cfg.workers, device, cfg.gpus_per_trial)
+
+
+def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[str, Any]:
+    import tasks
+    from study.progress import Display
+    from study.tracking import Tracker
+
+    device = resolve_device(cfg.device)
+    version = code_version()
+    sdir = cfg.study_dir
+    log.info(
+        "study %s: results in %s (trials.parquet), config in %s",
+        cfg.name,
+        sdir,
+        sdir / "config.yaml",
+    )
+    data = prepare_data(cfg)
+    df = results.read_trials(sdir)
+    by_pair = _rows_by_pair(df)
+    space = search_space(cfg.space)
+    directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
+
+    store = record.storage(cfg.optuna_storage)
+    studies, queue = {}, deque()
+    new_counts: dict[tuple[str, str], int] = {}
+    for task, variant in _pairs(cfg):
+        s = record.open_study(
+            store, cfg.name, task, variant, directions[task], cfg.sampler, cfg.seed
+        )
+        studies[(task, variant)] = s
+        rerun, orphans = record.reconcile(s, task, variant, by_pair.get((task, variant), {}), space)
+        if orphans:
+            log.warning(
+                "%s/%s: Optuna trials %s finished but have no results row (table edited "
+                "or replaced?); they cannot be rerun",
+                task,
+                variant,
+                orphans,
+            )
+        queue.extend(rerun)
+        if rerun:
+            log.info(
+                "%s/%s: rerunning interrupted trials %s with their parameters",
+                task,
+                variant,
+                [p.number for p in rerun],
+            )
+        new_counts[(task, variant)] = max(0, cfg.trials - record.count_trials(s))
+    # new trials round-robin over the pairs, so every pair progresses evenly
+    for k in range(max(new_counts.values(), default=0)):
+        queue.extend(pair for pair, n in new_counts.items() if k < n)
+
+    artifacts = None if cfg.tracking_uri else (sdir / "mlartifacts").resolve().as_uri()
+    tracker = Tracker(cfg.mlflow_uri, cfg.name, cfg.to_dict(), version, artifacts)
+    relogged = tracker.reconcile(
+        df.to_dict("records"),
+        lambda t, v, k: results.history_records(results.read_epochs(sdir, t, v, k)),
+    )
+    if relogged:
+        log.info("MLflow: logged %d recorded trials that had no run", relogged)
+    log.info("Optuna: %s  (view: optuna-dashboard %s)", cfg.optuna_storage, cfg.optuna_storage)
+    log.info("MLflow: %s  (view: mlflow ui --backend-store-uri %s)", cfg.mlflow_uri, cfg.mlflow_uri)
+
+    ran, finished_ok = 0, False
+    executor = None
+    try:
+        if queue:
+            log.info("%d trials to run on %s", len(queue), device)
+            executor = (executor_factory or _ray_executor)(cfg, device)
+            metrics = {t: tasks.get(t).metric for t in cfg.tasks}
+            with Display(
+                cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
+            ) as display:
+                display.update(df)
+                while queue or executor.in_flight:
+                    while queue and executor.in_flight < executor.workers:
+                        item = queue.popleft()
+                        p = (
+                            item
+                            if isinstance(item, record.Pending)
+                            else record.ask(studies[item], space, *item)
+                        )
+                        job = {
+                            "task": p.task,
+                            "variant": p.variant,
+                            "trial": p.number,
+                            "hparams": hyperparameters(p.params),
+                            "data_path": data[p.task][0],
+                            "training": dataclasses.asdict(cfg.training),
+                            "seed": trial_seed(cfg, p),
+                            "device": device,
+                            "hidden_size_meaning": cfg.space.hidden_size_meaning,
+                        }
+                        executor.submit(p, job)
+                        display.started(p.task, p.variant)
+                    for p, result in executor.wait(timeout=1.0):
+                        hp = hyperparameters(p.params)
+                        row = make_row(
+                            cfg,
+                            p,
+                            hp,
+                            result,
+                            data[p.task][1],
+                            tasks.get(p.task).metric,
+                            version,
+                            device,
+                        )
+                        results.write_epochs(
+                            sdir, p.task, p.variant, p.number, result.get("history", [])
+                        )
+                        df = results.append_trial(sdir, row)
+                        record.tell(studies[(p.task, p.variant)], p.number, row)
+                        tracker.log_trial(row, result.get("history", []))
+                        ran += 1
+                        display.finished(row, df)
+                    display.update()
+        finished_ok = True
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        tracker.close(finished_ok)
+
+    ours = df[[(t, v) in set(_pairs(cfg)) for t, v in zip(df["task"], df["variant"], strict=True)]]
+    counts = {
+        "complete": int((ours["status"] == "complete").sum()),
+        "failed": int((ours["status"] == "failed").sum()),
+        "expected": cfg.trials * len(_pairs(cfg)),
+        "ran": ran,
+    }
+    log.info(
+        "study %s: %d complete, %d failed of %d expected (%d run now)",
+        cfg.name,
+        counts["complete"],
+        counts["failed"],
+        counts["expected"],
+        ran,
+    )
+    if cfg.report:
+        build_report(cfg)
+    return counts
+
+
+def build_report(cfg: StudyConfig) -> None:
+    try:
+        import study.report as report
+    except ModuleNotFoundError as e:
+        if e.name != "study.report":
+            raise
+        log.info("no report builder installed (study.report is missing); skipped the report")
+        return
+    out = report.build(cfg.name, Path(cfg.results), None)
+    log.info("report: %s", out)

@@ -1,0 +1,165 @@
+"""MLflow tracking of a study, from the driver only (workers never talk to MLflow).
+
+Default store: SQLite `<results>/<study>/mlflow.db` (MLflow 3's default backend; the file store
+is legacy). Open it with `mlflow ui --backend-store-uri sqlite:///<results>/<study>/mlflow.db`.
+One experiment per study holding a parent run (tag role=study) and one nested child run per
+finished trial (tags task, variant, seed, trial, key, code_version, device, status; params are
+the four hyperparameters; metrics per epoch with step = epoch plus the final `best/*` values).
+A trial's child run is logged in one batch and then terminated, so `reconcile` can tell complete
+runs (FINISHED / FAILED) from runs cut off by a crash (RUNNING: deleted and logged again).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+log = logging.getLogger(__name__)
+_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def trial_key(task: str, variant: str, trial: int) -> str:
+    return f"{task}/{variant}/{trial}"
+
+
+def _ms(iso: str | None) -> int:
+    """Milliseconds since the epoch of an ISO timestamp (now if missing)."""
+    if not iso:
+        return int(time.time() * 1000)
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+class Tracker:
+    def __init__(
+        self,
+        uri: str,
+        study: str,
+        config: dict[str, Any],
+        code_version: str,
+        artifact_location: str | None = None,
+    ) -> None:
+        """`artifact_location`: where a new experiment keeps artifacts (MLflow's default is
+        ./mlruns under the current directory; the runner puts it in the study folder)."""
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(study)
+        self.experiment_id = (
+            exp.experiment_id
+            if exp
+            else self.client.create_experiment(study, artifact_location=artifact_location)
+        )
+        found = self.client.search_runs([self.experiment_id], "tags.role = 'study'", max_results=1)
+        if found:
+            self.parent_id = found[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=study,
+                tags={"role": "study", "study": study, "code_version": code_version},
+            )
+            self.parent_id = run.info.run_id
+            params = [Param(k, str(v)[:6000]) for k, v in _flatten(config).items()]
+            for i in range(0, len(params), 100):
+                self.client.log_batch(self.parent_id, params=params[i : i + 100])
+
+    def _trial_runs(self) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], "tags.role = 'trial'", max_results=1000, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def reconcile(self, rows: list[dict[str, Any]], history: Any) -> int:
+        """Log every result row that has no terminated child run; returns how many were logged.
+        `history(task, variant, trial)` gives a trial's per-epoch records."""
+        done = set()
+        for run in self._trial_runs():
+            if run.info.status in ("FINISHED", "FAILED"):
+                done.add(run.data.tags.get("key"))
+            else:
+                self.client.delete_run(run.info.run_id)
+        missing = [r for r in rows if trial_key(r["task"], r["variant"], r["trial"]) not in done]
+        for r in missing:
+            self.log_trial(r, history(r["task"], r["variant"], r["trial"]))
+        return len(missing)
+
+    def log_trial(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        key = trial_key(row["task"], row["variant"], row["trial"])
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "role": "trial",
+            "key": key,
+            **{
+                k: str(row[k])
+                for k in (
+                    "task",
+                    "variant",
+                    "seed",
+                    "trial",
+                    "code_version",
+                    "device",
+                    "status",
+                    "metric",
+                    "data_source",
+                )
+            },
+        }
+        if row.get("error"):
+            tags["error"] = str(row["error"])[:5000]
+        run = self.client.create_run(
+            self.experiment_id, run_name=key, tags=tags, start_time=_ms(row.get("started_at"))
+        )
+        params = [Param(k[3:], str(row[k])) for k in row if k.startswith("hp_")]
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, int(rec["epoch"]))
+            for rec in history
+            for k, v in rec.items()
+            if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)
+        ]
+        finals = {
+            "best/val_metric": row["val_metric"],
+            "best/test_metric": row["test_metric"],
+            "train_loss": row["train_loss"],
+            "wall_s": row["wall_s"],
+            "n_params": row["n_params"],
+            "epochs": row["epochs"],
+            "best_epoch": row["best_epoch"],
+        }
+        metrics += [
+            Metric(k, float(v), now, 0)
+            for k, v in finals.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        self.client.log_batch(run.info.run_id, params=params)
+        for i in range(0, len(metrics), _BATCH):
+            self.client.log_batch(run.info.run_id, metrics=metrics[i : i + _BATCH])
+        self.client.set_terminated(
+            run.info.run_id,
+            "FINISHED" if row["status"] == "complete" else "FAILED",
+            end_time=_ms(row.get("finished_at")),
+        )
+
+    def close(self, finished: bool) -> None:
+        self.client.set_terminated(self.parent_id, "FINISHED" if finished else "KILLED")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

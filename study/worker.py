@@ -1,0 +1,58 @@
+"""What runs in a worker process for one trial: load the prepared data (once per process), train,
+and return the result with its per-epoch history. No Ray, Optuna or MLflow here either, so the
+same function serves Ray workers and the in-process executor of tests."""
+
+from __future__ import annotations
+
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_DATA: dict[str, Any] = {}  # prepared folder -> splits, kept for the life of the process
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def load_splits(data_path: str):
+    from tasks.base import load_prepared
+
+    if data_path not in _DATA:
+        _DATA.clear()  # one dataset at a time keeps a worker's memory bounded
+        _DATA[data_path] = load_prepared(Path(data_path))[0]
+    return _DATA[data_path]
+
+
+def run_trial(job: dict[str, Any]) -> dict[str, Any]:
+    """`job`: task, variant, trial, hparams, data_path, training (TrainConfig fields), seed,
+    device, hidden_size_meaning. Returns the train() result plus history, started_at,
+    finished_at; any exception becomes a failed result with its reason (the study goes on)."""
+    import tasks
+    from study.config import TrainConfig
+    from study.train import train
+
+    started = now_iso()
+    history: list[dict[str, Any]] = []
+    try:
+        result = train(
+            tasks.get(job["task"]),
+            job["variant"],
+            job["hparams"],
+            load_splits(job["data_path"]),
+            TrainConfig(**job["training"]),
+            job["seed"],
+            job["device"],
+            history.append,
+            job["hidden_size_meaning"],
+        )
+    except Exception as e:  # a bug or a broken input must not stop the whole study
+        tb = traceback.format_exc(limit=6)
+        result = {
+            "status": "failed",
+            "error": f"{type(e).__name__}: {e}\n{tb}",
+            "epochs": len(history),
+        }
+    result.update(history=history, started_at=started, finished_at=now_iso())
+    return result

@@ -1,0 +1,42 @@
+"""IAM-OnDB: online handwriting -> character sequence with CTC (Greff et al. 2017, section IV-B).
+
+Inputs: 4 features per pen point (dx, dy, pen lift, time since stroke start; `features`),
+z-normalised with training statistics. Outputs: 82 = 81 characters (`alphabet`) + CTC blank.
+Loss: CTC summed over the sequences of a batch. Metric: character error rate of best-path
+decodings, total edits / total reference characters (`ctc`). Bidirectional network.
+
+Sources: "real" reads the IAM On-Line Handwriting Database from `--path` in its original layout
+(`corpus`); "synthetic" (default, a stand-in) first generates a corpus in that same layout from
+Hershey single-stroke fonts and our own sentences (`generate`, `handwriting`, `sentences`), then
+reads it with the same reader (`prepare`).
+"""
+
+from __future__ import annotations
+
+from tasks.base import Task
+from tasks.iam_online import ctc
+from tasks.iam_online.alphabet import ALPHABET, NUM_CLASSES
+from tasks.iam_online.prepare import prepare, tiny
+
+TASK = Task(
+    name="iam_online",
+    title="IAM-OnDB (online handwriting, CTC character error)",
+    input_size=4,
+    output_size=NUM_CLASSES,
+    bidirectional=True,
+    metric="char_error",
+    metric_direction="minimize",
+    loss_name="CTC (summed over sequences)",
+    sources=("synthetic", "real"),
+    default_source="synthetic",
+    stand_in=("synthetic",),
+    description=f"5355/2956/3859 handwritten lines, 4 inputs per pen point, {len(ALPHABET)} "
+    "characters + blank; synthetic: Hershey-font handwriting in the IAM-OnDB layout",
+    prepare=prepare,
+    collate=ctc.collate,
+    loss=ctc.loss,
+    errors=ctc.errors,
+    tiny=tiny,
+)
+
+__all__ = ["TASK"]

@@ -1,0 +1,137 @@
+"""Study config: presets resolve and validate; bad settings fail with messages naming valid
+choices; a study refuses a config that changes what its trials mean."""
+
+from __future__ import annotations
+
+import pytest
+
+import tasks
+import variants
+from study import config, runner
+
+
+@pytest.mark.parametrize("name", config.PRESETS)
+def test_presets_resolve(name):
+    cfg = config.resolve(name)
+    assert cfg.name == name
+    assert set(cfg.tasks) <= set(tasks.TASKS) and set(cfg.variants) <= set(variants.VARIANTS)
+    # round trip through the saved YAML gives the same config
+    assert config.from_dict(__import__("yaml").safe_load(config.dump(cfg))) == cfg
+
+
+def test_paper_preset_is_the_paper_protocol():
+    cfg = config.resolve("paper")
+    assert cfg.trials == 200 and cfg.sampler == "random"
+    assert cfg.tasks == tuple(tasks.TASKS) and cfg.variants == tuple(variants.VARIANTS)
+    assert (cfg.training.batch_size, cfg.training.max_epochs, cfg.training.patience) == (1, 150, 15)
+    s = cfg.space
+    assert s.hidden_size == (20, 200) and s.learning_rate == (1e-6, 1e-2)
+    assert s.one_minus_momentum == (0.01, 1.0) and s.input_noise == (0.0, 1.0)
+    assert s.hidden_size_meaning == "per_direction"
+
+
+def test_demo_runs_every_variant_on_every_task():
+    cfg = config.resolve("demo")
+    assert cfg.tasks == tuple(tasks.TASKS) and cfg.variants == tuple(variants.VARIANTS)
+    assert cfg.report
+
+
+def test_file_then_flags_override(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text(
+        "preset: smoke\ntrials: 7\ntraining: {max_epochs: 9}\nspace: {input_noise: [0, 0.5]}\n"
+    )
+    cfg = config.resolve(str(f), {"trials": 11, "variants": ["GRU"], "seed": None})
+    assert cfg.name == "mine" and cfg.trials == 11 and cfg.variants == ("GRU",)
+    assert cfg.training.max_epochs == 9 and cfg.training.patience == 2  # rest from smoke
+    assert cfg.space.input_noise == (0.0, 0.5) and cfg.space.hidden_size == (4, 12)
+    assert cfg.seed == 0  # None means "flag not given"
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ({"variants": ["V", "CIFx"]}, ["unknown variant 'CIFx'", "V, NIG, NFG"]),
+        ({"tasks": ["timmit"]}, ["unknown task 'timmit'", "timit, iam_online, jsb_chorales"]),
+        ({"device": "tpu"}, ["unknown device 'tpu'", "cpu, cuda, auto"]),
+        ({"trials": 0}, ["trials must be an integer >= 1"]),
+        ({"workers": -1}, ["workers must be an integer >= 1"]),
+        ({"seed": -3}, ["seed must be a non-negative integer"]),
+        ({"sampler": "grid"}, ["unknown sampler 'grid'", "random, tpe"]),
+        ({"name": "a/b"}, ["folder name"]),
+    ],
+)
+def test_bad_flags(override, words):
+    with pytest.raises(ValueError) as e:
+        config.resolve("smoke", override)
+    for w in words:
+        assert w in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "preset: smoke\nspace: {learning_rate: [1.0e-2, 1.0e-6]}\n",
+            ["space.learning_rate", "low <= high"],
+        ),
+        ("preset: smoke\nspace: {hidden_size: 50}\n", ["[low, high] pair"]),
+        ("preset: smoke\nspace: {hidden_size_meaning: both}\n", ["per_direction, total"]),
+        (
+            "preset: smoke\nspace: {momentum: [0, 1]}\n",
+            ["unknown space setting(s) 'momentum'", "one_minus_momentum"],
+        ),
+        ("preset: smoke\ntraining: {patience: 0}\n", ["training.patience"]),
+        (
+            "preset: smoke\ntrainig: {patience: 3}\n",
+            ["unknown study setting(s) 'trainig'", "training"],
+        ),
+        ("preset: smoke\ndata: {jsb_chorales: {source: synthetic}}\n", ["valid: real"]),
+        ("preset: smoke\ndata: {jsb: {size: 3}}\n", ["unknown task 'jsb'"]),
+        ("preset: tiny\n", ["unknown preset 'tiny'", "demo, smoke, paper"]),
+        ("- just\n- a list\n", ["expected a mapping"]),
+    ],
+)
+def test_bad_files(tmp_path, text, words):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ValueError) as e:
+        config.resolve(str(f))
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_unknown_spec_names_presets():
+    with pytest.raises(ValueError, match="neither a preset .demo, smoke, paper"):
+        config.resolve("smok")
+
+
+def test_existing_study_refuses_a_different_meaning(tmp_path):
+    base = config.resolve("smoke", {"results": str(tmp_path)})
+    base.study_dir.mkdir(parents=True)
+    runner.check_and_save_config(base)
+    assert (base.study_dir / "config.yaml").is_file()
+    # allowed: more trials, more variants and tasks, other workers / device / stores
+    runner.check_and_save_config(
+        config.resolve(
+            "smoke",
+            {
+                "results": str(tmp_path),
+                "trials": 10,
+                "variants": ["V", "NP", "GRU"],
+                "workers": 1,
+                "tasks": ["jsb_chorales", "timit"],
+            },
+        )
+    )
+    for override, key in [
+        ({"seed": 1}, "seed"),
+        ({"space": {"learning_rate": [1e-5, 1e-1]}}, "space.learning_rate"),
+        ({"training": {"max_epochs": 4}}, "training.max_epochs"),
+        ({"sampler": "tpe"}, "sampler"),
+        ({"data": {"jsb_chorales": {"size": 13}}}, "data.jsb_chorales.size"),
+    ]:
+        raw, _ = config.raw_config("smoke")
+        raw = config._merge(raw, {"name": "smoke", "results": str(tmp_path), **override})
+        with pytest.raises(ValueError, match=f"different {key}.*--study NEW_NAME"):
+            runner.check_and_save_config(config.from_dict(raw))

@@ -1,0 +1,289 @@
+"""Resume logic of the driver without Ray (trials run in-process): a crash at each point of
+recording a trial, then the same command again; every trial must appear exactly once in the
+results table, in Optuna (same number, same parameters) and in MLflow. A diverging trial is
+recorded as failed and the study goes on."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from study import config, record, results, runner
+from study.scheduler import InlineExecutor
+from study.tracking import Tracker
+from study.worker import run_trial
+
+
+class Killed(BaseException):
+    """Stands in for the driver dying (BaseException: nothing in the driver may catch it)."""
+
+
+def _cfg(tmp_path, **kw):
+    return config.resolve(
+        "smoke",
+        {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data"), "trials": 3, **kw},
+    )
+
+
+def _run(cfg, fn=run_trial):
+    return runner.run(cfg, executor_factory=lambda c, d: InlineExecutor(fn), live=False)
+
+
+def _optuna(cfg, variant):
+    return optuna.load_study(
+        study_name=f"{cfg.name}/jsb_chorales/{variant}", storage=cfg.optuna_storage
+    )
+
+
+def _check_exactly_once(cfg):
+    df = results.read_trials(cfg.study_dir)
+    assert len(df) == 6 and not df.duplicated(["task", "variant", "trial"]).any()
+    for v in ("V", "NP"):
+        sub = df[df["variant"] == v].set_index("trial")
+        assert sorted(sub.index) == [0, 1, 2]
+        trials = _optuna(cfg, v).get_trials()
+        assert [t.number for t in trials] == [0, 1, 2]
+        for t in trials:
+            row = sub.loc[t.number]
+            assert t.params["hidden_size"] == row["hp_hidden_size"]
+            assert 1 - t.params["one_minus_momentum"] == pytest.approx(row["hp_momentum"])
+            if row["status"] == "complete":
+                assert t.state == TrialState.COMPLETE and t.value == row["val_metric"]
+            else:
+                assert t.state == TrialState.FAIL
+    client = MlflowClient(cfg.mlflow_uri)
+    exp = client.get_experiment_by_name(cfg.name)
+    runs = client.search_runs([exp.experiment_id], "tags.role = 'trial'")
+    keys = sorted(r.data.tags["key"] for r in runs)
+    assert keys == sorted(f"jsb_chorales/{v}/{k}" for v in ("V", "NP") for k in range(3))
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+    parent = client.search_runs([exp.experiment_id], "tags.role = 'study'")
+    assert len(parent) == 1 and all(
+        r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in runs
+    )
+    return df
+
+
+def test_killed_while_a_trial_runs(tmp_path):
+    cfg = _cfg(tmp_path)
+    calls = []
+
+    def dies_on_third(job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise Killed
+        return run_trial(job)
+
+    with pytest.raises(Killed):
+        _run(cfg, dies_on_third)
+    assert len(results.read_trials(cfg.study_dir)) == 2
+    running = [
+        t
+        for v in ("V", "NP")
+        for t in _optuna(cfg, v).get_trials()
+        if t.state == TrialState.RUNNING
+    ]
+    assert len(running) == 1
+    asked = calls[2]
+
+    rerun = []
+    counts = _run(cfg, lambda job: rerun.append(job) or run_trial(job))
+    assert counts == {"complete": 6, "failed": 0, "expected": 6, "ran": 4}
+    # the interrupted trial ran first, with its original number and parameters
+    first = rerun[0]
+    assert (first["variant"], first["trial"], first["hparams"], first["seed"]) == (
+        asked["variant"],
+        asked["trial"],
+        asked["hparams"],
+        asked["seed"],
+    )
+    _check_exactly_once(cfg)
+    # a third run has nothing to do
+    assert _run(cfg, lambda job: pytest.fail("nothing should run"))["ran"] == 0
+
+
+@pytest.mark.parametrize("where", ["row_write", "tell", "mlflow"])
+def test_killed_while_recording(tmp_path, monkeypatch, where):
+    cfg = _cfg(tmp_path)
+    real = {
+        "row_write": (results.os, "replace"),
+        "tell": (record, "tell"),
+        "mlflow": (Tracker, "log_trial"),
+    }[where]
+    original = getattr(*real)
+    state = {"n": 0}
+
+    def dies_on_second(*args, **kwargs):
+        if where == "row_write" and not str(args[1]).endswith("trials.parquet"):
+            return original(*args, **kwargs)  # epoch part files are written normally
+        state["n"] += 1
+        if state["n"] == 2:
+            raise Killed
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(*real, dies_on_second)
+    with pytest.raises(Killed):
+        _run(cfg)
+    monkeypatch.setattr(*real, original)
+    rows = len(results.read_trials(cfg.study_dir))
+    assert rows == (1 if where == "row_write" else 2)  # os.replace: old table, never a torn one
+    counts = _run(cfg)
+    assert counts["complete"] == 6 and counts["ran"] == 6 - rows
+    df = _check_exactly_once(cfg)
+    client = MlflowClient(cfg.mlflow_uri)
+    exp = client.get_experiment_by_name(cfg.name)
+    for run in client.search_runs([exp.experiment_id], "tags.role = 'trial'"):
+        task, variant, k = run.data.tags["key"].split("/")
+        row = df[(df["variant"] == variant) & (df["trial"] == int(k))].iloc[0]
+        steps = client.get_metric_history(run.info.run_id, "val/nll")
+        assert [m.step for m in steps] == list(range(1, row["epochs"] + 1))
+        assert run.data.metrics["best/test_metric"] == row["test_metric"]
+
+
+def test_diverging_trial_is_failed_and_the_study_goes_on(tmp_path):
+    cfg = _cfg(tmp_path)
+
+    def diverge_v1(job):
+        if (job["variant"], job["trial"]) == ("V", 1):
+            job = {**job, "hparams": {**job["hparams"], "learning_rate": math.inf}}
+        return run_trial(job)
+
+    def crash_np2(job):
+        if (job["variant"], job["trial"]) == ("NP", 2):
+            raise RuntimeError("boom")
+        return diverge_v1(job)
+
+    counts = _run(cfg, lambda job: _guard(crash_np2, job))
+    assert counts == {"complete": 4, "failed": 2, "expected": 6, "ran": 6}
+    df = _check_exactly_once(cfg).set_index(["variant", "trial"])
+    assert df.loc[("V", 1), "status"] == "failed" and "became nan" in df.loc[("V", 1), "error"]
+    assert df.loc[("NP", 2), "status"] == "failed" and "boom" in df.loc[("NP", 2), "error"]
+    assert math.isnan(df.loc[("V", 1), "test_metric"])
+    assert (df[df["status"] == "complete"]["test_metric"] > 0).all()
+
+
+def _guard(fn, job):
+    """What a Ray worker does around the trial: exceptions become failed results."""
+    try:
+        return fn(job)
+    except Exception as e:  # same contract as study.worker.run_trial
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "epochs": 0, "history": []}
+
+
+def test_results_table_columns(tmp_path):
+    cfg = _cfg(tmp_path, trials=1, variants=["GRU"])
+    _run(cfg)
+    df = results.read_trials(cfg.study_dir)
+    assert list(df.columns) == [
+        "study",
+        "task",
+        "variant",
+        "trial",
+        "seed",
+        "status",
+        "error",
+        "hp_hidden_size",
+        "hp_learning_rate",
+        "hp_momentum",
+        "hp_input_noise",
+        "n_params",
+        "epochs",
+        "best_epoch",
+        "val_metric",
+        "test_metric",
+        "train_loss",
+        "wall_s",
+        "device",
+        "started_at",
+        "finished_at",
+        "code_version",
+        "metric",
+        "data_source",
+        "stand_in",
+        "test_extra",
+    ]
+    r = df.iloc[0]
+    assert (r["study"], r["task"], r["variant"], r["trial"], r["status"]) == (
+        "smoke",
+        "jsb_chorales",
+        "GRU",
+        0,
+        "complete",
+    )
+    assert r["metric"] == "nll" and r["data_source"] == "real" and not r["stand_in"]
+    assert r["test_extra"] == "{}" and r["epochs"] >= r["best_epoch"] >= 1
+    epochs = pd.read_parquet(cfg.study_dir / "epochs.parquet")  # the folder reads as one table
+    names = {"train/loss", "val/nll", "test/nll", "time_s"}
+    assert set(epochs["name"]) == names and len(epochs) == 4 * r["epochs"]
+    assert sorted(set(epochs["epoch"])) == list(range(1, r["epochs"] + 1))
+    best = epochs[(epochs["epoch"] == r["best_epoch"]) & (epochs["name"] == "test/nll")]
+    assert best["value"].item() == r["test_metric"]
+    hist = results.history_records(results.read_epochs(cfg.study_dir, "jsb_chorales", "GRU", 0))
+    assert [h["epoch"] for h in hist] == list(range(1, r["epochs"] + 1)) and set(hist[0]) == {
+        "epoch",
+        *names,
+    }
+    assert isinstance(pd.Timestamp(r["started_at"]), pd.Timestamp)
+
+
+def test_worker_turns_any_exception_into_a_failed_result(tmp_path):
+    job = {
+        "task": "jsb_chorales",
+        "variant": "NOPE",
+        "trial": 0,
+        "data_path": str(tmp_path),
+        "hparams": {},
+        "training": {},
+        "seed": 0,
+        "device": "cpu",
+        "hidden_size_meaning": "per_direction",
+    }
+    r = run_trial(job)
+    assert r["status"] == "failed" and "no prepared data" in r["error"]
+    assert r["history"] == [] and r["started_at"] <= r["finished_at"]
+
+
+def test_status_shows_progress_and_failures(tmp_path, capsys):
+    import argparse
+
+    from study.commands.run import status
+
+    cfg = _cfg(tmp_path, trials=2, variants=["V"])
+
+    def diverge_second(job):
+        if job["trial"] == 1:
+            job = {**job, "hparams": {**job["hparams"], "learning_rate": math.inf}}
+        return run_trial(job)
+
+    _run(cfg, diverge_second)
+    capsys.readouterr()
+    assert status(argparse.Namespace(study="smoke", results=cfg.results)) == 0
+    out = capsys.readouterr().out
+    assert "smoke: 1 complete, 1 failed of 2; not running" in out
+    assert "jsb_chorales/V: training loss became nan in epoch 1" in out
+    with pytest.raises(ValueError, match="no study 'nope'.*known: smoke"):
+        status(argparse.Namespace(study="nope", results=cfg.results))
+
+
+def test_killed_inside_ask(tmp_path):
+    """The driver died while Optuna's ask stored the parameters: the rerun completes them with
+    the values the per-trial seeded sampler gives trial 0 anyway."""
+    from study.space import hyperparameters, make_sampler, search_space
+
+    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    cfg.study_dir.mkdir(parents=True)
+    store = record.storage(cfg.optuna_storage)
+    s = record.open_study(store, "smoke", "jsb_chorales", "V", "minimize", "random", 0)
+    s.ask().suggest_int("hidden_size", 4, 12, log=True)  # ... and the driver dies here
+    jobs = []
+    assert _run(cfg, lambda job: jobs.append(job) or run_trial(job))["ran"] == 1
+    fresh = optuna.create_study(sampler=make_sampler("random", 0, "jsb_chorales", "V"))
+    assert jobs[0]["trial"] == 0
+    assert jobs[0]["hparams"] == hyperparameters(fresh.ask(search_space(cfg.space)).params)
+    (t,) = _optuna(cfg, "V").get_trials()
+    assert t.state == TrialState.COMPLETE and len(t.params) == 4
