@@ -51,4 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m study.cli`: use the module's own classes (not __main__'s copies), so that
+    # `except UserError` catches what the commands raise
+    from study.cli import main as _main
+
+    sys.exit(_main())

@@ -148,6 +148,11 @@ class Display:
         self.running[(task, variant)] = self.running.get((task, variant), 0) + 1
         self.update()
 
+    def requeued(self, task: str, variant: str) -> None:
+        """A trial went back to the queue (its worker raised or died); it is no longer running."""
+        self.running[(task, variant)] = max(0, self.running.get((task, variant), 0) - 1)
+        self.update()
+
     def finished(self, row: dict[str, Any], df: pd.DataFrame) -> None:
         key = (row["task"], row["variant"])
         self.running[key] = max(0, self.running.get(key, 0) - 1)

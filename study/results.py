@@ -73,6 +73,12 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    # make the rename itself durable before Optuna's tell (committed) can outlive it
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def make_row(**values: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from study import config as config_mod
+from study.cli import UserError
 from study import record, results
 from study.config import StudyConfig
 from study.space import hyperparameters, search_space, stable_seed
@@ -278,6 +279,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     log.info("MLflow: %s  (view: mlflow ui --backend-store-uri %s)", cfg.mlflow_uri, cfg.mlflow_uri)
 
     ran, finished_ok = 0, False
+    attempts: dict[tuple[str, str, int], int] = {}
     executor = None
     try:
         if queue:
@@ -310,6 +312,10 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
                         executor.submit(p, job)
                         display.started(p.task, p.variant)
                     for p, result in executor.wait(timeout=1.0):
+                        if result.get("retryable"):
+                            _retry_or_stop(p, result, attempts, queue)
+                            display.requeued(p.task, p.variant)
+                            continue
                         hp = hyperparameters(p.params)
                         row = make_row(
                             cfg,
@@ -336,10 +342,12 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
             executor.shutdown()
         tracker.close(finished_ok)
 
-    ours = df[[(t, v) in set(_pairs(cfg)) for t, v in zip(df["task"], df["variant"], strict=True)]]
+    pairs = set(_pairs(cfg))
+    mine = [(t, v) in pairs for t, v in zip(df.get("task", []), df.get("variant", []), strict=True)]
+    status = df["status"][mine] if len(df) else []
     counts = {
-        "complete": int((ours["status"] == "complete").sum()),
-        "failed": int((ours["status"] == "failed").sum()),
+        "complete": int(sum(s == "complete" for s in status)),
+        "failed": int(sum(s == "failed" for s in status)),
         "expected": cfg.trials * len(_pairs(cfg)),
         "ran": ran,
     }
@@ -354,6 +362,31 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     if cfg.report:
         build_report(cfg)
     return counts
+
+
+MAX_ATTEMPTS = 3  # a trial hit by a system error (not a divergence) runs at most this often
+
+
+class TrialError(UserError):
+    """A trial kept failing for a reason outside its hyperparameters; the study stops unrecorded."""
+
+
+def _retry_or_stop(p: record.Pending, result: dict[str, Any], attempts: dict, queue: deque) -> None:
+    """Rerun a trial whose worker raised or died (same parameters); after MAX_ATTEMPTS stop the
+    study without recording it, so that fixing the cause and rerunning the command resumes it."""
+    key = (p.task, p.variant, p.number)
+    attempts[key] = attempts.get(key, 1) + 1
+    first_line = str(result.get("error", "")).splitlines()[0] if result.get("error") else "?"
+    if attempts[key] > MAX_ATTEMPTS:
+        raise TrialError(
+            f"trial {p.task}/{p.variant}/{p.number} failed {MAX_ATTEMPTS} times for a reason "
+            f"outside its hyperparameters, so the study stopped without recording it:\n"
+            f"{result.get('error')}\nNothing recorded is lost: fix the cause and run the same "
+            f"command again to resume."
+        )
+    log.warning("%s/%s trial %d: %s; running it again (attempt %d of %d)",
+                p.task, p.variant, p.number, first_line, attempts[key], MAX_ATTEMPTS)
+    queue.appendleft(p)
 
 
 def build_report(cfg: StudyConfig) -> None:

@@ -130,7 +130,8 @@ class RayExecutor:
                     (
                         tag,
                         {
-                            "status": "failed",
+                            "status": "error",
+                            "retryable": True,
                             "error": f"worker died: {type(e).__name__}: {str(e)[:2000]}",
                             "epochs": 0,
                             "history": [],

@@ -10,7 +10,9 @@ training only; loss = the task's summed loss / number of sequences in the miniba
 Nesterov step with the learning rate scaled by (1 - momentum) (`study.optim`); validation and test
 evaluated after every epoch as corpus-level metrics; early stopping after `patience` epochs without
 a validation improvement, at most `max_epochs`; the reported test metric is the one at the best
-validation epoch. A NaN / inf loss or parameter ends the trial as failed with the reason.
+validation epoch. A NaN / inf loss or parameter ends training; the trial is failed (with the
+reason) unless an earlier epoch gave a finite validation metric, whose result it then keeps
+(status complete, the divergence noted in `error`).
 """
 
 from __future__ import annotations
@@ -138,7 +140,11 @@ def train(
     except Diverged as e:
         error = str(e)
 
-    failed = error is not None
+    # Diverging after a good epoch keeps that epoch's result (as early stopping on validation
+    # would); a trial fails only when no epoch produced a finite validation metric.
+    failed = error is not None and best["epoch"] == 0
+    if error is not None and not failed:
+        error = f"{error}; kept the best epoch {best['epoch']}"
     return {
         "status": "failed" if failed else "complete",
         "error": error,

@@ -28,7 +28,10 @@ def load_splits(data_path: str):
 def run_trial(job: dict[str, Any]) -> dict[str, Any]:
     """`job`: task, variant, trial, hparams, data_path, training (TrainConfig fields), seed,
     device, hidden_size_meaning. Returns the train() result plus history, started_at,
-    finished_at; any exception becomes a failed result with its reason (the study goes on)."""
+    finished_at. A divergence is a result (train() returns it as failed). Any other exception (a
+    missing data file on a node, out of memory, a bug) is not a property of the trial's
+    hyperparameters: it comes back as status 'error' with `retryable`, and the driver reruns the
+    trial or stops the study without recording it, so nothing is wrongly recorded as failed."""
     import tasks
     from study.config import TrainConfig
     from study.train import train
@@ -47,10 +50,11 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
             history.append,
             job["hidden_size_meaning"],
         )
-    except Exception as e:  # a bug or a broken input must not stop the whole study
+    except Exception as e:  # reported to the driver, which decides (rerun or stop)
         tb = traceback.format_exc(limit=6)
         result = {
-            "status": "failed",
+            "status": "error",
+            "retryable": True,
             "error": f"{type(e).__name__}: {e}\n{tb}",
             "epochs": len(history),
         }

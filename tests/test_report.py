@@ -92,6 +92,22 @@ def test_compare_to_baseline_verdicts_and_seeded_ci():
     assert (out[out["subset"] == stats.TOP].set_index("variant").loc["BAD", "n"]) == 4
 
 
+def test_verdict_is_the_papers_raw_welch_test_and_holm_is_reported_beside_it():
+    """Five variants each slightly worse than V: raw p just under 0.05 is 'worse' (the paper's
+    uncorrected test) while Holm over the family of five makes it 'n.s.'."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0, 1.0, 30)
+    groups = {"V": base.tolist()}
+    for k in range(5):
+        groups[f"X{k}"] = (base + 0.45 + 0.002 * k).tolist()  # same spread, shifted
+    out = stats.compare_to_baseline(stats.with_subsets(_table(groups)), list(groups), "V",
+                                    n_resamples=100)
+    allv = out[out["subset"] == stats.ALL].set_index("variant")
+    x0 = allv.loc["X0"]
+    assert x0["p"] < 0.05 < x0["p_holm"]
+    assert x0["verdict"] == "worse" and x0["verdict_holm"] == "n.s."
+
+
 def test_compare_without_baseline():
     long = stats.with_subsets(_table({"NP": [1.0, 2.0, 3.0]}))
     out = stats.compare_to_baseline(long, ["V", "NP"], "V")
@@ -285,10 +301,9 @@ def test_fanova_agrees_with_automl_fanova(monkeypatch):
 
 
 @pytest.mark.slow
-def test_full_paper_sized_fixture_under_two_minutes(tmp_path):
-    import time
-
+def test_full_paper_sized_fixture_builds(tmp_path):
+    """3 tasks x 10 variants x 200 trials, 100 trees: the page builds (its time is measured by
+    hand and reported, never asserted)."""
     write_study(tmp_path / "results", make_trials(trials=200, seed=0), "paper")
-    t0 = time.perf_counter()
-    build("paper", tmp_path / "results", tmp_path / "out")
-    assert time.perf_counter() - t0 < 180
+    html = build("paper", tmp_path / "results", tmp_path / "out").read_text()
+    assert all(v in html for v in ("FGR", "CIFG", "timit", "jsb_chorales"))

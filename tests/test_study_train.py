@@ -153,6 +153,24 @@ def test_divergence_is_a_failed_trial_with_its_reason():
     assert "training loss became nan in epoch 1" in r["error"]  # step 1 made the weights inf
 
 
+def test_divergence_after_a_good_epoch_keeps_the_best_epoch():
+    import dataclasses
+
+    calls = {"n": 0}
+    n_train = len(_tiny()["train"])
+
+    def nan_in_epoch_3(logits, batch):  # finite for two epochs, then NaN
+        calls["n"] += 1
+        loss, count = JSB.loss(logits, batch)
+        return (loss * math.nan if calls["n"] > 2 * math.ceil(n_train / 2) else loss), count
+
+    task = dataclasses.replace(JSB, loss=nan_in_epoch_3)
+    r = train(task, "V", HP, _tiny(), TrainConfig(batch_size=2, max_epochs=5, patience=5), 0)
+    assert r["status"] == "complete" and r["best_epoch"] in (1, 2) and r["epochs"] == 3
+    assert math.isfinite(r["test_metric"])
+    assert "became nan in epoch 3; kept the best epoch" in r["error"]
+
+
 def test_nan_loss_is_a_failed_trial(monkeypatch):
     import dataclasses
 

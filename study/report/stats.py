@@ -188,11 +188,14 @@ def compare_to_baseline(
             adjusted = holm([r["p"] for r in block])
             for r, p_adj in zip(block, adjusted, strict=True):
                 r["p_holm"] = p_adj
-                r["verdict"] = (
-                    "no baseline"
-                    if len(base) == 0 and r["n"] > 0
-                    else verdict(r["n"], r["n_base"], r["diff"], p_adj, alpha)
-                )
+                # `verdict` is the paper's test (Welch at alpha, uncorrected); `verdict_holm`
+                # controls the family-wise error over this task's comparisons.
+                for key, p_used in (("verdict", r["p"]), ("verdict_holm", p_adj)):
+                    r[key] = (
+                        "no baseline"
+                        if len(base) == 0 and r["n"] > 0
+                        else verdict(r["n"], r["n_base"], r["diff"], p_used, alpha)
+                    )
             rows.extend(block)
     columns = [
         "task",
@@ -213,6 +216,7 @@ def compare_to_baseline(
         "p",
         "p_holm",
         "verdict",
+        "verdict_holm",
     ]
     return pd.DataFrame(rows, columns=columns)
 

@@ -1,0 +1,200 @@
+"""`odyssey bench cells|study`: cell speed against torch.nn.LSTM, and trials per hour.
+
+Both run in this process with one torch thread by default (how trials run) and apply glibc's
+malloc settings with mallopt unless the MALLOC_*_ variables were set before start
+(`benchmarks.runtime`). Code in `benchmarks/`; columns documented in `benchmarks/README.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DEFAULT_SHAPES = ("timit32", "timit128", "timit256", "jsb32", "jsb128")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="speed benchmarks: cells vs torch.nn.LSTM, trials per hour")
+    bsub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+
+    c = bsub.add_parser("cells", help="forward+backward ms per step of every variant vs nn.LSTM")
+    c.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    c.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is shown")
+    c.add_argument(
+        "--variants",
+        type=_csv,
+        default=None,
+        metavar="V,NP,...",
+        help="comma-separated variants (default: all)",
+    )
+    c.add_argument(
+        "--shapes",
+        type=_csv,
+        default=list(DEFAULT_SHAPES),
+        metavar="S,...",
+        help=f"comma-separated shapes (default: {','.join(DEFAULT_SHAPES)})",
+    )
+    c.add_argument(
+        "--paths",
+        type=_csv,
+        default=["fast"],
+        metavar="fast,reference",
+        help="cell paths to time: fast (default) and/or reference",
+    )
+    c.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as trials)")
+    c.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    c.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    c.set_defaults(func=run_cells)
+
+    s = bsub.add_parser("study", help="trials per hour of a small fixed grid, and time shares")
+    s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.add_argument("--task", default="jsb_chorales", help="task (default jsb_chorales)")
+    s.add_argument(
+        "--variants",
+        type=_csv,
+        default=None,
+        metavar="V,NP,...",
+        help="comma-separated variants (default: all)",
+    )
+    s.add_argument(
+        "--hidden",
+        type=lambda t: [int(v) for v in _csv(t)],
+        default=[32, 128],
+        metavar="N,...",
+        help="hidden sizes per direction (default 32,128)",
+    )
+    s.add_argument("--size", type=int, default=None, help="training sequences (default: all)")
+    s.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
+    s.add_argument("--batch-size", type=int, default=4, help="minibatch size (default 4)")
+    s.add_argument(
+        "--path",
+        default="fast",
+        choices=("fast", "python", "reference"),
+        help="cell path (default fast)",
+    )
+    s.set_defaults(func=run_study)
+
+
+def _setup(threads: int) -> dict:
+    import torch
+
+    from benchmarks import runtime
+
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return runtime.describe(threads)
+
+
+def run_cells(args: argparse.Namespace) -> int:
+    import variants
+    from benchmarks import cells
+    from variants.fast import build
+
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    env = _setup(args.threads)
+    names = args.variants or list(variants.VARIANTS)
+    if args.json:
+        rows = cells.run(
+            names, args.shapes, args.paths, args.repeats, args.device, memory=not args.no_memory
+        )
+        print(json.dumps({"env": {**env, "extension": build.status()}, "rows": rows}, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    with console.status("timing") as status:
+        rows = cells.run(
+            names,
+            args.shapes,
+            args.paths,
+            args.repeats,
+            args.device,
+            memory=not args.no_memory,
+            progress=lambda shape: status.update(f"timing {shape}"),
+        )
+    ext = build.status()
+    t = Table(
+        title=f"forward+backward ms per step (median of {args.repeats}), ratio to "
+        f"nn.LSTM; threads={env['threads']}, malloc: {env['malloc']}, compiled kernels: "
+        f"{'loaded' if ext['loaded'] else 'not loaded (' + str(ext['error']) + ')'}"
+    )
+    t.add_column("variant")
+    t.add_column("path")
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    for shape in shapes:
+        t.add_column(shape, justify="right")
+    keys = list(dict.fromkeys((r["variant"], r["path"]) for r in rows))
+    by = {(r["variant"], r["path"], r["shape"]): r for r in rows}
+    for variant, path in keys:
+        cells_ = []
+        for shape in shapes:
+            r = by.get((variant, path, shape))
+            if r is None:
+                cells_.append("")
+                continue
+            mem = f" {r['peak_mem_mb']:.0f}MB" if r["peak_mem_mb"] is not None else ""
+            cells_.append(f"{r['ms']:.1f} ms {r['ratio']:.2f}x{mem}")
+        impl = by[(variant, path, shapes[0])]["impl"] if (variant, path, shapes[0]) in by else ""
+        t.add_row(variant, f"{path} ({impl})", *cells_)
+    console.print(t)
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    import variants
+    from benchmarks import study
+
+    env = _setup(1)
+    names = args.variants or list(variants.VARIANTS)
+    if args.json:
+        out = study.run(
+            args.task, names, args.hidden, args.size, args.epochs, args.batch_size, path=args.path
+        )
+        print(json.dumps({"env": env, **out}, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    with console.status("training") as status:
+        out = study.run(
+            args.task,
+            names,
+            args.hidden,
+            args.size,
+            args.epochs,
+            args.batch_size,
+            path=args.path,
+            progress=lambda what: status.update(f"training {what}"),
+        )
+    t = Table(
+        title=f"{args.task}: {args.epochs} epochs per trial, batch {args.batch_size}, "
+        f"path {args.path}"
+    )
+    for col in ("variant", "N", "status", "wall s", "data", "loop", "eval", "other"):
+        t.add_column(col, justify="left" if col in ("variant", "status") else "right")
+    for r in out["trials"]:
+        w = r["wall_s"] or 1.0
+        t.add_row(
+            r["variant"],
+            str(r["hidden"]),
+            r["status"],
+            f"{r['wall_s']:.2f}",
+            *(f"{100 * r[k] / w:.0f}%" for k in ("data_s", "loop_s", "eval_s", "other_s")),
+        )
+    console.print(t)
+    s = out["summary"]
+    console.print(
+        f"{s['trials']} trials in {s['wall_s']:.1f} s: {s['trials_per_hour_one_worker']:.0f} "
+        f"trials/hour per worker; time shares: data {100 * s['share_data']:.0f}%, time loop "
+        f"(fwd+bwd) {100 * s['share_loop']:.0f}%, evaluation {100 * s['share_eval']:.0f}%, "
+        f"other {100 * s['share_other']:.0f}%  (threads=1, malloc: {env['malloc']})"
+    )
+    return 0
