@@ -74,7 +74,10 @@ class RayExecutor:
                 p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p
             )
             env["PYTHONPATH"] = path
+            # address="local": always a fresh local instance. Without it ray.init() would join
+            # whatever cluster RAY_ADDRESS or /tmp/ray/ray_current_cluster names, silently.
             ray.init(
+                address="local",
                 num_cpus=workers or os.cpu_count(),
                 include_dashboard=False,
                 logging_level=logging.WARNING,

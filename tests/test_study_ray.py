@@ -1,6 +1,7 @@
 """End to end on a local Ray instance: `odyssey run smoke` in a subprocess, the driver killed with
 SIGKILL mid-study, the same command again; every trial exactly once in the results table and in
-Optuna, one MLflow run per trial, and `odyssey status` agrees. Two Ray start-ups (~20-40 s)."""
+Optuna, one MLflow run per trial, `odyssey status` agrees, and the report builds. Two Ray
+start-ups (~20-40 s): the one real end-to-end test, part of the default suite."""
 
 from __future__ import annotations
 
@@ -49,7 +50,6 @@ def _env() -> dict[str, str]:
     }
 
 
-@pytest.mark.slow
 def test_kill_9_mid_study_then_resume(tmp_path):
     study_dir = tmp_path / "res" / "smoke"
     log = open(tmp_path / "first.log", "w")
@@ -120,3 +120,15 @@ def test_kill_9_mid_study_then_resume(tmp_path):
         timeout=120,
     )
     assert status.returncode == 0 and "6 complete, 0 failed of 6" in status.stdout
+
+    report = subprocess.run(
+        CLI + ["report", "smoke", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "rep")],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "jsb_chorales" in html and "NP" in html

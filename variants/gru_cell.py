@@ -44,8 +44,15 @@ class GRUCell(nn.Module):
             cand = torch.tanh(xn + (r * h) @ n_w.t() + b_n)
         return (1.0 - u) * cand + u * h
 
-    def scan(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """`x (T, B, M)` -> outputs `(T, B, N)`; a GRU has no separate cell state."""
+    def scan(self, x: torch.Tensor, need_cells: bool = True) -> tuple[torch.Tensor, None]:
+        """`x (T, B, M)` -> outputs `(T, B, N)` through the fast path (`variants.fast`;
+        `ODYSSEY_CELLS=reference` forces `scan_reference`); a GRU has no separate cell state."""
+        from variants import fast
+
+        return fast.gru_scan(self, x)
+
+    def scan_reference(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Reference time loop: `x (T, B, M)` -> outputs `(T, B, N)`."""
         t_len, batch, _ = x.shape
         xw = torch.addmm(self.b_ih, x.reshape(t_len * batch, -1), self.W.t()).view(t_len, batch, -1)
         h = x.new_zeros(batch, self.hidden_size)

@@ -78,7 +78,7 @@ class Recurrent(nn.Module):
         batch_idx = torch.arange(x.shape[1], device=x.device)
         for d, cell in enumerate(self.cells):
             xd = x if d == 0 else reverse_padded(x, lengths)
-            y, c = cell.scan(xd)  # (T, B, N)
+            y, c = cell.scan(xd, need_cells=return_state)  # (T, B, N); c only if needed
             h_n.append(y[last, batch_idx])
             if c is not None:
                 c_n.append(c[last, batch_idx])

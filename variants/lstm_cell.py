@@ -111,7 +111,16 @@ class LSTMCell(nn.Module):
         gates = torch.cat([i, f, o], dim=1) if self.Rg is not None else None
         return y, c, gates
 
-    def scan(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def scan(self, x: torch.Tensor, need_cells: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`x (T, B, M)` -> outputs `y (T, B, N)` and cells `c (T, B, N)` through the fast path
+        (`variants.fast`; `ODYSSEY_CELLS=reference` forces `scan_reference`). With
+        `need_cells=False`, `c` may be None (lets NP run in torch's fused LSTM kernel)."""
+        from variants import fast
+
+        return fast.lstm_scan(self, x, need_cells)
+
+    def scan_reference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference time loop: `x (T, B, M)` -> outputs `y (T, B, N)` and cells `c (T, B, N)`."""
         t_len, batch, _ = x.shape
         n = self.hidden_size
