@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from study import config as config_mod
-from study.cli import UserError
 from study import record, results
+from study.cli import UserError
 from study.config import StudyConfig
 from study.space import hyperparameters, search_space, stable_seed
 
@@ -384,8 +384,15 @@ def _retry_or_stop(p: record.Pending, result: dict[str, Any], attempts: dict, qu
             f"{result.get('error')}\nNothing recorded is lost: fix the cause and run the same "
             f"command again to resume."
         )
-    log.warning("%s/%s trial %d: %s; running it again (attempt %d of %d)",
-                p.task, p.variant, p.number, first_line, attempts[key], MAX_ATTEMPTS)
+    log.warning(
+        "%s/%s trial %d: %s; running it again (attempt %d of %d)",
+        p.task,
+        p.variant,
+        p.number,
+        first_line,
+        attempts[key],
+        MAX_ATTEMPTS,
+    )
     queue.appendleft(p)
 
 

@@ -32,8 +32,19 @@ from tasks.timit import TASK as _TIMIT
 TASKS: dict[str, Task] = {t.name: t for t in (_TIMIT, _IAM, _JSB)}
 
 __all__ = [
-    "SOURCES", "SPLITS", "TASKS", "Batch", "DataError", "SequenceSet", "Splits", "Task",
-    "default_data_dir", "get", "info", "load", "prepare",
+    "SOURCES",
+    "SPLITS",
+    "TASKS",
+    "Batch",
+    "DataError",
+    "SequenceSet",
+    "Splits",
+    "Task",
+    "default_data_dir",
+    "get",
+    "info",
+    "load",
+    "prepare",
 ]
 
 

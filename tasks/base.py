@@ -138,7 +138,9 @@ class Task:
 # ----------------------------------------------------------------------------- collation helpers
 
 
-def pad_time_major(seqs: Sequence[np.ndarray], fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_time_major(
+    seqs: Sequence[np.ndarray], fill: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ragged `(T_i, ...)` arrays into `(T_max, B, ...)` and return it with lengths `(B,)`."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
     t_max = int(lengths.max()) if len(seqs) else 0
@@ -149,7 +151,9 @@ def pad_time_major(seqs: Sequence[np.ndarray], fill: float = 0.0) -> tuple[torch
     return torch.from_numpy(out), lengths
 
 
-def time_mask(lengths: torch.Tensor, t_max: int, device: torch.device | None = None) -> torch.Tensor:
+def time_mask(
+    lengths: torch.Tensor, t_max: int, device: torch.device | None = None
+) -> torch.Tensor:
     """`(T, B)` bool mask, True where t < length."""
     steps = torch.arange(t_max, device=device).unsqueeze(1)
     return steps < lengths.to(device).unsqueeze(0)
@@ -198,7 +202,9 @@ def save_prepared(out_dir: Path, splits: Splits, meta: dict) -> dict:
 def read_meta(out_dir: Path) -> dict:
     path = out_dir / "meta.json"
     if not path.is_file():
-        raise DataError(f"no prepared data in {out_dir} (missing meta.json); run `odyssey data prepare`")
+        raise DataError(
+            f"no prepared data in {out_dir} (missing meta.json); run `odyssey data prepare`"
+        )
     return json.loads(path.read_text())
 
 

@@ -22,7 +22,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.base import SPLITS, Batch, DataError, SequenceSet, Splits, Task, pad_time_major, time_mask
+from tasks.base import (
+    SPLITS,
+    Batch,
+    DataError,
+    SequenceSet,
+    Splits,
+    Task,
+    pad_time_major,
+    time_mask,
+)
 
 LOWEST, KEYS = 21, 88  # MIDI 21 (A0) .. 108 (C8)
 
@@ -52,7 +61,9 @@ def safe_unpickle(data: bytes, origin: str = "pickle") -> object:
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as e:
-        raise DataError(f"{origin}: not a plain JSB Chorales pickle ({e}); refused to load it") from e
+        raise DataError(
+            f"{origin}: not a plain JSB Chorales pickle ({e}); refused to load it"
+        ) from e
     except Exception as e:  # truncated or garbled files raise all sorts of errors
         raise DataError(f"{origin}: unreadable pickle ({type(e).__name__}: {e})") from e
 
@@ -71,7 +82,9 @@ def _validate(raw: object, origin: str) -> dict[str, list[list[list[int]]]]:
                 try:
                     pitches = sorted(int(p) for p in frame)
                 except (TypeError, ValueError):
-                    raise DataError(f"{origin}: {split}[{i}] has a frame that is not a list of pitches") from None
+                    raise DataError(
+                        f"{origin}: {split}[{i}] has a frame that is not a list of pitches"
+                    ) from None
                 bad = [p for p in pitches if not LOWEST <= p < LOWEST + KEYS]
                 if bad:
                     raise DataError(f"{origin}: {split}[{i}] has pitches {bad} outside MIDI 21-108")
@@ -86,7 +99,9 @@ def _validate(raw: object, origin: str) -> dict[str, list[list[list[int]]]]:
 def read_file(path: Path) -> dict[str, list[list[list[int]]]]:
     """A user's `JSB Chorales.pickle` or `.json`: {split: [sequence: [frame: [pitch, ...]]]}."""
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".pickle", ".pkl", ".json"))
+        found = sorted(
+            p for p in path.iterdir() if p.suffix.lower() in (".pickle", ".pkl", ".json")
+        )
         if not found:
             raise DataError(f"{path}: no .pickle or .json file with JSB Chorales in this folder")
         path = found[0]
@@ -129,12 +144,15 @@ def to_sequences(chorales: list[list[list[int]]], prefix: str) -> SequenceSet:
     """Input frame t, target frame t+1: a chorale of L frames gives L-1 predicted steps."""
     rolls = [piano_roll(c) for c in chorales]
     return SequenceSet(
-        [r[:-1] for r in rolls], [r[1:] for r in rolls], [f"{prefix}{i:03d}" for i in range(len(rolls))]
+        [r[:-1] for r in rolls],
+        [r[1:] for r in rolls],
+        [f"{prefix}{i:03d}" for i in range(len(rolls))],
     )
 
 
-def prepare(work_dir: Path, source: str, path: Path | None, size: int | None, seed: int,
-            progress: bool) -> tuple[Splits, dict]:
+def prepare(
+    work_dir: Path, source: str, path: Path | None, size: int | None, seed: int, progress: bool
+) -> tuple[Splits, dict]:
     raw = read_file(path) if path is not None else bundled()
     if size is not None:  # a smaller study: the first `size` training chorales, proportional others
         raw = {s: raw[s][: max(1, size if s == "train" else size // 3)] for s in SPLITS}
@@ -167,13 +185,20 @@ def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[float, int]]:
 
 def tiny(rng: np.random.Generator) -> Splits:
     """Short repeating chord patterns: learnable, so a small LSTM can overfit them."""
+
     def chorale() -> list[list[int]]:
         root = int(rng.integers(48, 60))
-        chords = [[root, root + 4, root + 7], [root + 5, root + 9, root + 12], [root + 7, root + 11, root + 14]]
+        chords = [
+            [root, root + 4, root + 7],
+            [root + 5, root + 9, root + 12],
+            [root + 7, root + 11, root + 14],
+        ]
         return [chords[t % 3] for t in range(int(rng.integers(8, 16)))]
 
-    return {s: to_sequences([chorale() for _ in range(n)], f"{s}-") for s, n in
-            (("train", 12), ("valid", 4), ("test", 4))}
+    return {
+        s: to_sequences([chorale() for _ in range(n)], f"{s}-")
+        for s, n in (("train", 12), ("valid", 4), ("test", 4))
+    }
 
 
 TASK = Task(

@@ -20,8 +20,12 @@ METRIC = {"timit": "frame_error", "iam_online": "char_error", "jsb_chorales": "n
 BASE = {"timit": 0.32, "iam_online": 0.12, "jsb_chorales": 8.5}
 SCALE = {"timit": 0.3, "iam_online": 0.4, "jsb_chorales": 12.0}
 SHIFT = {  # in units of SCALE, per variant and task (timit, iam, jsb)
-    "NFG": (0.25, 0.25, 0.25), "NOAF": (0.3, 0.3, 0.3), "NIG": (0.12, 0.12, -0.01),
-    "NOG": (0.12, 0.12, 0.0), "NIAF": (0.12, 0.12, -0.01), "FGR": (0.0, 0.0, 0.12),
+    "NFG": (0.25, 0.25, 0.25),
+    "NOAF": (0.3, 0.3, 0.3),
+    "NIG": (0.12, 0.12, -0.01),
+    "NOG": (0.12, 0.12, 0.0),
+    "NIAF": (0.12, 0.12, -0.01),
+    "FGR": (0.0, 0.0, 0.12),
 }
 
 
@@ -42,9 +46,14 @@ def registry_orders() -> tuple[list[str], list[str]]:
     return v, t
 
 
-def make_trials(trials: int = 20, seed: int = 0, study: str = "fixture",
-                tasks: list[str] | None = None, variants: list[str] | None = None,
-                fail_rate: float = 0.03) -> pd.DataFrame:
+def make_trials(
+    trials: int = 20,
+    seed: int = 0,
+    study: str = "fixture",
+    tasks: list[str] | None = None,
+    variants: list[str] | None = None,
+    fail_rate: float = 0.03,
+) -> pd.DataFrame:
     """`trials` rows per (task, variant), paper search space, seeded."""
     v_all, t_all = registry_orders()
     tasks, variants = tasks or t_all, variants or v_all
@@ -59,32 +68,57 @@ def make_trials(trials: int = 20, seed: int = 0, study: str = "fixture",
                 momentum = 1 - 10 ** rng.uniform(-2, 0)
                 noise = rng.uniform(0, 1)
                 # basin in log10(lr) around -3, size helps with diminishing returns
-                quality = (0.5 * ((np.log10(lr) + 3.0) / 2.0) ** 2 + 0.08 * (2.3 - np.log10(hidden))
-                           + 0.05 * noise + shift)
+                quality = (
+                    0.5 * ((np.log10(lr) + 3.0) / 2.0) ** 2
+                    + 0.08 * (2.3 - np.log10(hidden))
+                    + 0.05 * noise
+                    + shift
+                )
                 test = BASE[task] + SCALE[task] * (quality + 0.02 * rng.normal())
                 val = test + SCALE[task] * 0.01 * rng.normal()
                 failed = rng.random() < fail_rate
                 wall = 3.0 * (hidden / 20) ** 1.5 * rng.lognormal(0, 0.2)
-                rows.append({
-                    "study": study, "task": task, "variant": variant, "trial": k,
-                    "seed": int(rng.integers(2**31)), "status": "failed" if failed else "complete",
-                    "error": "diverged: loss is nan at epoch 3" if failed else "",
-                    "hp_hidden_size": hidden, "hp_learning_rate": lr, "hp_momentum": momentum,
-                    "hp_input_noise": noise, "n_params": float(4 * hidden * (hidden + 40)),
-                    "epochs": 20, "best_epoch": 12, "val_metric": np.nan if failed else val,
-                    "test_metric": np.nan if failed else test, "train_loss": 1.0, "wall_s": wall,
-                    "device": "cpu", "started_at": "2025-01-01T00:00:00",
-                    "finished_at": "2025-01-01T00:10:00", "code_version": "abc1234",
-                    "metric": METRIC.get(task, "metric"),
-                    "data_source": "real" if task == "jsb_chorales" else "synthetic",
-                    "stand_in": task != "jsb_chorales", "test_extra": "{}",
-                })
+                rows.append(
+                    {
+                        "study": study,
+                        "task": task,
+                        "variant": variant,
+                        "trial": k,
+                        "seed": int(rng.integers(2**31)),
+                        "status": "failed" if failed else "complete",
+                        "error": "diverged: loss is nan at epoch 3" if failed else "",
+                        "hp_hidden_size": hidden,
+                        "hp_learning_rate": lr,
+                        "hp_momentum": momentum,
+                        "hp_input_noise": noise,
+                        "n_params": float(4 * hidden * (hidden + 40)),
+                        "epochs": 20,
+                        "best_epoch": 12,
+                        "val_metric": np.nan if failed else val,
+                        "test_metric": np.nan if failed else test,
+                        "train_loss": 1.0,
+                        "wall_s": wall,
+                        "device": "cpu",
+                        "started_at": "2025-01-01T00:00:00",
+                        "finished_at": "2025-01-01T00:10:00",
+                        "code_version": "abc1234",
+                        "metric": METRIC.get(task, "metric"),
+                        "data_source": "real" if task == "jsb_chorales" else "synthetic",
+                        "stand_in": task != "jsb_chorales",
+                        "test_extra": "{}",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def write_study(results_dir: Path, trials: pd.DataFrame, study: str = "fixture",
-                expected: int | None = None, tasks: list[str] | None = None,
-                variants: list[str] | None = None) -> Path:
+def write_study(
+    results_dir: Path,
+    trials: pd.DataFrame,
+    study: str = "fixture",
+    expected: int | None = None,
+    tasks: list[str] | None = None,
+    variants: list[str] | None = None,
+) -> Path:
     """Write `<results_dir>/<study>/trials.parquet` and a config.yaml like the study writes."""
     folder = results_dir / study
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,11 +128,16 @@ def write_study(results_dir: Path, trials: pd.DataFrame, study: str = "fixture",
         "name": study,
         "tasks": tasks or [t for t in t_all if t in set(trials["task"])] or t_all,
         "variants": variants or [v for v in v_all if v in set(trials["variant"])] or v_all,
-        "trials": expected if expected is not None else int(
-            trials.groupby(["task", "variant"]).size().max() if len(trials) else 1),
+        "trials": expected
+        if expected is not None
+        else int(trials.groupby(["task", "variant"]).size().max() if len(trials) else 1),
         "seed": 0,
-        "space": {"hidden_size": [20, 200], "learning_rate": [1e-6, 1e-2],
-                  "one_minus_momentum": [0.01, 1.0], "input_noise": [0.0, 1.0]},
+        "space": {
+            "hidden_size": [20, 200],
+            "learning_rate": [1e-6, 1e-2],
+            "one_minus_momentum": [0.01, 1.0],
+            "input_noise": [0.0, 1.0],
+        },
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder

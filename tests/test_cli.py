@@ -23,11 +23,25 @@ def test_help_lists_every_command(capsys):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "study.cli", "variants", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "study.cli", "variants", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = json.loads(out)
-    assert [r["name"] for r in rows] == ["V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG",
-                                         "FGR", "GRU"]
+    assert [r["name"] for r in rows] == [
+        "V",
+        "NIG",
+        "NFG",
+        "NOG",
+        "NIAF",
+        "NOAF",
+        "NP",
+        "CIFG",
+        "FGR",
+        "GRU",
+    ]
     params = {r["name"]: r["params"] for r in rows}
     assert params["V"] == 4 * 100 * 139 + 700 and params["FGR"] == params["V"] + 9 * 100 * 100
 
@@ -48,7 +62,9 @@ def test_tasks_json(capsys):
 
 
 def test_data_prepare_then_info_json(tmp_path, capsys):
-    assert main(["data", "prepare", "jsb_chorales", "--size", "5", "--data-dir", str(tmp_path)]) == 0
+    assert (
+        main(["data", "prepare", "jsb_chorales", "--size", "5", "--data-dir", str(tmp_path)]) == 0
+    )
     capsys.readouterr()
     assert main(["data", "info", "jsb_chorales", "--json", "--data-dir", str(tmp_path)]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -16,8 +16,9 @@ from tasks import jsb_chorales as jsb
 from tasks.base import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(not (SHARED / "jsb_chorales.json").is_file(),
-                                  reason=f"the original files are not at {SHARED}")
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "jsb_chorales.json").is_file(), reason=f"the original files are not at {SHARED}"
+)
 
 
 def test_bundled_split_matches_the_published_counts():
@@ -39,6 +40,7 @@ def test_hostile_pickle_is_refused_and_executes_nothing(tmp_path):
     class Evil:
         def __reduce__(self):
             import os
+
             return (os.system, (f"touch {marker}",))
 
     path = tmp_path / "JSB Chorales.pickle"
@@ -114,13 +116,20 @@ def test_prepare_and_info(tmp_path):
 def test_prepare_reads_a_users_file(tmp_path):
     data = {s: [[[60], [62], [64]]] * 2 for s in tasks.SPLITS}
     (tmp_path / "mine.json").write_text(json.dumps(data))
-    _, meta = tasks.prepare("jsb_chorales", source="real", path=tmp_path / "mine.json",
-                            data_dir=tmp_path / "d", progress=False)
+    _, meta = tasks.prepare(
+        "jsb_chorales",
+        source="real",
+        path=tmp_path / "mine.json",
+        data_dir=tmp_path / "d",
+        progress=False,
+    )
     assert meta["splits"]["valid"] == {"sequences": 2, "frames": 4}
 
 
 def test_unknown_names_list_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match="unknown task 'jsb'; known: timit, iam_online, jsb_chorales"):
+    with pytest.raises(
+        ValueError, match="unknown task 'jsb'; known: timit, iam_online, jsb_chorales"
+    ):
         tasks.get("jsb")
     with pytest.raises(ValueError, match="has no data source 'synthetic'; valid: real"):
         tasks.prepare("jsb_chorales", source="synthetic", data_dir=tmp_path)

@@ -31,11 +31,14 @@ def files(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-@pytest.mark.parametrize("package,forbidden", [
-    ("variants", (OURS - {"variants"}) | SCHEDULING),
-    ("tasks", (OURS - {"tasks"}) | SCHEDULING),
-    ("benchmarks", SCHEDULING),
-])
+@pytest.mark.parametrize(
+    "package,forbidden",
+    [
+        ("variants", (OURS - {"variants"}) | SCHEDULING),
+        ("tasks", (OURS - {"tasks"}) | SCHEDULING),
+        ("benchmarks", SCHEDULING),
+    ],
+)
 def test_lower_layers_do_not_import_upwards(package, forbidden):
     assert files(package), f"no modules found in {package}/"
     bad = {str(p.relative_to(ROOT)): sorted(imports(p) & forbidden) for p in files(package)}

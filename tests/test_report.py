@@ -50,32 +50,53 @@ def test_hedges_g_hand():
     assert stats.hedges_g(np.array([1.0, 2, 3]), np.array([4.0, 5, 6])) == pytest.approx(-2.4)
 
 
-@pytest.mark.parametrize("n, k", [(0, 0), (1, 1), (5, 1), (10, 1), (11, 2), (19, 2), (20, 2),
-                                  (200, 20), (201, 21)])
+@pytest.mark.parametrize(
+    "n, k", [(0, 0), (1, 1), (5, 1), (10, 1), (11, 2), (19, 2), (20, 2), (200, 20), (201, 21)]
+)
 def test_top_count(n, k):
     assert stats.top_count(n) == k
 
 
 def test_top_fraction_picks_lowest_validation_with_ties_by_trial():
-    df = pd.DataFrame({"task": "t", "variant": "V", "trial": range(11),
-                       "val_metric": [5, 1, 3, 1, 9, 8, 7, 6, 4, 2, 10.0]})
+    df = pd.DataFrame(
+        {
+            "task": "t",
+            "variant": "V",
+            "trial": range(11),
+            "val_metric": [5, 1, 3, 1, 9, 8, 7, 6, 4, 2, 10.0],
+        }
+    )
     top = stats.top_fraction(df)
     assert top["trial"].tolist() == [1, 3]  # ceil(1.1) = 2; both have val 1, lower trial first
 
 
 def _table(groups: dict[str, list[float]], task: str = "t") -> pd.DataFrame:
-    rows = [{"task": task, "variant": v, "trial": i, "status": "complete", "val_metric": x,
-             "test_metric": x, "n_params": 1.0} for v, xs in groups.items()
-            for i, x in enumerate(xs)]
+    rows = [
+        {
+            "task": task,
+            "variant": v,
+            "trial": i,
+            "status": "complete",
+            "val_metric": x,
+            "test_metric": x,
+            "n_params": 1.0,
+        }
+        for v, xs in groups.items()
+        for i, x in enumerate(xs)
+    ]
     return pd.DataFrame(rows)
 
 
 def test_compare_to_baseline_verdicts_and_seeded_ci():
     rng = np.random.default_rng(1)
     base = rng.normal(0.0, 1.0, 40)
-    groups = {"V": base.tolist(), "BAD": (base + 3.0).tolist(),
-              "SAME": rng.normal(0.0, 1.0, 40).tolist(), "GOOD": (base - 3.0).tolist(),
-              "ONE": [0.5]}
+    groups = {
+        "V": base.tolist(),
+        "BAD": (base + 3.0).tolist(),
+        "SAME": rng.normal(0.0, 1.0, 40).tolist(),
+        "GOOD": (base - 3.0).tolist(),
+        "ONE": [0.5],
+    }
     long = stats.with_subsets(_table(groups))
     out = stats.compare_to_baseline(long, list(groups), "V", seed=3, n_resamples=500)
     allv = out[out["subset"] == stats.ALL].set_index("variant")
@@ -100,8 +121,9 @@ def test_verdict_is_the_papers_raw_welch_test_and_holm_is_reported_beside_it():
     groups = {"V": base.tolist()}
     for k in range(5):
         groups[f"X{k}"] = (base + 0.45 + 0.002 * k).tolist()  # same spread, shifted
-    out = stats.compare_to_baseline(stats.with_subsets(_table(groups)), list(groups), "V",
-                                    n_resamples=100)
+    out = stats.compare_to_baseline(
+        stats.with_subsets(_table(groups)), list(groups), "V", n_resamples=100
+    )
     allv = out[out["subset"] == stats.ALL].set_index("variant")
     x0 = allv.loc["X0"]
     assert x0["p"] < 0.05 < x0["p_holm"]
@@ -119,8 +141,11 @@ def test_compare_without_baseline():
 
 def test_tree_anova_on_hand_built_tree():
     # x0 < .5: 0;  x0 >= .5 and x1 < .5: 1;  x0 >= .5 and x1 >= .5: 3 (on the unit square)
-    boxes = fanova.LeafBoxes(lo=np.array([[0, 0], [0.5, 0], [0.5, 0.5]]),
-                             hi=np.array([[0.5, 1], [1, 0.5], [1, 1]]), value=np.array([0, 1, 3.0]))
+    boxes = fanova.LeafBoxes(
+        lo=np.array([[0, 0], [0.5, 0], [0.5, 0.5]]),
+        hi=np.array([[0.5, 1], [1, 0.5], [1, 1]]),
+        value=np.array([0, 1, 3.0]),
+    )
     tree = fanova.TreeAnova(boxes, np.array([[0.0, 1], [0, 1]]))
     assert tree.mean == pytest.approx(1.0)
     assert tree.variance == pytest.approx(1.5)  # .5 * 1 + .25 * 0 + .25 * 4
@@ -143,20 +168,28 @@ def test_fanova_matches_optuna_tree_code_on_the_same_trees():
     fa = fanova.fit(x, y, bounds, ["a", "b", "c"], n_trees=3, seed=0)
     from sklearn.ensemble import RandomForestRegressor
 
-    forest = RandomForestRegressor(n_estimators=3, max_features=0.7, max_depth=64,
-                                   random_state=0, n_jobs=1).fit(x, y)
+    forest = RandomForestRegressor(
+        n_estimators=3, max_features=0.7, max_depth=64, random_state=0, n_jobs=1
+    ).fit(x, y)
     for est, ours in zip(forest.estimators_, fa.trees, strict=True):
         ref = tree_mod._FanovaTree(est.tree_, bounds)
         assert ours.variance == pytest.approx(ref.variance)
         for dims in [(0,), (1,), (2,), (0, 1), (1, 2)]:
             assert ours.marginal_variance(dims) == pytest.approx(
-                ref.get_marginal_variance(np.array(dims)))
+                ref.get_marginal_variance(np.array(dims))
+            )
 
 
 def test_fanova_learning_rate_only():
     rng = np.random.default_rng(0)
-    x = np.column_stack([rng.uniform(-6, -2, 300), rng.uniform(1.3, 2.3, 300),
-                         rng.uniform(-2, 0, 300), rng.uniform(0, 1, 300)])
+    x = np.column_stack(
+        [
+            rng.uniform(-6, -2, 300),
+            rng.uniform(1.3, 2.3, 300),
+            rng.uniform(-2, 0, 300),
+            rng.uniform(0, 1, 300),
+        ]
+    )
     y = (x[:, 0] + 3.5) ** 2
     bounds = np.array([[-6, -2], [1.3, 2.3], [-2, 0], [0, 1.0]])
     rows = fanova.fit(x, y, bounds, ["lr", "h", "m", "n"], n_trees=30, seed=1).importances()
@@ -172,8 +205,9 @@ def test_fanova_additive_split():
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, (400, 3))
     y = 2 * x[:, 0] + x[:, 1]
-    rows = fanova.fit(x, y, np.array([[0, 1.0]] * 3), ["a", "b", "c"], n_trees=30,
-                      seed=0).importances()
+    rows = fanova.fit(
+        x, y, np.array([[0, 1.0]] * 3), ["a", "b", "c"], n_trees=30, seed=0
+    ).importances()
     got = {r["effect"]: r["fraction"] for r in rows}
     assert got["a"] == pytest.approx(0.8, abs=0.08)
     assert got["b"] == pytest.approx(0.2, abs=0.06)
@@ -221,14 +255,16 @@ def test_page_tables_have_the_right_shape(full_report):
 def test_partial_study_builds_and_says_so(tmp_path):
     variants, tasks = registry_orders()
     df = make_trials(trials=6, seed=1, tasks=tasks[:2], fail_rate=0.0)
-    df.loc[(df["task"] == tasks[0]) & (df["variant"] == variants[1]) & (df["trial"] == 0),
-           ["status", "error", "test_metric", "val_metric"]] = ["failed", "loss is inf", np.nan,
-                                                               np.nan]
+    df.loc[
+        (df["task"] == tasks[0]) & (df["variant"] == variants[1]) & (df["trial"] == 0),
+        ["status", "error", "test_metric", "val_metric"],
+    ] = ["failed", "loss is inf", np.nan, np.nan]
     df = df[~((df["task"] == tasks[0]) & (df["variant"] == variants[2]))]  # a missing pair
     df = df[~((df["task"] == tasks[1]) & (df["variant"] == variants[0]))]  # no baseline
     df = df[~((df["task"] == tasks[1]) & (df["variant"] == variants[3]) & (df["trial"] > 0))]
-    write_study(tmp_path / "results", df, "partial", expected=10, tasks=tasks[:2],
-                variants=variants)
+    write_study(
+        tmp_path / "results", df, "partial", expected=10, tasks=tasks[:2], variants=variants
+    )
     index = build("partial", tmp_path / "results", tmp_path / "out", FAST)
     text = index.read_text()
     assert f"{tasks[0]}/{variants[2]}" in text  # the missing pair is named
@@ -242,8 +278,14 @@ def test_partial_study_builds_and_says_so(tmp_path):
 
 
 def test_empty_and_tableless_studies_build(tmp_path):
-    write_study(tmp_path / "results", make_trials(trials=1).iloc[:0], "empty", expected=5,
-                tasks=registry_orders()[1], variants=registry_orders()[0])
+    write_study(
+        tmp_path / "results",
+        make_trials(trials=1).iloc[:0],
+        "empty",
+        expected=5,
+        tasks=registry_orders()[1],
+        variants=registry_orders()[0],
+    )
     text = build("empty", tmp_path / "results", tmp_path / "out1", FAST).read_text()
     assert "no trials yet" in text
     (tmp_path / "results" / "fresh").mkdir()
@@ -260,12 +302,21 @@ def test_unknown_study_names_the_known_ones(tmp_path):
 def test_cli_command(tmp_path):
     from study.commands import report
 
-    write_study(tmp_path / "results", make_trials(trials=3, seed=2, tasks=["jsb_chorales"]),
-                "cli")
+    write_study(tmp_path / "results", make_trials(trials=3, seed=2, tasks=["jsb_chorales"]), "cli")
     parser = argparse.ArgumentParser()
     report.register(parser.add_subparsers())
-    args = parser.parse_args(["report", "cli", "--results", str(tmp_path / "results"),
-                              "--out", str(tmp_path / "out"), "--trees", "5"])
+    args = parser.parse_args(
+        [
+            "report",
+            "cli",
+            "--results",
+            str(tmp_path / "results"),
+            "--out",
+            str(tmp_path / "out"),
+            "--trees",
+            "5",
+        ]
+    )
     assert args.func(args) == 0
     assert (tmp_path / "out" / "index.html").is_file()
 

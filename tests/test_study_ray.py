@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -122,7 +121,8 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     assert status.returncode == 0 and "6 complete, 0 failed of 6" in status.stdout
 
     report = subprocess.run(
-        CLI + ["report", "smoke", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "rep")],
+        CLI
+        + ["report", "smoke", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "rep")],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,

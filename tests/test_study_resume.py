@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import optuna
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -194,8 +193,13 @@ def _guard(fn, job):
     try:
         return fn(job)
     except Exception as e:
-        return {"status": "error", "retryable": True, "error": f"{type(e).__name__}: {e}",
-                "epochs": 0, "history": []}
+        return {
+            "status": "error",
+            "retryable": True,
+            "error": f"{type(e).__name__}: {e}",
+            "epochs": 0,
+            "history": [],
+        }
 
 
 def test_status_shows_progress_and_failures(tmp_path, capsys):

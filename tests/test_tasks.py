@@ -47,7 +47,7 @@ def test_errors_are_sums_so_batches_add_up(name):
     parts = [0.0, 0]
     for b in range(whole.size):
         one = _batch(task, split.subset([b]))
-        e = task.errors(logits[: int(whole.lengths[b]), b:b + 1], one)[task.metric]
+        e = task.errors(logits[: int(whole.lengths[b]), b : b + 1], one)[task.metric]
         parts = [parts[0] + e[0], parts[1] + e[1]]
     assert total[1] == parts[1]
     assert total[0] == pytest.approx(parts[0], rel=1e-5, abs=1e-4)

@@ -74,8 +74,8 @@ def test_padding_never_changes_a_sequence(name, bidirectional):
         x_dirty[length:, b] = 1e3  # garbage in the padding
     together = module(x_dirty, lengths)
     for b, length in enumerate(lengths.tolist()):
-        alone = module(x[:length, b:b + 1], torch.tensor([length]))
-        torch.testing.assert_close(together[:length, b:b + 1], alone, atol=1e-6, rtol=1e-5)
+        alone = module(x[:length, b : b + 1], torch.tensor([length]))
+        torch.testing.assert_close(together[:length, b : b + 1], alone, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -110,13 +110,15 @@ def paper_lstm(w: dict, spec: LSTMSpec, x: torch.Tensor) -> torch.Tensor:
     i = f = o = torch.zeros(n, dtype=x.dtype)
     ys = []
     for xt in x:
-        def pre(k, peep_c):
+
+        def pre(k, peep_c, xt=xt, y=y, i=i, f=f, o=o):  # y, i, f, o of t-1
             a = w[f"W_{k}"] @ xt + w[f"R_{k}"] @ y + w[f"b_{k}"]
             if spec.peepholes:
                 a = a + w[f"p_{k}"] * peep_c
             if spec.full_gate_recurrence:
                 a = a + w[f"R_i{k}"] @ i + w[f"R_f{k}"] @ f + w[f"R_o{k}"] @ o
             return a
+
         z = g(w["W_z"] @ xt + w["R_z"] @ y + w["b_z"])
         i_new = sig(pre("i", c)) if spec.input_gate else torch.ones(n, dtype=x.dtype)
         if spec.coupled_input_forget:
@@ -156,9 +158,10 @@ def test_paper_weights_are_exactly_the_variants_weights(name):
     assert ("W_f" in w) == (spec.forget_gate and not spec.coupled_input_forget)
     assert ("W_o" in w) == spec.output_gate
     assert any(k.startswith("p_") for k in w) == spec.peepholes
-    assert sum(k in w for k in ("R_ii", "R_fi", "R_oi", "R_if", "R_ff", "R_of", "R_io", "R_fo", "R_oo")) == (
-        9 if spec.full_gate_recurrence else 0)
-    for k, t in w.items():  # views: writing through them changes the module
+    assert sum(
+        k in w for k in ("R_ii", "R_fi", "R_oi", "R_if", "R_ff", "R_of", "R_io", "R_fo", "R_oo")
+    ) == (9 if spec.full_gate_recurrence else 0)
+    for t in w.values():  # views: writing through them changes the module
         t.data.fill_(0.25)
     assert all((p == 0.25).all() for p in module.parameters())
 
@@ -217,13 +220,20 @@ def test_cifg_forget_gate_is_one_minus_input_gate():
     torch.testing.assert_close(cs[1], z1 * i1 + cs[0] * (1 - i1))
 
 
-@pytest.mark.parametrize("name,zero", [("NP", ("p_i", "p_f", "p_o")),
-                                       ("FGR", ("R_ii", "R_fi", "R_oi", "R_if", "R_ff", "R_of",
-                                                "R_io", "R_fo", "R_oo"))])
+@pytest.mark.parametrize(
+    "name,zero",
+    [
+        ("NP", ("p_i", "p_f", "p_o")),
+        ("FGR", ("R_ii", "R_fi", "R_oi", "R_if", "R_ff", "R_of", "R_io", "R_fo", "R_oo")),
+    ],
+)
 def test_extra_weights_at_zero_reduce_to_the_other_variant(name, zero):
     """V with peepholes zeroed equals NP; FGR with all R_ab zeroed equals V."""
-    small, big = (variants.build("NP", 5, 6), variants.build("V", 5, 6)) if name == "NP" else (
-        variants.build("V", 5, 6), variants.build("FGR", 5, 6))
+    small, big = (
+        (variants.build("NP", 5, 6), variants.build("V", 5, 6))
+        if name == "NP"
+        else (variants.build("V", 5, 6), variants.build("FGR", 5, 6))
+    )
     small, big = small.double(), big.double()
     _copy_shared(small, big)
     with torch.no_grad():
@@ -275,9 +285,15 @@ def test_np_equals_torch_lstm(bidirectional):
     for d in range(ours.directions):
         sfx = "_reverse" if d else ""
         cell = ours.cells[d]
-        torch.testing.assert_close(cell.W.grad, getattr(ref, f"weight_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(cell.R.grad, getattr(ref, f"weight_hh_l0{sfx}").grad, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(cell.b.grad, getattr(ref, f"bias_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            cell.W.grad, getattr(ref, f"weight_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            cell.R.grad, getattr(ref, f"weight_hh_l0{sfx}").grad, atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            cell.b.grad, getattr(ref, f"bias_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5
+        )
 
 
 @BOTH
@@ -288,7 +304,9 @@ def test_gru_equals_torch_gru(bidirectional):
     with torch.no_grad():
         for d in range(ours.directions):
             for ours_name, ref_name in names.items():
-                getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").copy_(getattr(ours.cells[d], ours_name))
+                getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").copy_(
+                    getattr(ours.cells[d], ours_name)
+                )
     x, lengths = batch()
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     out, (h, c) = ours(x1, lengths, return_state=True)
@@ -301,9 +319,12 @@ def test_gru_equals_torch_gru(bidirectional):
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
     for d in range(ours.directions):
         for ours_name, ref_name in names.items():
-            torch.testing.assert_close(getattr(ours.cells[d], ours_name).grad,
-                                       getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").grad,
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                getattr(ours.cells[d], ours_name).grad,
+                getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").grad,
+                atol=1e-5,
+                rtol=1e-5,
+            )
 
 
 def test_chung_gru_form_differs_only_in_the_reset_placement():

@@ -38,13 +38,19 @@ class Recurrent(nn.Module):
     ):
         super().__init__()
         self.spec, self.name = spec, name
-        self.input_size, self.hidden_size, self.bidirectional = input_size, hidden_size, bidirectional
+        self.input_size, self.hidden_size, self.bidirectional = (
+            input_size,
+            hidden_size,
+            bidirectional,
+        )
         n_dir = 2 if bidirectional else 1
         if isinstance(spec, LSTMSpec):
             cells = [LSTMCell(spec, input_size, hidden_size, forget_bias) for _ in range(n_dir)]
         else:
             if forget_bias:
-                raise ValueError("forget_bias applies to LSTM variants with a forget gate, not the GRU")
+                raise ValueError(
+                    "forget_bias applies to LSTM variants with a forget gate, not the GRU"
+                )
             cells = [GRUCell(spec, input_size, hidden_size) for _ in range(n_dir)]
         self.cells = nn.ModuleList(cells)
 
@@ -55,7 +61,9 @@ class Recurrent(nn.Module):
     def paper_weights(self, direction: int = 0) -> dict[str, torch.Tensor]:
         """Views in the paper's notation (`W_z`, `R_i`, `p_f`, `R_io`, ...) for LSTM variants."""
         if not isinstance(self.spec, LSTMSpec):
-            raise TypeError(f"paper_weights is defined for the LSTM variants, not {self.name or 'GRU'}")
+            raise TypeError(
+                f"paper_weights is defined for the LSTM variants, not {self.name or 'GRU'}"
+            )
         if direction not in range(self.directions):
             raise ValueError(f"direction must be in 0..{self.directions - 1}, got {direction}")
         return self.cells[direction].paper_weights()
@@ -71,8 +79,14 @@ class Recurrent(nn.Module):
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"expected x of shape (T, B, {self.input_size}), got {tuple(x.shape)}")
         lengths = torch.as_tensor(lengths, dtype=torch.int64)
-        if lengths.shape != (x.shape[1],) or int(lengths.min()) < 1 or int(lengths.max()) > x.shape[0]:
-            raise ValueError(f"lengths must be (B,) = ({x.shape[1]},) with values in 1..{x.shape[0]}")
+        if (
+            lengths.shape != (x.shape[1],)
+            or int(lengths.min()) < 1
+            or int(lengths.max()) > x.shape[0]
+        ):
+            raise ValueError(
+                f"lengths must be (B,) = ({x.shape[1]},) with values in 1..{x.shape[0]}"
+            )
         outs, h_n, c_n = [], [], []
         last = (lengths - 1).to(x.device)  # (B,)
         batch_idx = torch.arange(x.shape[1], device=x.device)
@@ -83,12 +97,14 @@ class Recurrent(nn.Module):
             if c is not None:
                 c_n.append(c[last, batch_idx])
             outs.append(y if d == 0 else reverse_padded(y, lengths))
-        mask = (torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.to(x.device))
+        mask = torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.to(x.device)
         out = torch.cat(outs, dim=2) * mask.unsqueeze(2).to(x.dtype)  # (T, B, N * dirs)
         if not return_state:
             return out
         return out, (torch.stack(h_n), torch.stack(c_n) if c_n else None)
 
     def extra_repr(self) -> str:
-        return (f"{self.name}: input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"bidirectional={self.bidirectional}")
+        return (
+            f"{self.name}: input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"bidirectional={self.bidirectional}"
+        )

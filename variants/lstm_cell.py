@@ -43,7 +43,9 @@ class LSTMCell(nn.Module):
             nn.init.normal_(param, 0.0, INIT_STD)
         if forget_bias:
             if "f" not in self.gates:
-                raise ValueError(f"forget_bias needs a forget gate with its own bias; {spec.change!r} has none")
+                raise ValueError(
+                    f"forget_bias needs a forget gate with its own bias; {spec.change!r} has none"
+                )
             with torch.no_grad():
                 self.paper_weights()["b_f"].add_(forget_bias)
 
@@ -58,7 +60,10 @@ class LSTMCell(nn.Module):
             if gate in self.gates:
                 rows = self._block(gate)
                 out[f"W_{gate}"], out[f"R_{gate}"], out[f"b_{gate}"] = (
-                    self.W[rows], self.R[rows], self.b[rows])
+                    self.W[rows],
+                    self.R[rows],
+                    self.b[rows],
+                )
         if self.p is not None:
             for k, gate in enumerate(self.spec.peephole_gates):
                 out[f"p_{gate}"] = self.p[k]
@@ -66,7 +71,7 @@ class LSTMCell(nn.Module):
             gates, n = self.spec.recurrent_gates, self.hidden_size
             for a_k, a in enumerate(gates):  # source gate a (t-1)
                 for b_k, b in enumerate(gates):  # target gate b (t)
-                    out[f"R_{a}{b}"] = self.Rg[b_k * n:(b_k + 1) * n, a_k * n:(a_k + 1) * n]
+                    out[f"R_{a}{b}"] = self.Rg[b_k * n : (b_k + 1) * n, a_k * n : (a_k + 1) * n]
         return out
 
     def step(
@@ -82,8 +87,10 @@ class LSTMCell(nn.Module):
             extra = prev_gates @ self.Rg.t()  # (B, 3N)
             a = a.clone()
             for b_k, gate in enumerate(spec.recurrent_gates):
-                a[:, self._block(gate)] += extra[:, b_k * n:(b_k + 1) * n]
-        peep = {g: self.p[k] for k, g in enumerate(spec.peephole_gates)} if self.p is not None else {}
+                a[:, self._block(gate)] += extra[:, b_k * n : (b_k + 1) * n]
+        peep = (
+            {g: self.p[k] for k, g in enumerate(spec.peephole_gates)} if self.p is not None else {}
+        )
 
         z = a[:, self._block("z")]
         z = torch.tanh(z) if spec.input_activation else z
@@ -111,8 +118,9 @@ class LSTMCell(nn.Module):
         gates = torch.cat([i, f, o], dim=1) if self.Rg is not None else None
         return y, c, gates
 
-    def scan(self, x: torch.Tensor, need_cells: bool = True
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def scan(
+        self, x: torch.Tensor, need_cells: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`x (T, B, M)` -> outputs `y (T, B, N)` and cells `c (T, B, N)` through the fast path
         (`variants.fast`; `ODYSSEY_CELLS=reference` forces `scan_reference`). With
         `need_cells=False`, `c` may be None (lets NP run in torch's fused LSTM kernel)."""

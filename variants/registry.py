@@ -45,7 +45,9 @@ def build(
 
     spec = get_spec(name)
     if input_size < 1 or hidden_size < 1:
-        raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
+        raise ValueError(
+            f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}"
+        )
     return Recurrent(spec, input_size, hidden_size, bidirectional, forget_bias, name=name)
 
 

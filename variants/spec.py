@@ -25,9 +25,14 @@ class LSTMSpec:
 
     def __post_init__(self) -> None:
         if self.coupled_input_forget and not (self.input_gate and self.forget_gate):
-            raise ValueError("coupled_input_forget needs both an input gate and a forget gate to couple")
+            raise ValueError(
+                "coupled_input_forget needs both an input gate and a forget gate to couple"
+            )
         if self.full_gate_recurrence and not (
-            self.input_gate and self.forget_gate and self.output_gate and not self.coupled_input_forget
+            self.input_gate
+            and self.forget_gate
+            and self.output_gate
+            and not self.coupled_input_forget
         ):
             raise ValueError("full_gate_recurrence needs the three independent gates i, f, o")
 
