@@ -358,3 +358,16 @@ def test_full_paper_sized_fixture_builds(tmp_path):
     write_study(tmp_path / "results", make_trials(trials=200, seed=0), "paper")
     html = build("paper", tmp_path / "results", tmp_path / "out").read_text()
     assert all(v in html for v in ("FGR", "CIFG", "timit", "jsb_chorales"))
+
+
+def test_box_axis_cuts_far_outliers_and_counts_them():
+    from matplotlib.figure import Figure
+
+    from study.report.plots import _clip_outliers
+
+    ax = Figure().subplots()
+    data = [np.array([9.0, 9.5, 10.0, 10.5, 9.7, 9.9]), np.array([9.2, 9.8, 10.1, 24000.0, 800.0])]
+    assert _clip_outliers(ax, data, np.arange(2)) == 2  # quartiles 9.6 and 10.3: fence 12.4
+    assert ax.get_ylim()[1] == pytest.approx(12.4)
+    calm = Figure().subplots()
+    assert _clip_outliers(calm, [np.array([1.0, 2.0, 3.0, 4.0])], np.arange(1)) == 0

@@ -34,6 +34,29 @@ def _verdict_colour(variant: str, baseline: str, verdict: str | None) -> str:
     return COLOURS.get(verdict or "", COLOURS["other"] if verdict != "n.s." else COLOURS["n.s."])
 
 
+def _clip_outliers(ax, data: list[np.ndarray], pos: np.ndarray) -> int:
+    """Keep a few diverging trials (NLL in the thousands) from flattening every box: cut the axis
+    at Q3 + 3 IQR of the pooled values, as the paper's Fig. 3 cuts its axes, and write how many
+    trials of each variant lie above it. Returns how many were cut."""
+    pooled = np.concatenate([d[np.isfinite(d)] for d in data if len(d)] or [np.array([])])
+    if len(pooled) < 4:
+        return 0
+    q1, q3 = np.percentile(pooled, [25, 75])
+    fence = q3 + 3 * (q3 - q1)
+    if not q3 > q1 or pooled.max() <= fence:
+        return 0
+    low = pooled.min()
+    ax.set_ylim(low - 0.05 * (fence - low), fence)
+    total = 0
+    for i, d in enumerate(data):
+        above = int((d > fence).sum())
+        if above:
+            total += above
+            ax.annotate(f"\u2191{above}", (pos[i] - 0.12, 1.0), xycoords=("data", "axes fraction"),
+                        ha="center", va="top", fontsize=8, color="#b00")
+    return total
+
+
 def variant_boxes(
     long: pd.DataFrame,
     significance: pd.DataFrame,
@@ -87,9 +110,12 @@ def variant_boxes(
                     color="#b00",
                     fontsize=8,
                 )
+        clipped = _clip_outliers(ax, data, pos)
         ax.set_ylabel(f"test {metric}")
         ax.set_title(
-            f"{subset}" + (" (ranked by validation metric)" if subset == TOP else ""),
+            f"{subset}"
+            + (" (ranked by validation metric)" if subset == TOP else "")
+            + (f"; {clipped} far outlier(s) above the axis, counted at the top" if clipped else ""),
             fontsize=10,
             loc="left",
         )
