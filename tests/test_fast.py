@@ -84,27 +84,67 @@ def test_compiled_equals_reference_float32(name, bidirectional, compiled):
     assert_all_close(run_all(module, x, lengths, "fast"), want, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", [n for n, s in VARIANTS.items() if s.kind == "lstm"])
+# flag sets outside the registry run the kernels' generic (branchy) loop, not a specialised one
+OFF_REGISTRY = {
+    "NIG+NOAF": variants.lstm(input_gate=False, output_activation=False),
+    "CIFG+NP+NIAF": variants.lstm(
+        coupled_input_forget=True, peepholes=False, input_activation=False
+    ),
+    "FGR+NP": variants.lstm(full_gate_recurrence=True, peepholes=False),
+    "no gates": variants.lstm(
+        input_gate=False, forget_gate=False, output_gate=False, peepholes=False
+    ),
+}
+LSTM_SPECS = {n: s for n, s in VARIANTS.items() if s.kind == "lstm"} | OFF_REGISTRY
+
+
+@pytest.mark.parametrize("name", LSTM_SPECS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_compiled_kernel_equals_pytorch_twin(name, dtype, compiled):
-    """The raw kernels on the same inputs: every returned tensor, forward and backward."""
-    cell = variants.build(name, 4, 6).cells[0].to(dtype)
+@pytest.mark.parametrize("given", ["dy+dc", "dy", "dc"])
+def test_compiled_kernel_equals_pytorch_twin(name, dtype, given, compiled):
+    """The raw kernels on the same inputs: every returned tensor, forward and backward (an
+    output gradient left out, as autograd does for an unused output, is an empty tensor)."""
+    cell = LSTMCell(LSTM_SPECS[name], 4, 6).to(dtype)
     flags = lstm_flags(cell.spec)
     g = torch.Generator().manual_seed(3)
     xw = torch.randn(5, 3, cell.W.shape[0], generator=g, dtype=dtype)
-    from variants.fast.functions import combine_recurrent
-
+    empty = xw.new_empty(0)
     with torch.no_grad():
-        rc = combine_recurrent(cell.R, cell.Rg, flags) if cell.Rg is not None else cell.R.detach()
-        p = cell.p.detach() if cell.p is not None else xw.new_empty(0)
-    fw_c = compiled.lstm_forward(xw, rc, p, flags)
-    fw_p = pykernel.lstm_forward(xw, rc, p, flags)
+        r = cell.R.detach()
+        rg = cell.Rg.detach() if cell.Rg is not None else empty
+        p = cell.p.detach() if cell.p is not None else empty
+    b = torch.randn(cell.W.shape[0], generator=g, dtype=dtype)
+    fw_c = compiled.lstm_forward(xw, b, r, rg, p, flags)
+    fw_p = pykernel.lstm_forward(xw, b, r, rg, p, flags)
     tol = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 0}
     assert_all_close(list(fw_c), fw_p, **tol)
     dy, dc = torch.randn(2, 5, 3, 6, generator=g, dtype=dtype)
-    bw_c = compiled.lstm_backward(dy, dc, rc, p, *fw_p, flags)
-    bw_p = pykernel.lstm_backward(dy, dc, rc, p, *fw_p, flags)
+    dy = dy if "dy" in given else empty
+    dc = dc if "dc" in given else empty
+    bw_c = compiled.lstm_backward(dy, dc, r, rg, p, *fw_p, flags)
+    bw_p = pykernel.lstm_backward(dy, dc, r, rg, p, *fw_p, flags)
     assert_all_close(list(bw_c), bw_p, **tol)
+
+
+@pytest.mark.parametrize("name", OFF_REGISTRY)
+@pytest.mark.parametrize("path", ["fast", "python"])
+def test_off_registry_flag_sets_equal_reference_float64(name, path, compiled):
+    torch.manual_seed(5)
+    module = variants.build_spec(OFF_REGISTRY[name], 5, 7, bidirectional=True).double()
+    x, lengths = data()
+    want = run_all(module, x, lengths, "reference")
+    assert_all_close(run_all(module, x, lengths, path), want, atol=1e-10, rtol=1e-9)
+
+
+def test_unused_cell_output_needs_no_cell_gradient(compiled):
+    """Only y used (as in training): the kernels get no dc and the gradients still match."""
+    torch.manual_seed(6)
+    module = variants.build("V", 5, 7).double()
+    x, lengths = data()
+    want = run_all(module, x, lengths, "reference", need_state=False)
+    assert_all_close(
+        run_all(module, x, lengths, "fast", need_state=False), want, atol=1e-10, rtol=1e-9
+    )
 
 
 @BOTH

@@ -204,7 +204,11 @@ def summary_markdown(a: Analysis) -> str:
                 "comparable with the paper's**"
             )
     lines += [f"- {n}" for n in a.notices]
-    lines += ["", f"## Variants against {res.baseline} (Welch, raw p as in the paper, alpha {a.settings.alpha})", ""]
+    lines += [
+        "",
+        f"## Variants against {res.baseline} (Welch, raw p as in the paper, alpha {a.settings.alpha})",
+        "",
+    ]
     if len(a.significance):
         counts = (
             a.significance.groupby(["task", "subset", "verdict"], sort=False)

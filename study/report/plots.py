@@ -52,8 +52,15 @@ def _clip_outliers(ax, data: list[np.ndarray], pos: np.ndarray) -> int:
         above = int((d > fence).sum())
         if above:
             total += above
-            ax.annotate(f"\u2191{above}", (pos[i] - 0.12, 1.0), xycoords=("data", "axes fraction"),
-                        ha="center", va="top", fontsize=8, color="#b00")
+            ax.annotate(
+                f"\u2191{above}",
+                (pos[i] - 0.12, 1.0),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                va="top",
+                fontsize=8,
+                color="#b00",
+            )
     return total
 
 

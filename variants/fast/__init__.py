@@ -8,7 +8,8 @@ Paths, chosen per call by `ODYSSEY_CELLS` (or `use(...)`) and the tensors' devic
   machine, see `build`; if the build fails, one warning and the `python` kernels); variants whose
   equations are exactly PyTorch's run in PyTorch's fused kernels (NP -> torch.lstm when the cell
   states are not needed, the GRU -> torch.gru on CUDA, where cuDNN beats any loop of ours).
-In every path the input projection of all steps is one matrix product outside the time loop.
+In every path the input projection of all steps is one matrix product outside the time loop
+(for the LSTM variants without the bias, which the kernels add in their step loop).
 """
 
 from __future__ import annotations
@@ -85,9 +86,9 @@ def lstm_scan(
         y = torch.lstm(x, (h0, h0), params, True, 1, 0.0, torch.is_grad_enabled(), False, False)[0]
         return y, None
     t_len, batch, _ = x.shape
-    xw = torch.addmm(cell.b, x.reshape(t_len * batch, -1), cell.W.t()).view(t_len, batch, -1)
+    xw = torch.mm(x.reshape(t_len * batch, -1), cell.W.t()).view(t_len, batch, -1)
     return LSTMSequence.apply(
-        xw, cell.R, cell.p, cell.Rg, lstm_flags(cell.spec), _kernel(x, mode())
+        xw, cell.b, cell.R, cell.p, cell.Rg, lstm_flags(cell.spec), _kernel(x, mode())
     )
 
 

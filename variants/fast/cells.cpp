@@ -1,13 +1,16 @@
 // Whole-sequence LSTM-variant and GRU kernels, forward and hand-written backward (CPU).
 //
 // The generic LSTM of Greff et al. 2017 (section II), one direction, driven by flag bits:
-//   a_t = xw_t + S_{t-1} Rc^T          xw = W x + b for all steps (one GEMM, done by the caller)
-//   S   = [y]  or, for FGR, [y, i, f, o] (so R and the nine R_ab are one GEMM, K = N or 4N)
+//   a_t = xw_t + y_{t-1} R^T (+ for FGR, on the i, f, o blocks: g_{t-1} Rg^T, g = [i, f, o])
+//   xw = W x for all steps (one GEMM, done by the caller; b is added in the step loop)
 //   i = s(a_i + p_i c'), f = s(a_f + p_f c') | 1 - i (CIFG) | 1, z = g(a_z), c = z i + c' f,
 //   o = s(a_o + p_o c), y = h(c) o;  missing gates are 1, g/h are tanh or identity.
 // Gate blocks are stored in PyTorch's order i, f, z, o restricted to the gates present.
-// Per step: one GEMM against the recurrent matrix and one pass of vectorisable loops; the weight
-// gradient of Rc is one GEMM over all steps after the backward loop.
+// Per step: one GEMM against the pre-packed recurrent matrix R (FGR: a second one against Rg, so
+// 13 N^2 multiply-adds per row instead of a 4N x 4N matrix with a zero block) and one fused,
+// vectorised loop over the units for all gates (specialised at compile time for the flag sets
+// of the registry); the same in backward. The weight gradients of R and Rg are one GEMM each
+// over all steps after the backward loop.
 //
 // GRU (torch.nn.GRU form, reset after the product): h_t = (1-u) n + u h', with
 //   [hr, hu, hn] = h' R^T + b_hh, r = s(xr + hr), u = s(xu + hu), n = tanh(xn + r hn).
@@ -20,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -157,227 +161,351 @@ template <typename T> inline T tanh_(T x) {
 
 // --------------------------------------------------------------------------- LSTM variants
 
+// The flag tests of the fused loops. `StaticFlags<F>` makes every test a compile-time constant, so
+// that the per-step loop over the hidden units vectorises; the variants of the registry get one
+// each (see `with_flags`). `DynamicFlags` is the same loop for any other flag set (correct, and
+// only as fast as branchy scalar code).
+template <int64_t F>
+struct StaticFlags {
+  static constexpr bool coupled = F & kCoupled;
+  static constexpr bool i = F & kInputGate, f = (F & kForgetGate) && !coupled;
+  static constexpr bool o = F & kOutputGate, tanh_in = F & kTanhIn, tanh_out = F & kTanhOut;
+  static constexpr bool peep = F & kPeepholes, fgr = F & kFullGateRecurrence;
+};
+struct DynamicFlags {
+  bool coupled, i, f, o, tanh_in, tanh_out, peep, fgr;
+  explicit DynamicFlags(int64_t F)
+      : coupled(F & kCoupled), i(F & kInputGate), f((F & kForgetGate) && !coupled),
+        o(F & kOutputGate), tanh_in(F & kTanhIn), tanh_out(F & kTanhOut), peep(F & kPeepholes),
+        fgr(F & kFullGateRecurrence) {}
+};
+
+// Calls fn(flags object): a StaticFlags for the flag sets of the registry's variants (V, NIG,
+// NFG, NOG, NIAF, NOAF, NP, CIFG, FGR; values as `variants.fast.functions.lstm_flags`).
+template <class Fn>
+void with_flags(int64_t flags, Fn&& fn) {
+  switch (flags) {
+    case 63: fn(StaticFlags<63>{}); return;
+    case 62: fn(StaticFlags<62>{}); return;
+    case 61: fn(StaticFlags<61>{}); return;
+    case 59: fn(StaticFlags<59>{}); return;
+    case 55: fn(StaticFlags<55>{}); return;
+    case 47: fn(StaticFlags<47>{}); return;
+    case 31: fn(StaticFlags<31>{}); return;
+    case 127: fn(StaticFlags<127>{}); return;
+    case 191: fn(StaticFlags<191>{}); return;
+    default: fn(DynamicFlags(flags)); return;
+  }
+}
+
 struct Layout {
-  int64_t n, g, k;                  // hidden size, gate blocks, state width (N or 4N)
-  int64_t oi = -1, of = -1, oz = -1, oo = -1;  // column offsets of the gate blocks in G*N
+  int64_t n, g;                                 // hidden size, gate blocks
+  int64_t oi = 0, of = 0, oz = 0, oo = 0;       // column offsets of the gate blocks in G*N
   int64_t pi = -1, pf = -1, po = -1;            // peephole rows
-  bool coupled, tanh_in, tanh_out, fgr;
   Layout(int64_t flags, int64_t n_) : n(n_) {
     int64_t col = 0, row = 0;
-    const bool peep = flags & kPeepholes;
-    coupled = flags & kCoupled;
-    tanh_in = flags & kTanhIn;
-    tanh_out = flags & kTanhOut;
-    fgr = flags & kFullGateRecurrence;
+    const bool peep = flags & kPeepholes, coupled = flags & kCoupled;
     if (flags & kInputGate) { oi = col++ * n; if (peep) pi = row++; }
     if ((flags & kForgetGate) && !coupled) { of = col++ * n; if (peep) pf = row++; }
     oz = col++ * n;
     if (flags & kOutputGate) { oo = col++ * n; if (peep) po = row++; }
     g = col;
-    k = fgr ? 4 * n : n;
   }
+  int64_t peepholes() const { return (pi >= 0) + (pf >= 0) + (po >= 0); }
 };
 
-template <typename T>
-void lstm_step_forward(const Layout& L, int64_t batch, T* act, const T* cp, T* cn, T* hc, T* s,
+// One forward step for all rows: pre-activations xw_t + q (q = y' R^T, and for FGR qg = g' Rg^T
+// added to the i, f, o blocks), then the gates, cell and output in one loop over the units.
+// Writes the activations i, f, z, o into act (for backward), c, h(c), y and for FGR g = [i, f, o].
+template <typename T, class Fl>
+void lstm_step_forward(const Fl fl, const Layout& L, int64_t batch, const T* xw, const T* bias,
+                       const T* q, const T* qg, T* act, const T* cp, T* cn, T* hc, T* ys, T* gs,
                        const T* p) {
   const int64_t n = L.n, gn = L.g * n;
-  const T* p_i = L.pi >= 0 ? p + L.pi * n : nullptr;
-  const T* p_f = L.pf >= 0 ? p + L.pf * n : nullptr;
-  const T* p_o = L.po >= 0 ? p + L.po * n : nullptr;
+  const T* p_i = fl.peep && fl.i ? p + L.pi * n : nullptr;
+  const T* p_f = fl.peep && fl.f ? p + L.pf * n : nullptr;
+  const T* p_o = fl.peep && fl.o ? p + L.po * n : nullptr;
   for (int64_t b = 0; b < batch; ++b) {
-    T* a = act + b * gn;
-    const T* c0 = cp + b * n;
-    T* c1 = cn + b * n;
-    T* h = hc + b * n;
-    T* y = s + b * L.k;
-    T* i = L.oi >= 0 ? a + L.oi : nullptr;
-    T* f = L.of >= 0 ? a + L.of : nullptr;
-    T* z = a + L.oz;
-    T* o = L.oo >= 0 ? a + L.oo : nullptr;
-    if (i) {
-      if (p_i) for (int64_t j = 0; j < n; ++j) i[j] = sigm(i[j] + p_i[j] * c0[j]);
-      else for (int64_t j = 0; j < n; ++j) i[j] = sigm(i[j]);
-    }
-    if (f) {
-      if (p_f) for (int64_t j = 0; j < n; ++j) f[j] = sigm(f[j] + p_f[j] * c0[j]);
-      else for (int64_t j = 0; j < n; ++j) f[j] = sigm(f[j]);
-    }
-    if (L.tanh_in) for (int64_t j = 0; j < n; ++j) z[j] = tanh_(z[j]);
-    if (L.coupled) for (int64_t j = 0; j < n; ++j) c1[j] = z[j] * i[j] + c0[j] * (T(1) - i[j]);
-    else if (i && f) for (int64_t j = 0; j < n; ++j) c1[j] = z[j] * i[j] + c0[j] * f[j];
-    else if (i) for (int64_t j = 0; j < n; ++j) c1[j] = z[j] * i[j] + c0[j];
-    else if (f) for (int64_t j = 0; j < n; ++j) c1[j] = z[j] + c0[j] * f[j];
-    else for (int64_t j = 0; j < n; ++j) c1[j] = z[j] + c0[j];
-    if (L.tanh_out) for (int64_t j = 0; j < n; ++j) h[j] = tanh_(c1[j]);
-    else for (int64_t j = 0; j < n; ++j) h[j] = c1[j];
-    if (o) {
-      if (p_o) for (int64_t j = 0; j < n; ++j) o[j] = sigm(o[j] + p_o[j] * c1[j]);
-      else for (int64_t j = 0; j < n; ++j) o[j] = sigm(o[j]);
-      for (int64_t j = 0; j < n; ++j) y[j] = h[j] * o[j];
-    } else {
-      for (int64_t j = 0; j < n; ++j) y[j] = h[j];
-    }
-    if (L.fgr) {  // S = [y, i, f, o]
-      std::memcpy(y + n, i, n * sizeof(T));
-      std::memcpy(y + 2 * n, f, n * sizeof(T));
-      std::memcpy(y + 3 * n, o, n * sizeof(T));
+    const T* __restrict x = xw + b * gn;
+    const T* __restrict r = q + b * gn;
+    const T* __restrict bb = bias;
+    const T* __restrict rg = fl.fgr ? qg + b * 3 * n : nullptr;
+    T* __restrict a = act + b * gn;
+    const T* __restrict c0p = cp + b * n;
+    T* __restrict c1p = cn + b * n;
+    T* __restrict hp = hc + b * n;
+    T* __restrict yp = ys + b * n;
+    T* __restrict gp = fl.fgr ? gs + b * 3 * n : nullptr;
+    const int64_t oi = L.oi, of = L.of, oz = L.oz, oo = L.oo;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T c0 = c0p[j];
+      T i = T(1), f = T(1), o = T(1);
+      if (fl.i) {
+        T v = x[oi + j] + bb[oi + j] + r[oi + j];
+        if (fl.fgr) v += rg[j];
+        if (fl.peep) v += p_i[j] * c0;
+        i = sigm(v);
+        a[oi + j] = i;
+      }
+      if (fl.f) {
+        T v = x[of + j] + bb[of + j] + r[of + j];
+        if (fl.fgr) v += rg[n + j];
+        if (fl.peep) v += p_f[j] * c0;
+        f = sigm(v);
+        a[of + j] = f;
+      } else if (fl.coupled) {
+        f = T(1) - i;
+      }
+      T z = x[oz + j] + bb[oz + j] + r[oz + j];
+      if (fl.tanh_in) z = tanh_(z);
+      a[oz + j] = z;
+      const T c = z * i + c0 * f;  // a missing gate is 1: the products are exact
+      const T h = fl.tanh_out ? tanh_(c) : c;
+      if (fl.o) {
+        T v = x[oo + j] + bb[oo + j] + r[oo + j];
+        if (fl.fgr) v += rg[2 * n + j];
+        if (fl.peep) v += p_o[j] * c;
+        o = sigm(v);
+        a[oo + j] = o;
+      }
+      c1p[j] = c;
+      hp[j] = h;
+      yp[j] = h * o;
+      if (fl.fgr) {
+        gp[j] = i;
+        gp[n + j] = f;
+        gp[2 * n + j] = o;
+      }
     }
   }
 }
 
-// xw (T, B, G*N) pre-activations without the recurrent part; rc (G*N, K); p (P, N) or empty.
-// Returns s (T+1, B, K) with s[0] = 0, c (T+1, B, N) with c[0] = 0, act (T, B, G*N) gate
-// activations, hc (T, B, N) = h(c).
-std::vector<at::Tensor> lstm_forward(const at::Tensor& xw_, const at::Tensor& rc_,
+// xw (T, B, G*N) = W x for all steps (one GEMM by the caller); bias b (G*N); r (G*N, N); rg (3N, 3N) for FGR, else empty; p (P, N) or empty.
+// Returns y (T+1, B, N) and c (T+1, B, N) with y[0] = c[0] = 0, g (T+1, B, 3N) = [i, f, o] with
+// g[0] = 0 for FGR (else empty), act (T, B, G*N) gate activations, hc (T, B, N) = h(c).
+std::vector<at::Tensor> lstm_forward(const at::Tensor& xw_, const at::Tensor& b_,
+                                     const at::Tensor& r_, const at::Tensor& rg_,
                                      const at::Tensor& p_, int64_t flags) {
   TORCH_CHECK(xw_.device().is_cpu(), "odyssey_cells: CPU tensors only");
   auto xw = xw_.contiguous();
-  auto rc = rc_.contiguous();
+  auto bias = b_.contiguous();
+  auto rw = r_.contiguous();
+  auto rg = rg_.contiguous();
   auto p = p_.contiguous();
-  const int64_t t_len = xw.size(0), batch = xw.size(1);
-  const int64_t hidden = p.numel() ? p.size(1) : -1;
+  const int64_t t_len = xw.size(0), batch = xw.size(1), gn = xw.size(2), n = rw.size(1);
+  const bool fgr = flags & kFullGateRecurrence;
+  Layout L(flags, n);
+  TORCH_CHECK(L.g * n == gn && rw.size(0) == gn,
+              "odyssey_cells: xw and r do not match the flags' gate count");
+  TORCH_CHECK(bias.numel() == gn, "odyssey_cells: bias size does not match xw");
+  TORCH_CHECK(p.numel() == L.peepholes() * n, "odyssey_cells: peephole shape does not match");
+  TORCH_CHECK(!fgr || (rg.dim() == 2 && rg.size(0) == 3 * n && rg.size(1) == 3 * n),
+              "odyssey_cells: FGR needs rg of shape (3N, 3N)");
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
+    using T = scalar_t;
     FlushDenormals ftz;
-    const int64_t gn = xw.size(2);
-    const int64_t k = rc.size(1);
-    const int64_t nh = (flags & kFullGateRecurrence) ? k / 4 : k;
-    TORCH_CHECK(hidden < 0 || hidden == nh, "odyssey_cells: peephole size mismatch");
-    Layout L(flags, nh);
-    TORCH_CHECK(L.g * nh == gn && L.k == k, "odyssey_cells: weight shapes do not match flags");
-    auto s = at::zeros({t_len + 1, batch, k}, xw.options());
-    auto c = at::zeros({t_len + 1, batch, nh}, xw.options());
-    auto act = xw.clone();
-    auto hc = at::empty({t_len, batch, nh}, xw.options());
-    scalar_t* S = s.data_ptr<scalar_t>();
-    scalar_t* C = c.data_ptr<scalar_t>();
-    scalar_t* A = act.data_ptr<scalar_t>();
-    scalar_t* H = hc.data_ptr<scalar_t>();
-    const scalar_t* R = rc.data_ptr<scalar_t>();
-    const scalar_t* P = p.numel() ? p.data_ptr<scalar_t>() : nullptr;
-    FixedRight<scalar_t> rec(R, true, batch, gn, k, k);  // a += S Rc^T
-    for (int64_t t = 0; t < t_len; ++t) {
-      scalar_t* a = A + t * batch * gn;
-      if (t > 0)  // s[0] = 0 contributes nothing
-        rec(S + t * batch * k, k, 1, a, gn);
-      lstm_step_forward<scalar_t>(L, batch, a, C + t * batch * nh, C + (t + 1) * batch * nh,
-                                  H + t * batch * nh, S + (t + 1) * batch * k, P);
-    }
-    out = {s, c, act, hc};
+    auto y = at::empty({t_len + 1, batch, n}, xw.options());
+    auto c = at::empty({t_len + 1, batch, n}, xw.options());
+    auto g = fgr ? at::empty({t_len + 1, batch, 3 * n}, xw.options()) : xw.new_empty({0});
+    auto act = at::empty_like(xw);
+    auto hc = at::empty({t_len, batch, n}, xw.options());
+    auto q = at::zeros({batch, gn}, xw.options());  // y' R^T (zero at t = 0)
+    auto qg = fgr ? at::zeros({batch, 3 * n}, xw.options()) : q;
+    y[0].zero_();
+    c[0].zero_();
+    if (fgr) g[0].zero_();
+    T* Y = y.data_ptr<T>();
+    T* C = c.data_ptr<T>();
+    T* G = fgr ? g.data_ptr<T>() : nullptr;
+    T* A = act.data_ptr<T>();
+    T* H = hc.data_ptr<T>();
+    T* Q = q.data_ptr<T>();
+    T* QG = qg.data_ptr<T>();
+    const T* X = xw.data_ptr<T>();
+    const T* BI = bias.data_ptr<T>();
+    const T* P = p.numel() ? p.data_ptr<T>() : nullptr;
+    const int64_t bn = batch * n;
+    FixedRight<T> rec(rw.data_ptr<T>(), true, batch, gn, n, n);  // q = y' R^T
+    std::unique_ptr<FixedRight<T>> rec_g;
+    if (fgr) rec_g = std::make_unique<FixedRight<T>>(rg.data_ptr<T>(), true, batch, 3 * n, 3 * n,
+                                                     3 * n);  // qg = g' Rg^T
+    with_flags(flags, [&](auto fl) {
+      for (int64_t t = 0; t < t_len; ++t) {
+        if (t > 0) {  // y[0] = g[0] = 0 contribute nothing: q, qg stay zero at t = 0
+          rec(Y + t * bn, n, 0, Q, gn);
+          if (fgr) (*rec_g)(G + t * 3 * bn, 3 * n, 0, QG, 3 * n);
+        }
+        lstm_step_forward<T>(fl, L, batch, X + t * batch * gn, BI, Q, QG, A + t * batch * gn,
+                             C + t * bn, C + (t + 1) * bn, H + t * bn, Y + (t + 1) * bn,
+                             G ? G + (t + 1) * 3 * bn : nullptr, P);
+      }
+    });
+    out = {y, g, c, act, hc};
   });
   return out;
 }
 
-template <typename T>
-void lstm_step_backward(const Layout& L, int64_t batch, const T* act, const T* cp, const T* cn,
-                        const T* hc, const T* dy_ext, const T* dc_ext, const T* ds, T* dcarry,
-                        T* da, const T* p, T* dp) {
+// One backward step for all rows. dye/dce: external gradients of y_t and c_t (row stride `sd`:
+// n, or 0 for a shared zero row); dyn, dgn: gradients of y_t and g_t from step t+1 (zero at the
+// last step); carry: gradient of c_t from step t+1, updated to that of c_{t-1}. Writes da (the
+// pre-activation gradients, G*N per row), for FGR dga = [da_i, da_f, da_o], and adds to dp.
+template <typename T, class Fl>
+void lstm_step_backward(const Fl fl, const Layout& L, int64_t batch, const T* act, const T* cp,
+                        const T* cn, const T* hc, const T* dye, int64_t sdy, const T* dce,
+                        int64_t sdc, const T* dyn, const T* dgn, T* carry, T* da, T* dga,
+                        T* dbias, const T* p, T* dp) {
   const int64_t n = L.n, gn = L.g * n;
-  const T* p_i = L.pi >= 0 ? p + L.pi * n : nullptr;
-  const T* p_f = L.pf >= 0 ? p + L.pf * n : nullptr;
-  const T* p_o = L.po >= 0 ? p + L.po * n : nullptr;
-  T* dp_i = L.pi >= 0 ? dp + L.pi * n : nullptr;
-  T* dp_f = L.pf >= 0 ? dp + L.pf * n : nullptr;
-  T* dp_o = L.po >= 0 ? dp + L.po * n : nullptr;
+  const T* p_i = fl.peep && fl.i ? p + L.pi * n : nullptr;
+  const T* p_f = fl.peep && fl.f ? p + L.pf * n : nullptr;
+  const T* p_o = fl.peep && fl.o ? p + L.po * n : nullptr;
+  T* dp_i = fl.peep && fl.i ? dp + L.pi * n : nullptr;
+  T* dp_f = fl.peep && fl.f ? dp + L.pf * n : nullptr;
+  T* dp_o = fl.peep && fl.o ? dp + L.po * n : nullptr;
+  const int64_t oi = L.oi, of = L.of, oz = L.oz, oo = L.oo;
   for (int64_t b = 0; b < batch; ++b) {
-    const T* a = act + b * gn;
-    const T* i = L.oi >= 0 ? a + L.oi : nullptr;
-    const T* f = L.of >= 0 ? a + L.of : nullptr;
-    const T* z = a + L.oz;
-    const T* o = L.oo >= 0 ? a + L.oo : nullptr;
-    const T* c0 = cp + b * n;
-    const T* c1 = cn + b * n;
-    const T* h = hc + b * n;
-    const T* dye = dy_ext + b * n;
-    const T* dce = dc_ext ? dc_ext + b * n : nullptr;
-    const T* dsr = ds ? ds + b * L.k : nullptr;  // gradient w.r.t. S_t from step t+1
-    T* dcr = dcarry + b * n;
-    T* d = da + b * gn;
-    T* dai = i ? d + L.oi : nullptr;
-    T* daf = f ? d + L.of : nullptr;
-    T* daz = d + L.oz;
-    T* dao = o ? d + L.oo : nullptr;
+    const T* __restrict a = act + b * gn;
+    const T* __restrict c0p = cp + b * n;
+    const T* __restrict c1p = cn + b * n;
+    const T* __restrict hp = hc + b * n;
+    const T* __restrict dy1 = dye + b * sdy;
+    const T* __restrict dc1 = dce + b * sdc;
+    const T* __restrict dy2 = dyn + b * n;
+    const T* __restrict dg2 = fl.fgr ? dgn + b * 3 * n : nullptr;
+    T* __restrict cr = carry + b * n;
+    T* __restrict d = da + b * gn;
+    T* __restrict dg = fl.fgr ? dga + b * 3 * n : nullptr;
+    T* __restrict db = dbias;
+#pragma omp simd
     for (int64_t j = 0; j < n; ++j) {
-      T dy = dye[j] + (dsr ? dsr[j] : T(0));
-      T dhc = dy;
-      T dao_j = T(0);
-      if (o) {
-        T do_ = dy * h[j] + (L.fgr && dsr ? dsr[3 * n + j] : T(0));
-        dao_j = do_ * o[j] * (T(1) - o[j]);
-        dao[j] = dao_j;
-        dhc = dy * o[j];
+      const T c0 = c0p[j], h = hp[j], z = a[oz + j];
+      const T i = fl.i ? a[oi + j] : T(1);
+      const T o = fl.o ? a[oo + j] : T(1);
+      const T dy = dy1[j] + dy2[j];
+      T dao = T(0);
+      if (fl.o) {
+        T do_ = dy * h;
+        if (fl.fgr) do_ += dg2[2 * n + j];
+        dao = do_ * o * (T(1) - o);
+        d[oo + j] = dao;
+        db[oo + j] += dao;
       }
-      T dc = dcr[j] + (dce ? dce[j] : T(0)) +
-             dhc * (L.tanh_out ? T(1) - h[j] * h[j] : T(1)) + (p_o ? dao_j * p_o[j] : T(0));
-      const T ii = i ? i[j] : T(1);
-      daz[j] = dc * ii * (L.tanh_in ? T(1) - z[j] * z[j] : T(1));
-      T dai_j = T(0), daf_j = T(0), fe = T(1);
-      if (i) {
-        T di = dc * z[j] + (L.fgr && dsr ? dsr[n + j] : T(0));
-        if (L.coupled) { di -= dc * c0[j]; fe = T(1) - ii; }
-        dai_j = di * ii * (T(1) - ii);
-        dai[j] = dai_j;
+      const T dhc = dy * o;
+      T dc = cr[j] + dc1[j] + (fl.tanh_out ? dhc * (T(1) - h * h) : dhc);
+      if (fl.peep && fl.o) dc += dao * p_o[j];
+      const T daz = fl.tanh_in ? dc * i * (T(1) - z * z) : dc * i;
+      d[oz + j] = daz;
+      db[oz + j] += daz;
+      T dai = T(0), daf = T(0), fe = T(1);
+      if (fl.i) {
+        T di = dc * z;
+        if (fl.fgr) di += dg2[j];
+        if (fl.coupled) {
+          di -= dc * c0;
+          fe = T(1) - i;
+        }
+        dai = di * i * (T(1) - i);
+        d[oi + j] = dai;
+        db[oi + j] += dai;
       }
-      if (f) {
-        T df = dc * c0[j] + (L.fgr && dsr ? dsr[2 * n + j] : T(0));
-        daf_j = df * f[j] * (T(1) - f[j]);
-        daf[j] = daf_j;
-        fe = f[j];
+      if (fl.f) {
+        const T f = a[of + j];
+        T df = dc * c0;
+        if (fl.fgr) df += dg2[n + j];
+        daf = df * f * (T(1) - f);
+        d[of + j] = daf;
+        db[of + j] += daf;
+        fe = f;
       }
-      dcr[j] = dc * fe + (p_i ? dai_j * p_i[j] : T(0)) + (p_f ? daf_j * p_f[j] : T(0));
-      if (dp_i) dp_i[j] += dai_j * c0[j];
-      if (dp_f) dp_f[j] += daf_j * c0[j];
-      if (dp_o) dp_o[j] += dao_j * c1[j];
+      T carry_j = dc * fe;
+      if (fl.peep && fl.i) {
+        carry_j += dai * p_i[j];
+        dp_i[j] += dai * c0;
+      }
+      if (fl.peep && fl.f) {
+        carry_j += daf * p_f[j];
+        dp_f[j] += daf * c0;
+      }
+      if (fl.peep && fl.o) dp_o[j] += dao * c1p[j];
+      cr[j] = carry_j;
+      if (fl.fgr) {
+        dg[j] = dai;
+        dg[n + j] = daf;
+        dg[2 * n + j] = dao;
+      }
     }
   }
 }
 
-// Gradients of lstm_forward given dy (T, B, N) and dc (T, B, N) (dc may be empty):
-// returns dxw (T, B, G*N), drc (G*N, K), dp (P, N).
+// Gradients of lstm_forward given dy (T, B, N) and dc (T, B, N) (either may be empty: zero):
+// returns dxw (T, B, G*N), db (G*N), dr (G*N, N), drg (3N, 3N) for FGR (else empty), dp (P, N).
 std::vector<at::Tensor> lstm_backward(const at::Tensor& dy_, const at::Tensor& dc_,
-                                      const at::Tensor& rc_, const at::Tensor& p_,
-                                      const at::Tensor& s, const at::Tensor& c,
+                                      const at::Tensor& r_, const at::Tensor& rg_,
+                                      const at::Tensor& p_, const at::Tensor& y,
+                                      const at::Tensor& g, const at::Tensor& c,
                                       const at::Tensor& act, const at::Tensor& hc, int64_t flags) {
-  auto dy = dy_.contiguous();
+  auto dye = dy_.numel() ? dy_.contiguous() : dy_;
   auto dce = dc_.numel() ? dc_.contiguous() : dc_;
-  auto rc = rc_.contiguous();
+  auto rw = r_.contiguous();
+  auto rg = rg_.contiguous();
   auto p = p_.contiguous();
+  const int64_t t_len = act.size(0), batch = act.size(1), gn = act.size(2), n = hc.size(2);
+  const bool fgr = flags & kFullGateRecurrence;
+  Layout L(flags, n);
+  TORCH_CHECK(L.g * n == gn, "odyssey_cells: act does not match the flags' gate count");
   std::vector<at::Tensor> out;
-  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "lstm_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward", [&] {
+    using T = scalar_t;
     FlushDenormals ftz;
-    const int64_t t_len = act.size(0), batch = act.size(1), gn = act.size(2), k = rc.size(1);
-    const int64_t nh = hc.size(2);
-    Layout L(flags, nh);
     auto da = at::empty_like(act);
+    auto dga = fgr ? at::empty({t_len, batch, 3 * n}, act.options()) : act.new_empty({0});
     auto dp = at::zeros_like(p);
-    auto ds = at::zeros({batch, k}, dy.options());
-    auto dcarry = at::zeros({batch, nh}, dy.options());
-    const scalar_t* R = rc.data_ptr<scalar_t>();
-    const scalar_t* P = p.numel() ? p.data_ptr<scalar_t>() : nullptr;
-    scalar_t* DP = p.numel() ? dp.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* S = s.data_ptr<scalar_t>();
-    const scalar_t* C = c.data_ptr<scalar_t>();
-    const scalar_t* A = act.data_ptr<scalar_t>();
-    const scalar_t* H = hc.data_ptr<scalar_t>();
-    const scalar_t* DY = dy.data_ptr<scalar_t>();
-    const scalar_t* DC = dce.numel() ? dce.data_ptr<scalar_t>() : nullptr;
-    scalar_t* DA = da.data_ptr<scalar_t>();
-    scalar_t* DS = ds.data_ptr<scalar_t>();
-    FixedRight<scalar_t> rec(R, false, batch, k, gn, k);  // dS = da Rc
-    for (int64_t t = t_len - 1; t >= 0; --t) {
-      lstm_step_backward<scalar_t>(
-          L, batch, A + t * batch * gn, C + t * batch * nh, C + (t + 1) * batch * nh,
-          H + t * batch * nh, DY + t * batch * nh, DC ? DC + t * batch * nh : nullptr,
-          t == t_len - 1 ? nullptr : DS, dcarry.data_ptr<scalar_t>(), DA + t * batch * gn, P, DP);
-      if (t > 0)  // dS_{t-1} = da_t Rc
-        rec(DA + t * batch * gn, gn, 0, DS, k);
+    auto dbias = at::zeros({gn}, act.options());
+    auto dyn = at::zeros({batch, n}, act.options());  // dy_t from step t+1
+    auto dgn = fgr ? at::zeros({batch, 3 * n}, act.options()) : dyn;
+    auto carry = at::zeros({batch, n}, act.options());
+    auto zero = at::zeros({n}, act.options());  // stands in for an absent dy or dc
+    const int64_t bn = batch * n;
+    const T* DYE = dye.numel() ? dye.data_ptr<T>() : zero.data_ptr<T>();
+    const T* DCE = dce.numel() ? dce.data_ptr<T>() : zero.data_ptr<T>();
+    const int64_t sdy = dye.numel() ? n : 0, sdc = dce.numel() ? n : 0;
+    const T* P = p.numel() ? p.data_ptr<T>() : nullptr;
+    T* DP = p.numel() ? dp.data_ptr<T>() : nullptr;
+    const T* C = c.data_ptr<T>();
+    const T* A = act.data_ptr<T>();
+    const T* H = hc.data_ptr<T>();
+    T* DA = da.data_ptr<T>();
+    T* DGA = fgr ? dga.data_ptr<T>() : nullptr;
+    T* DYN = dyn.data_ptr<T>();
+    T* DGN = dgn.data_ptr<T>();
+    FixedRight<T> rec(rw.data_ptr<T>(), false, batch, n, gn, n);  // dy' = da R
+    std::unique_ptr<FixedRight<T>> rec_g;
+    if (fgr) rec_g = std::make_unique<FixedRight<T>>(rg.data_ptr<T>(), false, batch, 3 * n,
+                                                     3 * n, 3 * n);  // dg' = dga Rg
+    with_flags(flags, [&](auto fl) {
+      for (int64_t t = t_len - 1; t >= 0; --t) {
+        lstm_step_backward<T>(fl, L, batch, A + t * batch * gn, C + t * bn, C + (t + 1) * bn,
+                              H + t * bn, DYE + t * batch * sdy, sdy, DCE + t * batch * sdc, sdc,
+                              DYN, DGN, carry.data_ptr<T>(), DA + t * batch * gn,
+                              DGA ? DGA + t * 3 * bn : nullptr, dbias.data_ptr<T>(), P, DP);
+        if (t > 0) {
+          rec(DA + t * batch * gn, gn, 0, DYN, n);
+          if (fgr) (*rec_g)(DGA + t * 3 * bn, 3 * n, 0, DGN, 3 * n);
+        }
+      }
+    });
+    // dR = sum_t da_t^T y_{t-1}, dRg = sum_t dga_t^T g_{t-1}: one GEMM each over all steps
+    auto dr = at::empty({gn, n}, act.options());
+    gemm<T>(true, false, gn, n, t_len * batch, 1, DA, gn, y.data_ptr<T>(), n, 0,
+            dr.data_ptr<T>(), n);
+    auto drg = act.new_empty({0});
+    if (fgr) {
+      drg = at::empty({3 * n, 3 * n}, act.options());
+      gemm<T>(true, false, 3 * n, 3 * n, t_len * batch, 1, DGA, 3 * n, g.data_ptr<T>(), 3 * n, 0,
+              drg.data_ptr<T>(), 3 * n);
     }
-    // dRc = sum_t da_t^T S_{t-1}: one GEMM over all steps
-    auto drc = at::empty({gn, k}, dy.options());
-    gemm<scalar_t>(true, false, gn, k, t_len * batch, 1, DA, gn, S, k, 0,
-                   drc.data_ptr<scalar_t>(), k);
-    out = {da, drc, dp};
+    out = {da, dbias, dr, drg, dp};
   });
   return out;
 }
@@ -411,11 +539,12 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& xw_, const at::Tensor& r_,
       for (int64_t b = 0; b < batch; ++b) std::memcpy(HH + b * 3 * n, BH, 3 * n * sizeof(T));
       if (t > 0) rec(Hs + t * batch * n, n, 1, HH, 3 * n);
       for (int64_t b = 0; b < batch; ++b) {
-        const T* x = X + (t * batch + b) * 3 * n;
-        const T* q = HH + b * 3 * n;
-        const T* h0 = Hs + (t * batch + b) * n;
-        T* h1 = Hs + ((t + 1) * batch + b) * n;
-        T* a = Ac + (t * batch + b) * 4 * n;
+        const T* __restrict x = X + (t * batch + b) * 3 * n;
+        const T* __restrict q = HH + b * 3 * n;
+        const T* __restrict h0 = Hs + (t * batch + b) * n;
+        T* __restrict h1 = Hs + ((t + 1) * batch + b) * n;
+        T* __restrict a = Ac + (t * batch + b) * 4 * n;
+        _Pragma("omp simd")  // (a #pragma cannot stand inside the dispatch macro)
         for (int64_t j = 0; j < n; ++j) {
           T r = sigm(x[j] + q[j]);
           T u = sigm(x[n + j] + q[n + j]);
@@ -457,12 +586,13 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& r_
     FixedRight<T> rec(R, false, batch, n, 3 * n, n);  // carry += dhh R
     for (int64_t t = t_len - 1; t >= 0; --t) {
       for (int64_t b = 0; b < batch; ++b) {
-        const T* a = Ac + (t * batch + b) * 4 * n;
-        const T* h0 = Hs + (t * batch + b) * n;
-        const T* dhe = DH + (t * batch + b) * n;
-        T* cr = CA + b * n;
-        T* dxr = DX + (t * batch + b) * 3 * n;
-        T* dq = DHH + (t * batch + b) * 3 * n;
+        const T* __restrict a = Ac + (t * batch + b) * 4 * n;
+        const T* __restrict h0 = Hs + (t * batch + b) * n;
+        const T* __restrict dhe = DH + (t * batch + b) * n;
+        T* __restrict cr = CA + b * n;
+        T* __restrict dxr = DX + (t * batch + b) * 3 * n;
+        T* __restrict dq = DHH + (t * batch + b) * 3 * n;
+        _Pragma("omp simd")
         for (int64_t j = 0; j < n; ++j) {
           const T r = a[j], u = a[n + j], nn = a[2 * n + j], hn = a[3 * n + j];
           const T d = dhe[j] + cr[j];
@@ -491,9 +621,10 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& r_
 }  // namespace
 
 TORCH_LIBRARY(odyssey_cells, m) {
-  m.def("lstm_forward(Tensor xw, Tensor rc, Tensor p, int flags) -> Tensor[]", &lstm_forward);
-  m.def("lstm_backward(Tensor dy, Tensor dc, Tensor rc, Tensor p, Tensor s, Tensor c, "
-        "Tensor act, Tensor hc, int flags) -> Tensor[]", &lstm_backward);
+  m.def("lstm_forward(Tensor xw, Tensor b, Tensor r, Tensor rg, Tensor p, int flags) -> Tensor[]",
+        &lstm_forward);
+  m.def("lstm_backward(Tensor dy, Tensor dc, Tensor r, Tensor rg, Tensor p, Tensor y, Tensor g, "
+        "Tensor c, Tensor act, Tensor hc, int flags) -> Tensor[]", &lstm_backward);
   m.def("gru_forward(Tensor xw, Tensor r, Tensor bhh) -> Tensor[]", &gru_forward);
   m.def("gru_backward(Tensor dh, Tensor r, Tensor h, Tensor act) -> Tensor[]", &gru_backward);
 }

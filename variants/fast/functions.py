@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from variants.fast.pykernel import FGR, Layout
+from variants.fast.pykernel import FGR
 from variants.spec import GRUSpec, LSTMSpec
 
 
@@ -28,49 +28,55 @@ def lstm_flags(spec: LSTMSpec) -> int:
     return sum(1 << k for k, on in enumerate(bits) if on)
 
 
-def combine_recurrent(R: torch.Tensor, Rg: torch.Tensor, flags: int) -> torch.Tensor:
-    """FGR: [R | Rg spread over the i, f, o row blocks] (4N, 4N), so that a = S Rc^T with
-    S = [y', i', f', o'] is one matrix product per step."""
-    n = R.shape[1]
-    lay = Layout(flags, n)
-    rc = R.new_zeros(R.shape[0], 4 * n)
-    rc[:, :n] = R
-    for k, gate in enumerate(("i", "f", "o")):
-        rc[lay.cols[gate], n:] = Rg[k * n : (k + 1) * n]
-    return rc
-
-
-def split_recurrent(drc: torch.Tensor, flags: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = drc.shape[1] // 4
-    lay = Layout(flags, n)
-    return drc[:, :n], torch.cat([drc[lay.cols[g], n:] for g in ("i", "f", "o")])
-
-
 class LSTMSequence(torch.autograd.Function):
-    """(xw (T, B, G*N), R, p | None, Rg | None) -> (y (T, B, N), c (T, B, N))."""
+    """(xw (T, B, G*N) = W x, b (G*N), R (G*N, N), p | None, Rg (3N, 3N) | None) ->
+    (y (T, B, N), c (T, B, N)). The bias is added, and its gradient summed, in the step loops
+    (no broadcast copy, no extra pass over dxw).
+
+    For FGR, R and Rg stay two matrices (13 N^2 multiply-adds per row and step: y' R^T over all
+    gate blocks, g' Rg^T over the i, f, o blocks), not one 4N x 4N matrix with a zero block.
+    """
 
     @staticmethod
-    def forward(ctx, xw, R, p, Rg, flags: int, kernel):  # noqa: D102
+    def forward(ctx, xw, b, R, p, Rg, flags: int, kernel):  # noqa: D102
+        ctx.set_materialize_grads(False)  # an unused output (c, mostly) costs no zero tensor
         with torch.no_grad():
-            rc = combine_recurrent(R, Rg, flags) if flags & FGR else R
-            pt = p if p is not None else xw.new_empty(0)
-            s, c, act, hc = kernel.lstm_forward(xw.contiguous(), rc.contiguous(), pt, flags)
-        ctx.save_for_backward(rc, pt, s, c, act, hc)
+            empty = xw.new_empty(0)
+            rg = Rg.contiguous() if flags & FGR else empty
+            pt = p.contiguous() if p is not None else empty
+            y, g, c, act, hc = kernel.lstm_forward(
+                xw.contiguous(), b.contiguous(), R.contiguous(), rg, pt, flags
+            )
+        ctx.save_for_backward(R, rg, pt, y, g, c, act, hc)
         ctx.flags, ctx.kernel, ctx.has_p = flags, kernel, p is not None
-        n = hc.shape[2]
-        return s[1:, :, :n], c[1:]
+        return y[1:], c[1:]
 
     @staticmethod
     def backward(ctx, dy, dc):  # noqa: D102
-        rc, pt, s, c, act, hc = ctx.saved_tensors
-        dxw, drc, dp = ctx.kernel.lstm_backward(
-            dy.contiguous(), dc.contiguous(), rc, pt, s, c, act, hc, ctx.flags
+        R, rg, pt, y, g, c, act, hc = ctx.saved_tensors
+        empty = act.new_empty(0)
+        dxw, db, dR, dRg, dp = ctx.kernel.lstm_backward(
+            empty if dy is None else dy.contiguous(),
+            empty if dc is None else dc.contiguous(),
+            R.contiguous(),
+            rg,
+            pt,
+            y,
+            g,
+            c,
+            act,
+            hc,
+            ctx.flags,
         )
-        if ctx.flags & FGR:
-            dR, dRg = split_recurrent(drc, ctx.flags)
-        else:
-            dR, dRg = drc, None
-        return dxw, dR, dp if ctx.has_p else None, dRg, None, None
+        return (
+            dxw,
+            db,
+            dR,
+            dp if ctx.has_p else None,
+            dRg if ctx.flags & FGR else None,
+            None,
+            None,
+        )
 
 
 class GRUSequence(torch.autograd.Function):

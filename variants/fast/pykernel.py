@@ -2,7 +2,7 @@
 
 They run on any device and dtype; they are the fallback when the extension cannot be built and
 the path for CUDA tensors, and the tests check the compiled kernels against them. The equations
-and the saved tensors are documented in `cells.cpp`; flag bits are `variants.fast.flags`.
+and the saved tensors are documented in `cells.cpp`; the flag bits are defined below.
 """
 
 from __future__ import annotations
@@ -46,25 +46,36 @@ class Layout:
                 if peep and gate != "z":
                     self.peep[gate] = row
                     row += 1
-        self.g, self.k = col, (4 * n if self.fgr else n)
+        self.g = col
 
 
 def lstm_forward(
-    xw: torch.Tensor, rc: torch.Tensor, p: torch.Tensor, flags: int
+    xw: torch.Tensor,
+    b: torch.Tensor,
+    r: torch.Tensor,
+    rg: torch.Tensor,
+    p: torch.Tensor,
+    flags: int,
 ) -> list[torch.Tensor]:
-    """xw (T, B, G*N), rc (G*N, K), p (P, N) -> [s (T+1, B, K), c (T+1, B, N), act (T, B, G*N),
+    """xw (T, B, G*N) = W x, b (G*N), r (G*N, N), rg (3N, 3N) for FGR (else empty), p (P, N) ->
+    [y (T+1, B, N), g (T+1, B, 3N) for FGR (else empty), c (T+1, B, N), act (T, B, G*N),
     hc (T, B, N)]."""
     t_len, batch, _ = xw.shape
-    n = rc.shape[1] // 4 if flags & FGR else rc.shape[1]
+    n = r.shape[1]
     lay = Layout(flags, n)
-    s = xw.new_zeros(t_len + 1, batch, lay.k)
+    y = xw.new_zeros(t_len + 1, batch, n)
+    g = xw.new_zeros(t_len + 1, batch, 3 * n) if lay.fgr else xw.new_empty(0)
     c = xw.new_zeros(t_len + 1, batch, n)
     act = torch.empty_like(xw)
     hc = xw.new_empty(t_len, batch, n)
-    cols, pp = lay.cols, {g: p[r] for g, r in lay.peep.items()}
+    cols, pp = lay.cols, {k: p[row] for k, row in lay.peep.items()}
     one = xw.new_ones(())
     for t in range(t_len):
-        a = torch.addmm(xw[t], s[t], rc.t()) if t else xw[t].clone()  # (B, G*N)
+        a = torch.addmm(xw[t] + b, y[t], r.t()) if t else xw[t] + b  # (B, G*N)
+        if lay.fgr and t:
+            qg = g[t] @ rg.t()  # (B, 3N): i, f, o of t-1 into the i, f, o blocks
+            for k, gate in enumerate("ifo"):
+                a[:, cols[gate]] += qg[:, k * n : (k + 1) * n]
         c0 = c[t]
         i = f = o = one
         if "i" in cols:
@@ -83,41 +94,47 @@ def lstm_forward(
             o = torch.sigmoid(a[:, cols["o"]] + pp["o"] * c1 if "o" in pp else a[:, cols["o"]])
             a[:, cols["o"]] = o
         c[t + 1], hc[t], act[t] = c1, h, a
-        s[t + 1, :, :n] = h * o
+        y[t + 1] = h * o
         if lay.fgr:
-            s[t + 1, :, n:] = torch.cat([i, f, o], dim=1)
-    return [s, c, act, hc]
+            g[t + 1] = torch.cat([i, f, o], dim=1)
+    return [y, g, c, act, hc]
 
 
 def lstm_backward(
     dy: torch.Tensor,
     dc: torch.Tensor,
-    rc: torch.Tensor,
+    r: torch.Tensor,
+    rg: torch.Tensor,
     p: torch.Tensor,
-    s: torch.Tensor,
+    y: torch.Tensor,
+    g: torch.Tensor,
     c: torch.Tensor,
     act: torch.Tensor,
     hc: torch.Tensor,
     flags: int,
 ) -> list[torch.Tensor]:
-    """Gradients of `lstm_forward` given dy, dc (T, B, N) (dc may be empty) ->
-    [dxw (T, B, G*N), drc (G*N, K), dp (P, N)]."""
+    """Gradients of `lstm_forward` given dy, dc (T, B, N) (either may be empty: zero) ->
+    [dxw (T, B, G*N), db (G*N), dr (G*N, N), drg (3N, 3N) for FGR (else empty), dp (P, N)]."""
     t_len, batch, _ = act.shape
     n = hc.shape[2]
     lay = Layout(flags, n)
-    cols, pp = lay.cols, {g: p[r] for g, r in lay.peep.items()}
+    cols, pp = lay.cols, {k: p[row] for k, row in lay.peep.items()}
     da = torch.empty_like(act)
+    dga = act.new_empty(t_len, batch, 3 * n) if lay.fgr else act.new_empty(0)
     dp = torch.zeros_like(p)
-    ds = None
-    carry = dy.new_zeros(batch, n)
+    dyn = dgn = None  # gradients of y_t and g_t from step t+1
+    carry = act.new_zeros(batch, n)
+    zero = act.new_zeros(batch, n)
     for t in range(t_len - 1, -1, -1):
         a, c0, c1, h = act[t], c[t], c[t + 1], hc[t]
-        dyt = dy[t] + ds[:, :n] if ds is not None else dy[t]
+        dyt = dy[t] if dy.numel() else zero
+        if dyn is not None:
+            dyt = dyt + dyn
         d = da[t]
         dhc, dao = dyt, None
         if "o" in cols:
             o = a[:, cols["o"]]
-            do = dyt * h + ds[:, 3 * n :] if (lay.fgr and ds is not None) else dyt * h
+            do = dyt * h + dgn[:, 2 * n :] if dgn is not None else dyt * h
             dao = do * o * (1 - o)
             d[:, cols["o"]] = dao
             dhc = dyt * o
@@ -133,10 +150,11 @@ def lstm_backward(
         d[:, cols["z"]] = dz * (1 - z * z) if lay.tanh_in else dz
         fe = None
         new_carry = None
+        dai = daf = None
         if i is not None:
             di = dct * z
-            if lay.fgr and ds is not None:
-                di = di + ds[:, n : 2 * n]
+            if dgn is not None:
+                di = di + dgn[:, :n]
             if lay.coupled:
                 di = di - dct * c0
                 fe = 1 - i
@@ -148,8 +166,8 @@ def lstm_backward(
         if "f" in cols:
             f = a[:, cols["f"]]
             df = dct * c0
-            if lay.fgr and ds is not None:
-                df = df + ds[:, 2 * n : 3 * n]
+            if dgn is not None:
+                df = df + dgn[:, n : 2 * n]
             daf = df * f * (1 - f)
             d[:, cols["f"]] = daf
             fe = f
@@ -159,9 +177,17 @@ def lstm_backward(
         carry = dct * fe if fe is not None else dct
         if new_carry is not None:
             carry = carry + new_carry
-        ds = d @ rc if t else None  # (B, K)
-    drc = da.reshape(t_len * batch, -1).t() @ s[:t_len].reshape(t_len * batch, -1)
-    return [da, drc, dp]
+        if lay.fgr:
+            dga[t] = torch.cat([dai, daf, dao], dim=1)
+        if t:
+            dyn = d @ r  # (B, N)
+            if lay.fgr:
+                dgn = dga[t] @ rg  # (B, 3N)
+    dr = da.reshape(t_len * batch, -1).t() @ y[:t_len].reshape(t_len * batch, -1)
+    drg = act.new_empty(0)
+    if lay.fgr:
+        drg = dga.reshape(t_len * batch, -1).t() @ g[:t_len].reshape(t_len * batch, -1)
+    return [da, da.sum((0, 1)), dr, drg, dp]
 
 
 def gru_forward(xw: torch.Tensor, r: torch.Tensor, bhh: torch.Tensor) -> list[torch.Tensor]:
