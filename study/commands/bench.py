@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 DEFAULT_SHAPES = ("timit32", "timit128", "timit256", "jsb32", "jsb128")
 
@@ -108,7 +109,7 @@ def run_cells(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # no wrapping in files
     with console.status("timing") as status:
         rows = cells.run(
             names,
@@ -162,7 +163,7 @@ def run_study(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # no wrapping in files
     with console.status("training") as status:
         out = study.run(
             args.task,
