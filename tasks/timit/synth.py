@@ -10,10 +10,14 @@ core-test lists, so the real-corpus loader assigns the split exactly as for TIMI
 speakers get new TIMIT-like ids (sex letter, initials, digit).
 
 A speaker is an eSpeak voice variant of the speaker's sex plus pitch, pitch range, speaking rate,
-word gap, gain and background-noise level, all drawn from the seed; no two speakers share
-settings. Prompts come from `sentences.py` (our own word lists). eSpeak's 22050 Hz output is
-resampled to 16 kHz (`scipy.signal.resample_poly`, 320/441) and its phoneme boundaries scaled to
-match; see `espeak_phones.py` for the mapping to TIMIT labels.
+word gap and recording conditions (`augment.Channel`: vocal-tract warp, room, channel filter,
+typical SNR), all drawn from the seed; no two speakers share voice settings. Each utterance
+varies the speaker's rate (+-15 %), pitch and pitch range and gets its own noise (white, pink,
+brown or babble of other eSpeak utterances) and level; see `augment.py` for why and how.
+Prompts come from `sentences.py` (our own word lists). eSpeak's 22050 Hz output is resampled to
+16 kHz times the speaker's warp (`scipy.signal.resample_poly` with the exact rational factor of
+`augment.resample_ratio`) and its phoneme boundaries are scaled by that same factor; see
+`espeak_phones.py` for the mapping to TIMIT labels.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from tasks.timit import espeak
 from tasks.timit.audio import write_sphere
+from tasks.timit.augment import Channel, degrade, draw_channel, resample_ratio, scale_sample
 from tasks.timit.espeak_phones import align
 from tasks.timit.phones import core_test_speakers, dev_speakers
 from tasks.timit.sentences import unique_sentences
@@ -37,9 +44,17 @@ PAPER_SIZES = {"train": 3696, "valid": 400, "test": 192}
 PER_SPEAKER = 8
 KINDS = ("si", "sx", "sx", "si", "sx", "sx", "si", "sx")  # 3 SI + 5 SX, as in TIMIT (SA left out)
 VOICES = {
-    "m": ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "klatt"),
-    "f": ("f1", "f2", "f3", "f4", "f5", "linda", "steph", "aunty"),
-}
+    "m": (
+        "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "klatt", "klatt2", "klatt3", "Andy",
+        "Denis", "Hugo", "Lee", "Marco", "antonio", "michel", "miguel", "travis", "victor",
+        "david", "edward", "iven", "john", "max", "paul", "robert",
+    ),
+    "f": (
+        "f1", "f2", "f3", "f4", "f5", "linda", "steph", "steph2", "steph3", "aunty", "Alicia",
+        "Andrea", "Annie", "anika", "belinda",
+    ),
+}  # fmt: skip
+BABBLE_TALKERS = ("m1", "m3", "m7", "f2", "f4", "linda", "Andy", "belinda")
 # TIMIT's training speakers per dialect region (DR1..DR8), used as region weights.
 REGION_WEIGHTS = np.array([38, 76, 76, 68, 70, 35, 77, 22], dtype=float)
 
@@ -54,8 +69,7 @@ class Speaker:
     pitch_range: int
     rate: int  # words per minute
     wordgap: int  # extra pause between words, in units of 10 ms (0: eSpeak's own pauses only)
-    gain: float
-    noise: float  # standard deviation of background noise (int16 units)
+    channel: Channel  # recording conditions: warp, room, filter, typical SNR (augment.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,9 @@ class Job:
     text: str
     folder: Path
     seed: int
+    rate: int  # this utterance's eSpeak settings: the speaker's, varied
+    pitch: int
+    pitch_range: int
 
 
 def split_sizes(size: int | None) -> dict[str, int]:
@@ -133,9 +150,8 @@ def make_speakers(sizes: dict[str, int], rng: np.random.Generator) -> list[Speak
                     key[1],
                     key[2],
                     key[3],
-                    0,
-                    float(rng.uniform(0.4, 0.9)),
-                    float(rng.uniform(2, 12)),
+                    int(rng.integers(0, 3)),
+                    draw_channel(rng),
                 )
             )
     return speakers
@@ -171,16 +187,49 @@ def plan(root: Path, size: int | None, seed: int) -> list[Job]:
                 else:
                     name, text = f"si{si_next}", unique_sentences(1, rng, prompts)[0]
                     si_next += 1
-                jobs.append(Job(s, name, text, folder, int(rng.integers(2**31))))
+                jobs.append(_job(s, name, text, folder, rng))
     return jobs
 
 
+def _job(sp: Speaker, name: str, text: str, folder: Path, rng: np.random.Generator) -> Job:
+    """One utterance of `sp` with its own noise seed and varied rate, pitch and pitch range."""
+    return Job(
+        sp,
+        name,
+        text,
+        folder,
+        int(rng.integers(2**31)),
+        int(np.clip(round(sp.rate * rng.uniform(0.85, 1.15)), 80, 450)),
+        int(np.clip(sp.pitch + rng.integers(-10, 11), 0, 99)),
+        int(np.clip(sp.pitch_range + rng.integers(-15, 16), 0, 99)),
+    )
+
+
+@cache
+def babble_bank() -> np.ndarray:
+    """About 20 s of speech (8 eSpeak talkers, fixed prompts) at 16 kHz, unit variance: the
+    source of babble noise. Built once per process; identical everywhere (`synthesize_fresh`)."""
+    from scipy.signal import resample_poly
+
+    texts = unique_sentences(len(BABBLE_TALKERS), np.random.default_rng(1989))
+    parts = []
+    for voice, text in zip(BABBLE_TALKERS, texts, strict=True):
+        syn = espeak.synthesize_fresh(text, f"en-us+{voice}", rate=175)
+        parts.append(resample_poly(syn.audio.astype(np.float64), 320, 441))
+    bank = np.concatenate(parts)
+    return bank / bank.std()
+
+
 def _words(
-    text: str, words: list[tuple[int, int, int]], to16: float, lead: int, speech: tuple[int, int]
+    text: str,
+    words: list[tuple[int, int, int]],
+    ratio: Fraction,
+    lead: int,
+    speech: tuple[int, int],
 ) -> list[tuple[int, int, str]]:
     """`.WRD` rows: each word from its eSpeak word event to the next (inside the speech span)."""
     out = []
-    starts = [max(speech[0], lead + round(s * to16)) for s, _, _ in words] + [speech[1]]
+    starts = [max(speech[0], lead + scale_sample(s, ratio)) for s, _, _ in words] + [speech[1]]
     for i, (_, pos, length) in enumerate(words):
         word = re.sub(r"[^a-z'-]", "", text[pos - 1 : pos - 1 + length].lower())
         a, b = starts[i], max(starts[i], min(starts[i + 1], speech[1]))
@@ -195,19 +244,22 @@ def synthesize(job: Job) -> dict:
 
     sp = job.speaker
     syn = espeak.synthesize_fresh(
-        job.text, sp.voice, rate=sp.rate, pitch=sp.pitch, range=sp.pitch_range, wordgap=sp.wordgap
+        job.text,
+        sp.voice,
+        rate=job.rate,
+        pitch=job.pitch,
+        range=job.pitch_range,
+        wordgap=sp.wordgap,
     )
     segs, unknown = align(syn.audio, syn.phonemes)
     rng = np.random.default_rng(job.seed)
-    to16 = RATE / syn.rate
-    speech = resample_poly(syn.audio.astype(np.float64), 320, 441) * sp.gain
+    ratio = resample_ratio(syn.rate, sp.channel.warp)
+    speech = resample_poly(syn.audio.astype(np.float64), ratio.numerator, ratio.denominator)
     lead, trail = int(rng.integers(1600, 4000)), int(rng.integers(1600, 4000))  # 0.10-0.25 s
     n = lead + len(speech) + trail
-    audio = rng.normal(0.0, sp.noise, n)
-    audio[lead : lead + len(speech)] += speech
-    audio = np.clip(np.round(audio), -32768, 32767).astype(np.int16)
-    # boundaries: scale to 16 kHz, shift by the lead-in; h# absorbs the added silence
-    bounds = [lead + round(a * to16) for a, _, _ in segs] + [n]
+    audio = degrade(speech, lead, trail, sp.channel, babble_bank(), rng)
+    # boundaries: scale by the resampling factor, shift by the lead-in; h# absorbs the silence
+    bounds = [lead + scale_sample(a, ratio) for a, _, _ in segs] + [n]
     bounds[0] = 0
     rows = [(bounds[i], bounds[i + 1], lab) for i, (_, _, lab) in enumerate(segs)]
     if rows[0][2] != "h#":
@@ -220,7 +272,7 @@ def synthesize(job: Job) -> dict:
     base = job.folder / job.name.upper()
     write_sphere(base.with_suffix(".WAV"), audio, RATE, f"{sp.id}_{job.name}")
     base.with_suffix(".PHN").write_text("".join(f"{a} {b} {lab}\n" for a, b, lab in rows))
-    wrd = _words(job.text, syn.words, to16, lead, speech_span)
+    wrd = _words(job.text, syn.words, ratio, lead, speech_span)
     base.with_suffix(".WRD").write_text("".join(f"{a} {b} {w}\n" for a, b, w in wrd))
     base.with_suffix(".TXT").write_text(f"0 {n} {job.text}\n")
     return {
