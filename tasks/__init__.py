@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tasks.base import (
@@ -29,6 +30,7 @@ from tasks.iam_online import TASK as _IAM
 from tasks.jsb_chorales import TASK as _JSB
 from tasks.timit import TASK as _TIMIT
 
+log = logging.getLogger(__name__)
 TASKS: dict[str, Task] = {t.name: t for t in (_TIMIT, _IAM, _JSB)}
 
 __all__ = [
@@ -86,7 +88,16 @@ def prepare(
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     out = prepared_dir(data_dir, name, dataset_key(source, size, seed))
     if path is None and not force and (out / "meta.json").is_file():
-        return out, read_meta(out)
+        meta = read_meta(out)
+        if meta.get("data_version", 1) == task.data_version:
+            return out, meta
+        log.info(
+            "%s: prepared data in %s is of an older version (%s, now %s); preparing again",
+            name,
+            out,
+            meta.get("data_version", 1),
+            task.data_version,
+        )
     remove_prepared(out)
     out.mkdir(parents=True, exist_ok=True)
     splits, extra = task.prepare(out, source, path, size, seed, progress)
@@ -99,6 +110,7 @@ def prepare(
         "seed": seed,
         "input_size": task.input_size,
         "output_size": task.output_size,
+        "data_version": task.data_version,
         **extra,
     }
     return out, save_prepared(out, splits, meta)

@@ -133,6 +133,9 @@ class Task:
     loss: Callable[[torch.Tensor, Batch], tuple[torch.Tensor, int]]  # (summed loss, n sequences)
     errors: Callable[[torch.Tensor, Batch], dict[str, tuple[float, int]]]  # metric -> (sum, count)
     tiny: Callable[[np.random.Generator], Splits]  # small generated dataset for tests
+    # bumped whenever prepare's output changes for the same arguments (a new generator, new
+    # features): prepared data of another version is stale and is prepared again
+    data_version: int = 1
 
 
 # ----------------------------------------------------------------------------- collation helpers

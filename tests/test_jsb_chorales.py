@@ -135,3 +135,18 @@ def test_unknown_names_list_the_valid_ones(tmp_path):
         tasks.prepare("jsb_chorales", source="synthetic", data_dir=tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         tasks.prepare("jsb_chorales", path=tmp_path / "nope.pickle", data_dir=tmp_path)
+
+
+def test_prepared_data_of_an_older_version_is_prepared_again(tmp_path):
+    import json as _json
+
+    out, meta = tasks.prepare("jsb_chorales", size=3, data_dir=tmp_path, progress=False)
+    assert meta["data_version"] == tasks.get("jsb_chorales").data_version
+    stale = {
+        **meta,
+        "data_version": 0,
+        "splits": {s: {"sequences": 0, "frames": 0} for s in tasks.SPLITS},
+    }
+    (out / "meta.json").write_text(_json.dumps(stale))
+    _, again = tasks.prepare("jsb_chorales", size=3, data_dir=tmp_path, progress=False)
+    assert again["data_version"] == meta["data_version"] and again["splits"] == meta["splits"]

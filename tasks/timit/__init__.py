@@ -132,4 +132,5 @@ TASK = Task(
     loss=loss,
     errors=errors,
     tiny=tiny,
+    data_version=2,  # 2: degraded speech (tasks/timit/augment.py)
 )
