@@ -110,6 +110,26 @@ def check_and_save_config(cfg: StudyConfig) -> None:
     os.replace(tmp, path)
 
 
+def check_data_versions(study_dir: Path, metas: dict[str, dict]) -> None:
+    """Refuse to resume a study on data that a newer generator or feature extractor produced:
+    its trials would no longer be comparable. The first run records the versions."""
+    import json
+
+    path = study_dir / "data_versions.json"
+    seen = json.loads(path.read_text()) if path.is_file() else {}
+    now = {t: int(m.get("data_version", 1)) for t, m in metas.items()}
+    changed = {t: (seen[t], v) for t, v in now.items() if t in seen and seen[t] != v}
+    if changed:
+        what = ", ".join(f"{t} (version {a} -> {b})" for t, (a, b) in changed.items())
+        raise ValueError(
+            f"the prepared data changed since study {study_dir.name!r} started: {what}; its "
+            f"trials would not be comparable. Start a new study with --study NEW_NAME"
+        )
+    tmp = path.with_name(".data_versions.json.tmp")
+    tmp.write_text(json.dumps({**seen, **now}, indent=2))
+    os.replace(tmp, path)
+
+
 def prepare_data(cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
     """Prepared data folder and meta per task, preparing what is missing (cached in data_dir)."""
     import tasks
@@ -232,6 +252,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
         sdir / "config.yaml",
     )
     data = prepare_data(cfg)
+    check_data_versions(sdir, {t: meta for t, (_, meta) in data.items()})
     df = results.read_trials(sdir)
     by_pair = _rows_by_pair(df)
     space = search_space(cfg.space)

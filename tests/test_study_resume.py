@@ -241,3 +241,11 @@ def test_killed_inside_ask(tmp_path):
     assert jobs[0]["hparams"] == hyperparameters(fresh.ask(search_space(cfg.space)).params)
     (t,) = _optuna(cfg, "V").get_trials()
     assert t.state == TrialState.COMPLETE and len(t.params) == 4
+
+
+def test_resume_refuses_data_of_another_version(tmp_path):
+    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    _run(cfg)
+    runner.check_data_versions(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})  # same: fine
+    with pytest.raises(ValueError, match=r"jsb_chorales \(version 1 -> 2\).*--study NEW_NAME"):
+        runner.check_data_versions(cfg.study_dir, {"jsb_chorales": {"data_version": 2}})
