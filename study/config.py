@@ -327,22 +327,23 @@ def load_saved(path: Path) -> StudyConfig:
     return from_dict(_read_yaml(path.read_text(), str(path)))
 
 
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: {"space": {"seed": 1}} -> {"space.seed": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def fingerprint_diff(old: StudyConfig, new: StudyConfig) -> list[str]:
     """Dotted keys whose values differ between the two fingerprints."""
-
-    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            if isinstance(v, Mapping):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
     fa, fb = old.fingerprint(), new.fingerprint()
     # data settings matter only for tasks both configs run (adding a task is fine)
     common = set(old.tasks) & set(new.tasks)
     fa["data"] = {t: dataclasses.asdict(old.data_for(t)) for t in sorted(common)}
     fb["data"] = {t: dataclasses.asdict(new.data_for(t)) for t in sorted(common)}
-    a, b = flat(fa), flat(fb)
+    a, b = flatten(fa), flatten(fb)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

@@ -20,6 +20,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from study.config import flatten
+
 log = logging.getLogger(__name__)
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
@@ -65,7 +67,7 @@ class Tracker:
                 tags={"role": "study", "study": study, "code_version": code_version},
             )
             self.parent_id = run.info.run_id
-            params = [Param(k, str(v)[:6000]) for k, v in _flatten(config).items()]
+            params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
             for i in range(0, len(params), 100):
                 self.client.log_batch(self.parent_id, params=params[i : i + 100])
 
@@ -153,13 +155,3 @@ class Tracker:
 
     def close(self, finished: bool) -> None:
         self.client.set_terminated(self.parent_id, "FINISHED" if finished else "KILLED")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
