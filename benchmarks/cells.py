@@ -4,7 +4,11 @@ For every variant and shape, one training step (forward of the whole padded batc
 backward into every parameter) is timed after a warm-up; all modules of a shape are timed in
 turn within each repeat (so that load from other processes hits all alike), and the reported
 `ms` is the median over repeats. `ratio` = ms / ms of torch.nn.LSTM of the same shape in the same
-run. `peak_mem_mb`: on CUDA, torch.cuda.max_memory_allocated over one step minus what was
+run. `gflop`: the matrix-product work of the step (`benchmarks.flops`); `work` = gflop / gflop of
+nn.LSTM, the ratio a kernel as efficient as nn.LSTM's would reach; `gflops` = gflop per second
+achieved; `ratio_at_peak` = the ratio if every matrix product of the step ran at this machine's
+peak matrix-product rate (`peak_gflops`, measured at the start of the run) and nothing else took
+time: a floor that no implementation on this machine can go below. `peak_mem_mb`: on CUDA, torch.cuda.max_memory_allocated over one step minus what was
 allocated before it; on CPU, the peak of live tensor bytes during one step from the torch
 profiler's memory timeline (inputs, parameters, activations, gradients; allocator caches and
 BLAS scratch buffers are not counted).
@@ -14,17 +18,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import statistics
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 import variants
+from benchmarks.flops import peak_gflops, step_flops
 from variants import fast
 from variants.lstm_cell import LSTMCell
 
@@ -72,6 +81,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# what torch's profiler writes to the process's stderr on every start and stop (from C++, so
+# Python's warning filters can't stop it): dropped; any other line written meanwhile is kept
+_PROFILER_NOISE = re.compile(
+    r"^USDT:.*SyncActivityProfilerHandler.*profiler_st(art|op)"
+    r"|Memory block of unknown size was allocated before the profiling started"
+)
+
+
+@contextmanager
+def _without_profiler_noise() -> Iterator[None]:
+    """Capture file descriptor 2 for the block, then write back what is not profiler noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if not _PROFILER_NOISE.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def peak_memory_mb(step: Callable[[], None], device: torch.device) -> float | None:
     """Peak tensor memory of one step (see the module docstring for how); None if unmeasurable."""
     if device.type == "cuda":
@@ -84,7 +121,7 @@ def peak_memory_mb(step: Callable[[], None], device: torch.device) -> float | No
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _without_profiler_noise():
             warnings.simplefilter("ignore")
             with profile(
                 activities=[ProfilerActivity.CPU],
@@ -140,8 +177,8 @@ def run(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Rows `{variant, shape, path, impl, ms, ratio, peak_mem_mb}`; the baseline row has variant
-    "nn.LSTM". Paths: "fast" (the default cell path) and/or "reference" (`scan_reference`)."""
+    """Rows `{variant, shape, path, impl, ms, ratio, gflop, work, gflops, ratio_at_peak,
+    peak_gflops, peak_mem_mb}`; the baseline row has variant "nn.LSTM". Paths: "fast" (the default cell path) and/or "reference" (`scan_reference`)."""
     names, paths = list(names), list(paths)
     for name in names:
         variants.get_spec(name)  # raises with the valid choices
@@ -151,6 +188,7 @@ def run(
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     rows = []
+    peak = peak_gflops(dev)
     for shape_name in shapes:
         if shape_name not in SHAPES:
             raise ValueError(f"unknown shape {shape_name!r}; known: {', '.join(SHAPES)}")
@@ -163,11 +201,13 @@ def run(
         base = torch.nn.LSTM(s.input_size, s.hidden_size, bidirectional=s.bidirectional).to(dev)
         steps = {(BASELINE, "torch"): _step_fn(base, x, None)}
         impls = {(BASELINE, "torch"): "torch.nn.LSTM"}
+        flop = {BASELINE: step_flops(base, s.steps, s.batch)}
         modules = {}
         for name in names:
             modules[name] = variants.build(name, s.input_size, s.hidden_size, s.bidirectional).to(
                 dev
             )
+            flop[name] = step_flops(modules[name], s.steps, s.batch)
             for p in paths:
                 steps[(name, p)] = _wrap(_step_fn(modules[name], x, lengths), p)
                 cell = modules[name].cells[0]
@@ -188,6 +228,11 @@ def run(
                     "impl": impls[(name, p)],
                     "ms": round(value, 3),
                     "ratio": round(value / ms[(BASELINE, "torch")], 3),
+                    "gflop": round(flop[name] / 1e9, 4),
+                    "work": round(flop[name] / flop[BASELINE], 3),
+                    "gflops": round(flop[name] / value / 1e6, 1),
+                    "ratio_at_peak": round(flop[name] / peak / 1e6 / ms[(BASELINE, "torch")], 3),
+                    "peak_gflops": round(peak, 1),
                     "peak_mem_mb": None if mem is None else round(mem, 2),
                     **{f"shape_{k}": v for k, v in asdict(s).items() if k != "name"},
                 }

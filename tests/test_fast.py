@@ -246,8 +246,34 @@ def test_bench_cells_cli_json(capsys, compiled):
     rows = {r["variant"]: r for r in out["rows"]}
     assert set(rows) == {"nn.LSTM", "NP", "GRU"}
     assert rows["nn.LSTM"]["ratio"] == 1.0 and rows["GRU"]["impl"] == "compiled"
+    assert rows["nn.LSTM"]["work"] == rows["NP"]["work"] == 1.0 and rows["GRU"]["work"] < 1
+    base_ms = rows["nn.LSTM"]["ms"]
+    for r in rows.values():
+        assert r["gflops"] == pytest.approx(r["gflop"] / r["ms"] * 1e3, rel=1e-2)
+        assert r["peak_gflops"] > 0
+        at_peak = r["gflop"] * 1e3 / r["peak_gflops"] / base_ms
+        assert r["ratio_at_peak"] == pytest.approx(at_peak, rel=1e-2)
     assert all(r["ms"] > 0 and r["shape"] == "jsb32" for r in rows.values())
     assert out["env"]["threads"] == 1
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@BOTH
+def test_off_cpu_paths_create_nothing_on_the_cpu(name, bidirectional):
+    """What a CUDA device would run (python kernels, torch.gru), on the meta device: a tensor
+    made on the CPU inside the path and mixed with the input fails here as it would on CUDA."""
+    module = variants.build(name, 5, 7, bidirectional=bidirectional).to("meta")
+    x = torch.randn(6, 3, 5, device="meta")
+    cell = module.cells[0]
+    path = fast.lstm_path(cell, x) if isinstance(cell, LSTMCell) else fast.gru_path(cell, x)
+    assert path in ("python", "torch.gru")
+    for mode in ("fast", "python", "reference"):
+        with fast.use(mode):
+            out, (h, c) = module(x, torch.tensor([6, 4, 2]), return_state=True)
+            (out.sum() + h.sum()).backward()
+        assert out.device.type == "meta" and out.shape == (6, 3, 14 if bidirectional else 7)
+        assert all(p.grad is not None and p.grad.device.type == "meta" for p in module.parameters())
+        module.zero_grad(set_to_none=True)
 
 
 @pytest.mark.gpu

@@ -124,7 +124,13 @@ def run_cells(args: argparse.Namespace) -> int:
     t = Table(
         title=f"forward+backward ms per step (median of {args.repeats}), ratio to "
         f"nn.LSTM; threads={env['threads']}, malloc: {env['malloc']}, compiled kernels: "
-        f"{'loaded' if ext['loaded'] else 'not loaded (' + str(ext['error']) + ')'}"
+        f"{'loaded' if ext['loaded'] else 'not loaded (' + str(ext['error']) + ')'}",
+        caption="per cell: time and its ratio to nn.LSTM; work: matrix-product operations over "
+        "nn.LSTM's (the ratio a kernel as efficient as nn.LSTM's would reach); operations per "
+        "second achieved; at peak: the ratio if all matrix products ran at this machine's peak "
+        f"({rows[0]['peak_gflops'] if rows else 0:.0f} GFLOP/s) and nothing else took time, a "
+        "floor for any implementation; peak tensor memory of a step",
+        show_lines=True,
     )
     t.add_column("variant")
     t.add_column("path")
@@ -140,8 +146,11 @@ def run_cells(args: argparse.Namespace) -> int:
             if r is None:
                 cells_.append("")
                 continue
-            mem = f" {r['peak_mem_mb']:.0f}MB" if r["peak_mem_mb"] is not None else ""
-            cells_.append(f"{r['ms']:.1f} ms {r['ratio']:.2f}x{mem}")
+            mem = f"\n{r['peak_mem_mb']:.0f} MB" if r["peak_mem_mb"] is not None else ""
+            cells_.append(
+                f"{r['ms']:.1f} ms [bold]{r['ratio']:.2f}x[/]\nwork {r['work']:.2f}x"
+                f"\n{r['gflops']:.0f} GFLOP/s\nat peak {r['ratio_at_peak']:.2f}x{mem}"
+            )
         impl = by[(variant, path, shapes[0])]["impl"] if (variant, path, shapes[0]) in by else ""
         t.add_row(variant, f"{path} ({impl})", *cells_)
     console.print(t)

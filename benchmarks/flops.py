@@ -1,0 +1,79 @@
+"""The matrix-product work of one training step, counted from a module's weight matrices.
+
+Why: a variant's speed against torch.nn.LSTM has a floor set by arithmetic, not by code. FGR's
+nine gate-to-gate matrices make its recurrent work 13 N^2 multiply-adds per row and step against
+nn.LSTM's 4 N^2; no kernel can run it at nn.LSTM's time unless it runs faster per operation.
+`bench cells` reports this work next to the time, as `work` (this count over nn.LSTM's) and
+`gflops` (this count over the measured time), so that a ratio can be read against its floor.
+
+The count, for a training step as `bench cells` times it (forward of all T steps, backward into
+every parameter, no gradient for the input), per direction and batch row B:
+- an input matrix W (rows x M): its product with the inputs of all steps and the product giving
+  its gradient, 2 x (2 T rows M) floating-point operations;
+- a recurrent matrix R (rows x cols): T forward products, T weight-gradient products and T - 1
+  products carrying the gradient back to the previous step (none reaches the zero initial
+  state), (3 T - 1) x 2 rows cols.
+These are exactly the matrix products of the reference loops (`scan_reference`), which the tests
+check with torch's FlopCounterMode. Elementwise gate work (O(N) per row and step) is not counted.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# parameter name (last dotted part) -> kind; a 2-D parameter of any other name is an error, so
+# that a new weight matrix cannot go uncounted
+_KINDS = {
+    "W": "input",  # our cells
+    "R": "recurrent",
+    "Rg": "recurrent",  # FGR's nine gate-to-gate matrices, as one (3N, 3N) block
+    "p": "elementwise",  # the peephole weights, one row per gate: O(N) work
+    "weight_ih_l0": "input",  # torch.nn.LSTM / nn.GRU, one layer
+    "weight_ih_l0_reverse": "input",
+    "weight_hh_l0": "recurrent",
+    "weight_hh_l0_reverse": "recurrent",
+}
+
+
+def step_flops(module: torch.nn.Module, steps: int, batch: int) -> int:
+    """Floating-point operations of the matrix products of one training step of `module` over
+    `steps` time steps and `batch` rows (see the module docstring)."""
+    if steps < 1 or batch < 1:
+        raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
+    total = 0
+    for name, p in module.named_parameters():
+        if p.dim() != 2:
+            continue  # biases and peephole vectors: elementwise work
+        kind = _KINDS.get(name.rsplit(".", 1)[-1])
+        if kind is None:
+            raise ValueError(
+                f"don't know how {name!r} {tuple(p.shape)} is used; known matrices: "
+                f"{', '.join(_KINDS)}"
+            )
+        if kind == "elementwise":
+            continue
+        products = 2 * steps if kind == "input" else 3 * steps - 1
+        total += products * 2 * batch * p.numel()
+    return total
+
+
+def peak_gflops(device: torch.device | str = "cpu", repeats: int = 5) -> float:
+    """This machine's float32 matrix-product rate with the threads torch has now: the best of
+    `repeats` timings of one large square product (1024 on CPU, 8192 on CUDA), in GFLOP/s."""
+    import time
+
+    dev = torch.device(device)
+    size = 8192 if dev.type == "cuda" else 1024
+    a = torch.randn(size, size, device=dev)
+    b = torch.randn(size, size, device=dev)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if i:  # the first is a warm-up
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
