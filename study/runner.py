@@ -130,6 +130,32 @@ def check_data_versions(study_dir: Path, metas: dict[str, dict]) -> None:
     os.replace(tmp, path)
 
 
+DATA_SUMMARY = "data.json"
+
+
+def write_data_summary(study_dir: Path, metas: dict[str, dict]) -> None:
+    """`data.json` in the study folder: per task, what the report says about its data (source,
+    stand-in or not, version, split sizes, the task's notes: dropped lines, conventions)."""
+    import json
+
+    import tasks
+
+    path = study_dir / DATA_SUMMARY
+    seen = json.loads(path.read_text()) if path.is_file() else {}
+    for name, meta in metas.items():
+        seen[name] = {
+            "source": meta.get("source"),
+            "stand_in": bool(meta.get("stand_in", False)),
+            "origin": meta.get("origin"),
+            "data_version": int(meta.get("data_version", 1)),
+            "splits": meta.get("splits", {}),
+            "notes": list(tasks.get(name).data_notes(meta)),
+        }
+    tmp = path.with_name(f".{DATA_SUMMARY}.tmp")
+    tmp.write_text(json.dumps(seen, indent=2))
+    os.replace(tmp, path)
+
+
 def prepare_data(cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
     """Prepared data folder and meta per task, preparing what is missing (cached in data_dir)."""
     import tasks
@@ -253,6 +279,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     )
     data = prepare_data(cfg)
     check_data_versions(sdir, {t: meta for t, (_, meta) in data.items()})
+    write_data_summary(sdir, {t: meta for t, (_, meta) in data.items()})
     df = results.read_trials(sdir)
     by_pair = _rows_by_pair(df)
     space = search_space(cfg.space)

@@ -136,6 +136,9 @@ class Task:
     # bumped whenever prepare's output changes for the same arguments (a new generator, new
     # features): prepared data of another version is stale and is prepared again
     data_version: int = 1
+    # what a reader of results must know about the prepared data: lines dropped, scoring
+    # conventions (one sentence each, from the data's meta); reports print them
+    data_notes: Callable[[dict], list[str]] = lambda meta: []
 
 
 # ----------------------------------------------------------------------------- collation helpers

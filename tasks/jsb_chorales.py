@@ -219,4 +219,8 @@ TASK = Task(
     loss=loss,
     errors=errors,
     tiny=tiny,
+    data_notes=lambda meta: [
+        "NLL summed over the 88 keys per predicted frame; a chorale of L frames gives L - 1 "
+        "predictions (its first frame is never scored)"
+    ],
 )

@@ -370,3 +370,18 @@ def test_tiny_is_learnable_by_a_small_blstm() -> None:
         losses[-1],
         edits / count,
     )
+
+
+def test_data_notes_say_what_was_dropped():
+    notes = TASK.data_notes(
+        {
+            "excluded_forms": ["a08-551z"],
+            "rejected_lines": 3,
+            "unknown_characters": {"%": 2, "~": 1},
+            "dropped_too_short_for_ctc_count": 1,
+        }
+    )
+    assert notes[0] == "form(s) left out, as in the paper: a08-551z"
+    assert "3 line(s) with characters outside the 81-symbol alphabet dropped ('%~')" in notes
+    assert "1 line(s) too short for CTC (fewer points than labels) dropped" in notes
+    assert "no line dropped" in TASK.data_notes({})

@@ -249,3 +249,21 @@ def test_resume_refuses_data_of_another_version(tmp_path):
     runner.check_data_versions(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})  # same: fine
     with pytest.raises(ValueError, match=r"jsb_chorales \(version 1 -> 2\).*--study NEW_NAME"):
         runner.check_data_versions(cfg.study_dir, {"jsb_chorales": {"data_version": 2}})
+
+
+def test_the_study_records_its_data_for_the_report(tmp_path):
+    import json
+
+    from study.report import load, provenance
+
+    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    _run(cfg)
+    summary = json.loads((cfg.study_dir / "data.json").read_text())["jsb_chorales"]
+    assert summary["source"] == "real" and summary["stand_in"] is False
+    assert set(summary["splits"]) == {"train", "valid", "test"}
+    assert any("L - 1 predictions" in n for n in summary["notes"])
+    res = load.read_results(cfg.name, cfg.results)
+    table = provenance.data_sources(res.trials, res.tasks, res.data).set_index("task")
+    sizes = " / ".join(f"{summary['splits'][s]['sequences']:,}" for s in ("train", "valid", "test"))
+    assert table.loc["jsb_chorales", "sequences train / valid / test"] == sizes
+    assert "first frame is never scored" in table.loc["jsb_chorales", "notes"]

@@ -230,13 +230,29 @@ def test_delta_by_hand():
     assert d[2, 0] == pytest.approx(4.0) and d[0, 0] == pytest.approx(0.9)
 
 
-def test_frame_label_rule_centre_sample():
-    # h# 0-300, s 300-520, iy 520-2000; window centres 200, 360, 520, 680, 840, 1000
-    starts = np.array([0, 300, 520])
-    labels = np.array([PHONE_INDEX["h#"], PHONE_INDEX["s"], PHONE_INDEX["iy"]])
-    got = frame_labels(starts, labels, 6)
-    assert [PHONES[i] for i in got] == ["h#", "s", "iy", "iy", "iy", "iy"]
+def _labels(segments: list[tuple[int, str]], n_frames: int) -> list[str]:
+    starts = np.array([s for s, _ in segments])
+    labels = np.array([PHONE_INDEX[p] for _, p in segments])
+    return [PHONES[i] for i in frame_labels(starts, labels, n_frames)]
+
+
+def test_frame_label_rule_majority_of_the_window():
+    # h# 0-300, s 300-520, iy 520-; windows [0, 400), [160, 560), [320, 720), ...
+    # frame 0: h# 300 / s 100; frame 1: h# 140 / s 220 / iy 40; frame 2: s 200 / iy 200, a tie
+    # won by iy, under the centre sample 520; then iy only
+    assert _labels([(0, "h#"), (300, "s"), (520, "iy")], 6) == ["h#", "s", "iy", "iy", "iy", "iy"]
+    # a short phone under the centre sample does not win: a 180, b 50 (holds sample 200), c 170
+    assert _labels([(0, "aa"), (180, "b"), (230, "k")], 1) == ["aa"]
+    # one phone's segments add up: t 0-190 and 210-400 (380 samples) against the centre's ix 20
+    assert _labels([(0, "t"), (190, "ix"), (210, "t")], 1) == ["t"]
+    # past the end of the transcription: the last phone
+    assert _labels([(0, "h#")], 3) == ["h#", "h#", "h#"]
     assert frame_count(400) == 1 and frame_count(401) == 2 and frame_count(560) == 2
+
+
+def test_frame_labels_refuse_malformed_segments():
+    with pytest.raises(ValueError, match="one start per label"):
+        frame_labels(np.array([0, 10]), np.array([1]), 2)
 
 
 # ----------------------------------------------------------------------------- loss and metrics
@@ -364,5 +380,6 @@ def test_prepare_real_from_a_fake_corpus(tmp_path):
     }
     splits, _ = tasks.load("timit", source="real", data_dir=tmp_path / "data")
     assert splits["valid"].ids == ["faks0_si943"]
-    # 800 samples -> 4 frames: centres 200 (h# 0-400), 360, 520 (s), 680 -> h#, h#, s, s
+    # 800 samples -> 4 frames, h# 0-400, s 400-800: windows [0, 400) h#, [160, 560) h# 240 / s 160,
+    # [320, 720) h# 80 / s 320, [480, 880) s -> h#, h#, s, s
     assert [PHONES[i] for i in splits["test"].targets[0]] == ["h#", "h#", "s", "s"]

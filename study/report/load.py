@@ -1,4 +1,5 @@
-"""Reading one study's results folder for the report: `trials.parquet` and `config.yaml` only.
+"""Reading one study's results folder for the report: `trials.parquet`, `config.yaml` and
+`data.json` only.
 
 The report never talks to Ray, MLflow or Optuna (DESIGN.md, "Dependency direction"). Rows are
 normalised here (missing optional columns get explicit "unknown" values) and the variant and task
@@ -8,6 +9,7 @@ kept and listed after the known ones.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 
 TRIALS_FILE = "trials.parquet"
 CONFIG_FILE = "config.yaml"
+DATA_FILE = "data.json"  # written by the study at start (study.runner.write_data_summary)
 
 # columns the report cannot do without
 REQUIRED = ("task", "variant", "status", "val_metric", "test_metric")
@@ -63,6 +66,7 @@ class StudyResults:
     tasks: list[str]
     baseline: str  # the registry's first variant (V)
     notes: list[str] = field(default_factory=list)  # problems found while reading
+    data: dict[str, dict] = field(default_factory=dict)  # data.json: task -> data summary
 
 
 def variant_registry() -> list[str]:
@@ -144,6 +148,14 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
     else:
         notes.append(f"no {CONFIG_FILE} in {folder}; expected counts are unknown")
 
+    data: dict[str, dict] = {}
+    if (folder / DATA_FILE).is_file():
+        try:
+            loaded = json.loads((folder / DATA_FILE).read_text())
+            data = loaded if isinstance(loaded, dict) else {}
+        except json.JSONDecodeError as e:
+            notes.append(f"{DATA_FILE} could not be parsed ({e}); data sizes are unknown")
+
     path = folder / TRIALS_FILE
     if path.is_file():
         trials = normalise(pd.read_parquet(path))
@@ -170,6 +182,7 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
         tasks,
         baseline=registry[0],
         notes=notes,
+        data=data,
     )
 
 

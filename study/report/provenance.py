@@ -61,8 +61,22 @@ def failures(trials: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def data_sources(trials: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    """Per task: data source(s), whether the corpus is a generated stand-in, metric name(s)."""
+def _sizes(summary: dict) -> str:
+    splits = summary.get("splits") or {}
+    if not splits:
+        return "unknown"
+    return " / ".join(
+        f"{splits[s].get('sequences', '?'):,}" if s in splits else "?"
+        for s in ("train", "valid", "test")
+    )
+
+
+def data_sources(
+    trials: pd.DataFrame, tasks: list[str], data: dict[str, dict] | None = None
+) -> pd.DataFrame:
+    """Per task: data source(s), whether the corpus is a generated stand-in, metric name(s),
+    and from the study's data.json (when there) the split sizes and the task's data notes."""
+    data = data or {}
     rows = []
     for task in tasks:
         part = trials[trials["task"] == task]
@@ -77,10 +91,21 @@ def data_sources(trials: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
                 ],
                 "metric": ", ".join(sorted(set(part["metric"]) - {""})) or "unknown",
                 "trials": len(part),
+                "sequences train / valid / test": _sizes(data.get(task, {})),
+                "notes": "; ".join(data.get(task, {}).get("notes", [])) or "",
             }
         )
     return pd.DataFrame(
-        rows, columns=["task", "data source", "stand-in corpus", "metric", "trials"]
+        rows,
+        columns=[
+            "task",
+            "data source",
+            "stand-in corpus",
+            "metric",
+            "trials",
+            "sequences train / valid / test",
+            "notes",
+        ],
     )
 
 

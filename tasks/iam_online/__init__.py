@@ -18,6 +18,28 @@ from tasks.iam_online import ctc
 from tasks.iam_online.alphabet import ALPHABET, NUM_CLASSES
 from tasks.iam_online.prepare import prepare, tiny
 
+
+def data_notes(meta: dict) -> list[str]:
+    notes = []
+    forms = meta.get("excluded_forms") or []
+    if forms:
+        notes.append(f"form(s) left out, as in the paper: {', '.join(forms)}")
+    rejected = int(meta.get("rejected_lines", 0))
+    unknown = "".join(meta.get("unknown_characters", {}))
+    if rejected:
+        notes.append(
+            f"{rejected} line(s) with characters outside the {len(ALPHABET)}-symbol alphabet "
+            f"dropped ({unknown!r})"
+        )
+    short = int(meta.get("dropped_too_short_for_ctc_count", 0))
+    if short:
+        notes.append(f"{short} line(s) too short for CTC (fewer points than labels) dropped")
+    if not rejected and not short:
+        notes.append("no line dropped")
+    notes.append("CER = edits / reference characters over the set, best-path decoding")
+    return notes
+
+
 TASK = Task(
     name="iam_online",
     title="IAM-OnDB (online handwriting, CTC character error)",
@@ -37,6 +59,7 @@ TASK = Task(
     loss=ctc.loss,
     errors=ctc.errors,
     tiny=tiny,
+    data_notes=data_notes,
 )
 
 __all__ = ["TASK"]

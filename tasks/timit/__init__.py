@@ -132,5 +132,9 @@ TASK = Task(
     loss=loss,
     errors=errors,
     tiny=tiny,
-    data_version=2,  # 2: degraded speech (tasks/timit/augment.py)
+    data_version=3,  # 2: degraded speech (tasks/timit/augment.py); 3: majority frame labels
+    data_notes=lambda meta: [
+        f"frame labels: {meta.get('frame_label_rule', 'unknown rule')}",
+        "frame error over all frames of the set, 61 classes (39-class score without q frames)",
+    ],
 )

@@ -11,9 +11,12 @@ symmetric window) and SciPy (`scipy.fft.dct`, imported on first use to keep `imp
 so the package needs no extra audio library (librosa is not installed here and pulls in numba);
 the test suite checks it against `python_speech_features`.
 
-Frame labelling rule: frame t covers samples [160 t, 160 t + 400); its label is the phone whose
-`.PHN` segment contains the window's centre sample 160 t + 200 (the last phone starting at or
-before it, so frames that run past the last segment take the last phone, normally `h#`).
+Frame labelling rule, as pylstm's TIMIT code (reference section 2): frame t covers samples
+[160 t, 160 t + 400); its label is the majority phone of that window, the phone covering the most
+of its 400 samples (a phone's segments in the window are added up). Segment k covers
+[start_k, start_k+1), the last one everything after its start (frames running past the end of the
+`.PHN` take its last phone, normally `h#`). A tie goes to the phone under the centre sample
+160 t + 200 when it is among the tied, otherwise to the lowest phone index.
 """
 
 from __future__ import annotations
@@ -103,7 +106,24 @@ def features(signal: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
 def frame_labels(
     starts: np.ndarray, labels: np.ndarray, n_frames: int, win: int = WIN, hop: int = HOP
 ) -> np.ndarray:
-    """`(T,)` int64: the label of the segment holding each window's centre sample (module doc)."""
-    centres = np.arange(n_frames) * hop + win // 2
-    seg = np.searchsorted(np.asarray(starts), centres, side="right") - 1
-    return np.asarray(labels, dtype=np.int64)[np.clip(seg, 0, len(labels) - 1)]
+    """`(T,)` int64: the majority label of each window (module doc). `starts` (ascending sample
+    offsets) and `labels` (non-negative ints) give the segments, one each."""
+    starts = np.asarray(starts, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if starts.ndim != 1 or starts.shape != labels.shape or len(starts) == 0:
+        raise ValueError(
+            f"need one start per label and at least one segment; got {starts.shape} starts, "
+            f"{labels.shape} labels"
+        )
+    lo = np.arange(n_frames, dtype=np.int64)[:, None] * hop  # window [lo, lo + win)
+    seg_lo = starts.copy()
+    seg_lo[0] = np.iinfo(np.int64).min // 2  # samples before the first start: first segment
+    seg_hi = np.append(starts[1:], np.iinfo(np.int64).max // 2)
+    overlap = np.clip(np.minimum(seg_hi, lo + win) - np.maximum(seg_lo, lo), 0, None)  # (T, S)
+    votes = np.zeros((n_frames, int(labels.max()) + 1), dtype=np.int64)
+    np.add.at(votes, (slice(None), labels), overlap)  # per label, summed over its segments
+    centre = np.searchsorted(starts, lo[:, 0] + win // 2, side="right") - 1
+    centre_label = labels[np.clip(centre, 0, len(labels) - 1)]
+    votes *= 2  # the centre label wins a tie, and only a tie
+    votes[np.arange(n_frames), centre_label] += 1
+    return votes.argmax(axis=1)

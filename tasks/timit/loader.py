@@ -108,5 +108,5 @@ def statistics(
         "feature_std": [round(float(v), 6) for v in std],
         "features": "12 MFCC + log energy, delta, delta-delta (25 ms Hamming, 10 ms hop, "
         "pre-emphasis 0.97, 40 mel bands, lifter 22), z-normalised with train stats",
-        "frame_label_rule": "phone covering the centre sample of each 400-sample window",
+        "frame_label_rule": "majority phone of each 400-sample window (ties: the phone under its centre sample)",
     }
