@@ -170,7 +170,7 @@ def _nll(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor
     """Masked elementwise NLL `(T, B, 88)` and the `(T, B)` mask."""
     mask = time_mask(batch.lengths, logits.shape[0], logits.device)
     nll = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none")
-    return nll * mask.unsqueeze(-1), mask
+    return torch.where(mask.unsqueeze(-1), nll, 0.0), mask  # padding adds 0, even if not finite
 
 
 def loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:

@@ -150,3 +150,15 @@ def test_prepared_data_of_an_older_version_is_prepared_again(tmp_path):
     (out / "meta.json").write_text(_json.dumps(stale))
     _, again = tasks.prepare("jsb_chorales", size=3, data_dir=tmp_path, progress=False)
     assert again["data_version"] == meta["data_version"] and again["splits"] == meta["splits"]
+
+
+def test_padding_adds_nothing_even_when_not_finite():
+    from tasks.base import Batch
+
+    targets = torch.zeros(3, 2, 88)
+    logits = torch.zeros(3, 2, 88)
+    logits[2, 1] = float("nan")  # a padded step of the second sequence (length 2)
+    batch = Batch(logits.clone(), torch.tensor([3, 2]), targets)
+    total, n = jsb.loss(logits, batch)
+    assert n == 2 and total.item() == pytest.approx(5 * 88 * math.log(2))
+    assert jsb.errors(logits, batch)["nll"] == (pytest.approx(5 * 88 * math.log(2)), 5)

@@ -353,3 +353,15 @@ def test_bad_input_is_named():
         module(torch.zeros(3, 2, 4), torch.tensor([3, 3]))
     with pytest.raises(ValueError, match="lengths"):
         module(torch.zeros(3, 2, 5), torch.tensor([4, 3]))
+
+
+@pytest.mark.parametrize("name", ["V", "GRU"])
+def test_padded_steps_give_zero_outputs_even_from_non_finite_input(name):
+    torch.manual_seed(0)
+    module = variants.build(name, 3, 4, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    clean = module(x, torch.tensor([5, 3]))
+    x[3:, 1] = float("inf")  # padding of the second sequence
+    out = module(x, torch.tensor([5, 3]))
+    assert torch.isfinite(out).all() and (out[3:, 1] == 0).all()
+    torch.testing.assert_close(out, clean)

@@ -98,7 +98,8 @@ class Recurrent(nn.Module):
                 c_n.append(c[last, batch_idx])
             outs.append(y if d == 0 else reverse_padded(y, lengths))
         mask = torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.to(x.device)
-        out = torch.cat(outs, dim=2) * mask.unsqueeze(2).to(x.dtype)  # (T, B, N * dirs)
+        # where, not a product: whatever a padded step computed (even inf or NaN) becomes 0
+        out = torch.where(mask.unsqueeze(2), torch.cat(outs, dim=2), 0.0)  # (T, B, N * dirs)
         if not return_state:
             return out
         return out, (torch.stack(h_n), torch.stack(c_n) if c_n else None)
