@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 # module -> commands it registers, in the order `odyssey --help` lists them
@@ -29,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def on_terminate(signum, frame) -> None:
+    """SIGTERM (sent by `timeout`, `docker stop`, Slurm) ends a command as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, on_terminate)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

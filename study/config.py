@@ -187,7 +187,34 @@ def _known(kind: str, got: Mapping[str, Any], cls: type) -> None:
         )
 
 
+def _mapping(name: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping of settings, got {value!r}")
+    return value
+
+
+def _text(name: str, value: Any, what: str = "a string") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def _names(value: Any, kind: str, registry: Mapping[str, Any]) -> tuple[str, ...]:
+    if value is not None and not isinstance(value, (str, list, tuple)):
+        raise ValueError(
+            f"{kind} must be a list or a comma-separated string, got {value!r}; "
+            f"known: {', '.join(registry)}"
+        )
     items = value.split(",") if isinstance(value, str) else list(value or [])
     items = [str(i).strip() for i in items if str(i).strip()]
     if items == ["all"]:
@@ -203,16 +230,19 @@ def _names(value: Any, kind: str, registry: Mapping[str, Any]) -> tuple[str, ...
 def _range(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> tuple:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"space.{name} must be a [low, high] pair, got {value!r}")
-    try:
-        a, b = (int(v) if integer else float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"space.{name} must hold two numbers, got {value!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value) or (
+        integer and any(float(v) != int(v) for v in value if math.isfinite(v))
+    ):
+        kind = "integers" if integer else "numbers"
+        raise ValueError(f"space.{name} must hold two {kind}, got {value!r}")
+    a, b = (int(v) if integer else float(v) for v in value)
     if not (lo <= a <= b <= hi) or not all(math.isfinite(v) for v in (a, b)):
         raise ValueError(f"space.{name} = [{a}, {b}] must satisfy {lo} <= low <= high <= {hi}")
     return (a, b)
 
 
-def _space(raw: Mapping[str, Any]) -> SpaceConfig:
+def _space(raw: Any) -> SpaceConfig:
+    raw = _mapping("space", raw)
     _known("space", raw, SpaceConfig)
     d = SpaceConfig()
     meaning = raw.get("hidden_size_meaning", d.hidden_size_meaning)
@@ -239,7 +269,8 @@ def _positive_int(section: str, name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-def _training(raw: Mapping[str, Any]) -> TrainConfig:
+def _training(raw: Any) -> TrainConfig:
+    raw = _mapping("training", raw)
     _known("training", raw, TrainConfig)
     d = dataclasses.asdict(TrainConfig())
     d.update(raw)
@@ -256,9 +287,12 @@ def _data(raw: Mapping[str, Any], task_names: tuple[str, ...], registry: Mapping
     for task, settings in raw.items():
         if task not in registry:
             raise ValueError(f"data: unknown task {task!r}; known: {', '.join(registry)}")
-        settings = dict(settings or {})
+        settings = dict(_mapping(f"data.{task}", settings))
         _known(f"data.{task}", settings, DataConfig)
         dc = DataConfig(**settings)
+        _text(f"data.{task}.source", dc.source)
+        _text(f"data.{task}.path", dc.path, "a folder path")
+        _positive_int(f"data.{task}.", "seed", dc.seed, minimum=0)
         spec = registry[task]
         if dc.source is not None and dc.source not in spec.sources:
             raise ValueError(f"data.{task}.source {dc.source!r}; valid: {', '.join(spec.sources)}")
@@ -293,9 +327,9 @@ def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
     sampler = raw.get("sampler", "random")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
-    gpus = float(raw.get("gpus_per_trial", 0.25))
-    if not 0 < gpus <= 1:
-        raise ValueError(f"gpus_per_trial must be in (0, 1], got {gpus}")
+    gpus = raw.get("gpus_per_trial", 0.25)
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not 0 < gpus <= 1:
+        raise ValueError(f"gpus_per_trial must be a number in (0, 1], got {gpus!r}")
     return StudyConfig(
         name=name,
         tasks=task_names,
@@ -305,15 +339,17 @@ def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
         seed=seed,
         device=device,
         sampler=sampler,
-        report=bool(raw.get("report", False)),
-        ray_address=raw.get("ray_address"),
-        gpus_per_trial=gpus,
-        storage=raw.get("storage"),
-        tracking_uri=raw.get("tracking_uri"),
-        results=str(raw.get("results") or "results"),
-        data_dir=None if raw.get("data_dir") is None else str(raw["data_dir"]),
-        space=_space(raw.get("space") or {}),
-        training=_training(raw.get("training") or {}),
+        report=_flag("report", raw.get("report", False)),
+        ray_address=_text("ray_address", raw.get("ray_address"), "an address like host:6379"),
+        gpus_per_trial=float(gpus),
+        storage=_text("storage", raw.get("storage"), "a database URL like sqlite:///optuna.db"),
+        tracking_uri=_text(
+            "tracking_uri", raw.get("tracking_uri"), "a URI like sqlite:///mlflow.db"
+        ),
+        results=_text("results", raw.get("results"), "a folder path") or "results",
+        data_dir=_text("data_dir", raw.get("data_dir"), "a folder path"),
+        space=_space(raw.get("space")),
+        training=_training(raw.get("training")),
         data=_data(raw.get("data") or {}, task_names, tasks.TASKS),
     )
 

@@ -93,8 +93,8 @@ def study_lock(study_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def check_and_save_config(cfg: StudyConfig) -> None:
-    """Refuse a config that changes what the study's trials mean; save the resolved config."""
+def check_config(cfg: StudyConfig) -> None:
+    """Refuse a config that changes what the study's (saved) trials mean."""
     path = cfg.study_dir / "config.yaml"
     if path.is_file():
         old = config_mod.load_saved(path)
@@ -105,6 +105,12 @@ def check_and_save_config(cfg: StudyConfig) -> None:
                 f"{', '.join(diff)}; that would change what its trials mean. Use the saved "
                 f"settings, or start a new study with --study NEW_NAME"
             )
+
+
+def save_config(cfg: StudyConfig) -> None:
+    """Save the resolved config: done once the data and the stores opened, so a first start that
+    fails on a typo (a wrong data path, a bad URL) does not bind the study to it."""
+    path = cfg.study_dir / "config.yaml"
     tmp = path.with_name(".config.yaml.tmp")
     tmp.write_text(config_mod.dump(cfg))
     os.replace(tmp, path)
@@ -154,6 +160,49 @@ def write_data_summary(study_dir: Path, metas: dict[str, dict]) -> None:
     tmp = path.with_name(f".{DATA_SUMMARY}.tmp")
     tmp.write_text(json.dumps(seen, indent=2))
     os.replace(tmp, path)
+
+
+def init_mlflow_store(uri: str) -> None:
+    """Create MLflow's schema in the database at `uri`."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def open_store(
+    what: str,
+    uri: str,
+    opener: Callable[[str], Any],
+    default_db: Path | None,
+    init: Callable[[str], Any] | None = None,
+    if_broken: str = "",
+) -> Any:
+    """`opener(uri)`, with a one-line error naming `what` and the URI when it fails (plus
+    `if_broken`, advice for a study folder's own database that exists but does not open).
+
+    `default_db`: the study folder's own SQLite file behind `uri`, if it is one. A new one is
+    built under a temporary name and moved into place once its schema is complete (`init`, or
+    `opener` itself), so that a first start killed while the schema is written leaves no
+    half-built database that every later start would trip on."""
+    if default_db is not None and not default_db.exists():
+        for stale in default_db.parent.glob(f".{default_db.name}.init-*"):
+            stale.unlink(missing_ok=True)  # from a start killed while building (we hold the lock)
+        tmp = default_db.with_name(f".{default_db.name}.init-{os.getpid()}")
+        try:
+            (init or opener)(f"sqlite:///{tmp.resolve()}")
+        except Exception as e:  # noqa: BLE001 - reported with what was being opened
+            raise ValueError(f"could not create the {what} {uri}: {e}") from e
+        os.replace(tmp, default_db)
+    try:
+        return opener(uri)
+    except Exception as e:  # noqa: BLE001 - reported with what was being opened
+        hint = (
+            if_broken
+            if default_db is not None
+            else "; valid: a URL like sqlite:////abs/path.db, or a server whose driver is installed"
+        )
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"could not open the {what} {uri}: {first}{hint}") from e
 
 
 def prepare_data(cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
@@ -245,6 +294,35 @@ def trial_seed(cfg: StudyConfig, p: record.Pending) -> int:
     return stable_seed(cfg.seed, p.task, p.variant, p.number, "train")
 
 
+class _DeferredTerminate:
+    """While a study runs, SIGTERM (`timeout`, `docker stop`, Slurm) stops it at the next point
+    between two recordings, as an interrupt (the CLI says how to resume), instead of in the
+    middle of a database write."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+
 def run(
     cfg: StudyConfig,
     executor_factory: Callable[[StudyConfig, str], Any] | None = None,
@@ -253,7 +331,7 @@ def run(
     """Run or resume a study; returns counts {'complete', 'failed', 'expected', 'ran'}."""
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     with study_lock(cfg.study_dir):
-        check_and_save_config(cfg)
+        check_config(cfg)
         return _run_locked(cfg, executor_factory, live)
 
 
@@ -285,7 +363,8 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     space = search_space(cfg.space)
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
 
-    store = record.storage(cfg.optuna_storage)
+    default_db = None if cfg.storage else cfg.study_dir / "optuna.db"
+    store = open_store("Optuna storage", cfg.optuna_storage, record.storage, default_db)
     studies, queue = {}, deque()
     new_counts: dict[tuple[str, str], int] = {}
     for task, variant in _pairs(cfg):
@@ -297,7 +376,8 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
         if orphans:
             log.warning(
                 "%s/%s: Optuna trials %s finished but have no results row (table edited "
-                "or replaced?); they cannot be rerun",
+                "or replaced?); they cannot be rerun: put the study's trials.parquet back, or "
+                "start a new study with --study NEW_NAME",
                 task,
                 variant,
                 orphans,
@@ -316,7 +396,17 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
         queue.extend(pair for pair, n in new_counts.items() if k < n)
 
     artifacts = None if cfg.tracking_uri else (sdir / "mlartifacts").resolve().as_uri()
-    tracker = Tracker(cfg.mlflow_uri, cfg.name, cfg.to_dict(), version, artifacts)
+    default_db = None if cfg.tracking_uri else cfg.study_dir / "mlflow.db"
+    tracker = open_store(
+        "MLflow tracking URI",
+        cfg.mlflow_uri,
+        lambda uri: Tracker(uri, cfg.name, cfg.to_dict(), version, artifacts),
+        default_db,
+        init=init_mlflow_store,
+        if_broken="; nothing is lost if you move it away: the next run logs every trial of "
+        "trials.parquet into a new one",
+    )
+    save_config(cfg)
     relogged = tracker.reconcile(
         df.to_dict("records"),
         lambda t, v, k: results.history_records(results.read_epochs(sdir, t, v, k)),
@@ -329,6 +419,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     ran, finished_ok = 0, False
     attempts: dict[tuple[str, str, int], int] = {}
     executor = None
+    terminate = _DeferredTerminate()
     try:
         if queue:
             log.info("%d trials to run on %s", len(queue), device)
@@ -339,6 +430,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
             ) as display:
                 display.update(df)
                 while queue or executor.in_flight:
+                    terminate.check()  # between recordings: nothing is half written
                     while queue and executor.in_flight < executor.workers:
                         item = queue.popleft()
                         p = (
@@ -386,6 +478,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
                     display.update()
         finished_ok = True
     finally:
+        terminate.restore()
         if executor is not None:
             executor.shutdown()
         tracker.close(finished_ok)

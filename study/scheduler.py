@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,22 @@ class InlineExecutor:
         pass
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with a clear error, when a `host:port` or `ray://host:port` address does not
+    answer: ray.init would retry for minutes. "auto" and other forms are left to Ray."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ValueError(
+            f"no Ray cluster answers at {address} ({e}); start one there (`ray start --head` "
+            f"prints its address) or leave --ray-address out for a local instance"
+        ) from None
+
+
 class RayExecutor:
     """Trials as Ray tasks; `wait` returns the (tag, result) pairs finished so far."""
 
@@ -66,6 +85,9 @@ class RayExecutor:
         from study.worker import run_trial
 
         self.ray = ray
+        if address is not None:
+            check_reachable(address)
+        sigterm = signal.getsignal(signal.SIGTERM)
         env = dict(WORKER_ENV)
         runtime_env: dict[str, Any] = {"env_vars": env}
         if address is None:
@@ -95,6 +117,8 @@ class RayExecutor:
                 str(Path(m.__file__).parent) for m in (variants, tasks, study)
             ]
             ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
+        if callable(sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)  # ray.init put its crash handler in its place
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or cpus
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}

@@ -59,6 +59,16 @@ def test_file_then_flags_override(tmp_path):
         ({"seed": -3}, ["seed must be a non-negative integer"]),
         ({"sampler": "grid"}, ["unknown sampler 'grid'", "random, tpe"]),
         ({"name": "a/b"}, ["folder name"]),
+        # settings of the wrong type (as a YAML spec can give them): one line, no traceback
+        ({"training": 3}, ["training must be a mapping of settings, got 3"]),
+        ({"variants": 5}, ["variants must be a list or a comma-separated string", "V, NIG"]),
+        ({"data": {"jsb_chorales": 5}}, ["data.jsb_chorales must be a mapping"]),
+        ({"storage": 7}, ["storage must be a database URL like sqlite:///"]),
+        ({"data": {"jsb_chorales": {"path": 5}}}, ["data.jsb_chorales.path must be a folder"]),
+        ({"data": {"jsb_chorales": {"seed": -1}}}, ["data.jsb_chorales.seed must be an integer"]),
+        ({"gpus_per_trial": "abc"}, ["gpus_per_trial must be a number in (0, 1], got 'abc'"]),
+        ({"report": "no"}, ["report must be true or false, got 'no'"]),
+        ({"space": {"hidden_size": [4.7, 12]}}, ["space.hidden_size must hold two integers"]),
     ],
 )
 def test_bad_flags(override, words):
@@ -109,10 +119,11 @@ def test_unknown_spec_names_presets():
 def test_existing_study_refuses_a_different_meaning(tmp_path):
     base = config.resolve("smoke", {"results": str(tmp_path)})
     base.study_dir.mkdir(parents=True)
-    runner.check_and_save_config(base)
+    runner.check_config(base)
+    runner.save_config(base)
     assert (base.study_dir / "config.yaml").is_file()
     # allowed: more trials, more variants and tasks, other workers / device / stores
-    runner.check_and_save_config(
+    runner.check_config(
         config.resolve(
             "smoke",
             {
@@ -134,4 +145,4 @@ def test_existing_study_refuses_a_different_meaning(tmp_path):
         raw, _ = config.raw_config("smoke")
         raw = config._merge(raw, {"name": "smoke", "results": str(tmp_path), **override})
         with pytest.raises(ValueError, match=f"different {key}.*--study NEW_NAME"):
-            runner.check_and_save_config(config.from_dict(raw))
+            runner.check_config(config.from_dict(raw))

@@ -267,3 +267,60 @@ def test_the_study_records_its_data_for_the_report(tmp_path):
     sizes = " / ".join(f"{summary['splits'][s]['sequences']:,}" for s in ("train", "valid", "test"))
     assert table.loc["jsb_chorales", "sequences train / valid / test"] == sizes
     assert "first frame is never scored" in table.loc["jsb_chorales", "notes"]
+
+
+def test_killed_while_the_mlflow_schema_is_written(tmp_path, monkeypatch):
+    import sqlite3
+
+    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+
+    def dies_half_way(uri):
+        sqlite3.connect(uri.removeprefix("sqlite:///")).execute("create table logged_models (x)")
+        raise Killed
+
+    monkeypatch.setattr(runner, "init_mlflow_store", dies_half_way)
+    with pytest.raises(Killed):
+        _run(cfg)
+    assert not (cfg.study_dir / "mlflow.db").exists()  # the half-built schema stayed aside
+    assert not (cfg.study_dir / "config.yaml").exists()
+    monkeypatch.undo()
+    assert _run(cfg)["complete"] == 1  # the same command again just works
+    assert not list(cfg.study_dir.glob(".mlflow.db.init-*"))
+
+
+def test_a_failed_first_start_does_not_bind_the_study_to_its_settings(tmp_path):
+    bad = _cfg(tmp_path, trials=1, variants=["V"], data={"jsb_chorales": {"path": "/no/such"}})
+    with pytest.raises(Exception, match="/no/such"):
+        _run(bad)
+    assert not (bad.study_dir / "config.yaml").exists()
+    assert _run(_cfg(tmp_path, trials=1, variants=["V"]))["complete"] == 1
+
+
+def test_a_broken_mlflow_store_is_named_with_what_to_do(tmp_path):
+    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    cfg.study_dir.mkdir(parents=True)
+    (cfg.study_dir / "mlflow.db").write_bytes(b"not a database")
+    with pytest.raises(ValueError, match=r"could not open the MLflow tracking URI .*move it away"):
+        _run(cfg)
+
+
+def test_sigterm_stops_the_study_between_recordings(tmp_path):
+    import os
+    import signal
+
+    cfg = _cfg(tmp_path, trials=3)
+
+    def run_then_sigterm(job):
+        out = run_trial(job)
+        if job["trial"] == 0 and job["variant"] == "V":
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while this trial is being handed back
+        return out
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, run_then_sigterm)
+    assert signal.getsignal(signal.SIGTERM) is before  # the study's handler is gone again
+    df = results.read_trials(cfg.study_dir)
+    assert 1 <= len(df) < 6  # stopped early, at a recording boundary
+    _run(cfg)
+    _check_exactly_once(cfg)
