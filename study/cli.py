@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -30,13 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_MAIN_PID: list[int] = []
+
+
 def on_terminate(signum, frame) -> None:
-    """SIGTERM (sent by `timeout`, `docker stop`, Slurm) ends a command as Ctrl-C does."""
+    """SIGTERM (sent by `timeout`, `docker stop`, Slurm) ends a command as Ctrl-C does. A forked
+    child (a data-preparation pool worker, which its pool stops with SIGTERM) dies quietly, as
+    it would without this handler."""
+    if _MAIN_PID and os.getpid() != _MAIN_PID[0]:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _MAIN_PID[:] = [os.getpid()]
     signal.signal(signal.SIGTERM, on_terminate)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -304,11 +304,18 @@ class _DeferredTerminate:
         import threading
 
         self.requested = False
+        self.pid = os.getpid()
         self.previous = None
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGTERM, self._request)
 
     def _request(self, signum, frame) -> None:
+        if os.getpid() != self.pid:  # a forked child: die as without this handler
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         self.requested = True
 
     def check(self) -> None:

@@ -81,3 +81,29 @@ def test_user_errors_are_one_clear_line(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["data", "info", "jsb_chorales", "--data-dir", str(tmp_path / "empty")]) == 2
     assert "odyssey data prepare jsb_chorales" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_forked_child_quietly(capfd):
+    """Data preparation's process pool stops its workers with SIGTERM: they must die as without
+    the CLI's handler (no KeyboardInterrupt traceback), while the main process gets Ctrl-C."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import time
+
+    from study import cli
+
+    cli._MAIN_PID[:] = [os.getpid()]
+    old = signal.signal(signal.SIGTERM, cli.on_terminate)
+    try:
+        child = mp.get_context("fork").Process(target=time.sleep, args=(30,))
+        child.start()
+        time.sleep(0.3)
+        child.terminate()
+        child.join(10)
+        assert child.exitcode == -signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            cli.on_terminate(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert "Traceback" not in capfd.readouterr().err
