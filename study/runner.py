@@ -169,6 +169,31 @@ def init_mlflow_store(uri: str) -> None:
     MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
+def _check_server(what: str, uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when an http(s) or database server named by `uri` does not answer: MLflow's and
+    SQLAlchemy's clients would retry for minutes before saying so."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file") or parts.scheme.startswith("sqlite") or not parts.hostname:
+        return
+    default_ports = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306}
+    try:
+        port = parts.port or default_ports.get(parts.scheme.split("+")[0])
+    except ValueError:
+        return  # a malformed port: the client's own error says it better
+    if port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise ValueError(
+            f"the {what} {uri} does not answer ({e}); start that server, or leave the option "
+            f"out to keep the store in the study folder"
+        ) from None
+
+
 def open_store(
     what: str,
     uri: str,
@@ -184,6 +209,7 @@ def open_store(
     built under a temporary name and moved into place once its schema is complete (`init`, or
     `opener` itself), so that a first start killed while the schema is written leaves no
     half-built database that every later start would trip on."""
+    _check_server(what, uri)
     if default_db is not None and not default_db.exists():
         for stale in default_db.parent.glob(f".{default_db.name}.init-*"):
             stale.unlink(missing_ok=True)  # from a start killed while building (we hold the lock)

@@ -324,3 +324,25 @@ def test_sigterm_stops_the_study_between_recordings(tmp_path):
     assert 1 <= len(df) < 6  # stopped early, at a recording boundary
     _run(cfg)
     _check_exactly_once(cfg)
+
+
+@pytest.mark.parametrize(
+    ("option", "uri", "what"),
+    [
+        ("tracking_uri", "http://127.0.0.1:1", "MLflow tracking URI"),
+        ("storage", "postgresql://u@127.0.0.1:1/db", "Optuna storage"),
+    ],
+)
+def test_a_server_that_does_not_answer_fails_fast(tmp_path, option, uri, what):
+    cfg = _cfg(tmp_path, trials=1, variants=["V"], **{option: uri})
+    with pytest.raises(ValueError, match=f"the {what} .* does not answer"):
+        _run(cfg)
+    assert not (cfg.study_dir / "config.yaml").exists()
+
+
+def test_check_reachable_names_the_ray_address():
+    from study.scheduler import check_reachable
+
+    with pytest.raises(ValueError, match=r"no Ray cluster answers at ray://127.0.0.1:1"):
+        check_reachable("ray://127.0.0.1:1")
+    check_reachable("auto")  # left to Ray
