@@ -142,8 +142,17 @@ def find_prepared(
 
 
 def load(name: str, **where) -> tuple[Splits, dict]:
-    """Load prepared splits (see `find_prepared` for the keyword arguments)."""
-    return load_prepared(find_prepared(name, **where))
+    """Load prepared splits (see `find_prepared` for the keyword arguments). Data prepared by an
+    older version of the task's generator or features is refused, never silently used."""
+    folder = find_prepared(name, **where)
+    version, now = read_meta(folder).get("data_version", 1), get(name).data_version
+    if version != now:
+        raise DataError(
+            f"{name}: the data in {folder} was prepared by an older version of the task "
+            f"(data version {version}, now {now}); prepare it again with `odyssey data prepare "
+            f"{name}` and the same options"
+        )
+    return load_prepared(folder)
 
 
 def info(name: str, **where) -> dict:

@@ -162,3 +162,12 @@ def test_padding_adds_nothing_even_when_not_finite():
     total, n = jsb.loss(logits, batch)
     assert n == 2 and total.item() == pytest.approx(5 * 88 * math.log(2))
     assert jsb.errors(logits, batch)["nll"] == (pytest.approx(5 * 88 * math.log(2)), 5)
+
+
+def test_load_refuses_stale_prepared_data(tmp_path):
+    import json as _json
+
+    out, meta = tasks.prepare("jsb_chorales", size=3, data_dir=tmp_path, progress=False)
+    (out / "meta.json").write_text(_json.dumps({**meta, "data_version": 0}))
+    with pytest.raises(tasks.base.DataError, match=r"older version .*data version 0, now 1"):
+        tasks.load("jsb_chorales", size=3, data_dir=tmp_path)
