@@ -109,8 +109,19 @@ def check_config(cfg: StudyConfig) -> None:
 
 def save_config(cfg: StudyConfig) -> None:
     """Save the resolved config: done once the data and the stores opened, so a first start that
-    fails on a typo (a wrong data path, a bad URL) does not bind the study to it."""
+    fails on a typo (a wrong data path, a bad URL) does not bind the study to it. It describes the
+    whole study: a run over fewer tasks or variants, or fewer trials, than earlier runs keeps
+    theirs (the union of tasks and variants, the most trials asked), so that reports and
+    `status` still know what was planned for every pair."""
     path = cfg.study_dir / "config.yaml"
+    if path.is_file():
+        old = config_mod.load_saved(path)
+        cfg = dataclasses.replace(
+            cfg,
+            tasks=tuple(dict.fromkeys(old.tasks + cfg.tasks)),
+            variants=tuple(dict.fromkeys(old.variants + cfg.variants)),
+            trials=max(old.trials, cfg.trials),
+        )
     tmp = path.with_name(".config.yaml.tmp")
     tmp.write_text(config_mod.dump(cfg))
     os.replace(tmp, path)
@@ -522,7 +533,11 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     counts = {
         "complete": int(sum(s == "complete" for s in status)),
         "failed": int(sum(s == "failed" for s in status)),
-        "expected": cfg.trials * len(_pairs(cfg)),
+        # per pair, the trials asked for now, or more where earlier runs asked for (and ran) more
+        "expected": sum(
+            max(cfg.trials, int(((df["task"] == t) & (df["variant"] == v)).sum()) if len(df) else 0)
+            for t, v in _pairs(cfg)
+        ),
         "ran": ran,
     }
     log.info(

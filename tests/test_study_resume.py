@@ -346,3 +346,14 @@ def test_check_reachable_names_the_ray_address():
     with pytest.raises(ValueError, match=r"no Ray cluster answers at ray://127.0.0.1:1"):
         check_reachable("ray://127.0.0.1:1")
     check_reachable("auto")  # left to Ray
+
+
+def test_a_smaller_rerun_keeps_the_study_plan(tmp_path):
+    from study import config as config_mod
+
+    _run(_cfg(tmp_path, trials=2))
+    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    counts = _run(cfg)
+    assert counts == {"complete": 2, "failed": 0, "expected": 2, "ran": 0}  # V has 2 >= 1
+    saved = config_mod.load_saved(cfg.study_dir / "config.yaml")
+    assert saved.variants == ("V", "NP") and saved.trials == 2
