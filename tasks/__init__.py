@@ -89,13 +89,14 @@ def prepare(
     out = prepared_dir(data_dir, name, dataset_key(source, size, seed))
     if path is None and not force and (out / "meta.json").is_file():
         meta = read_meta(out)
-        if meta.get("data_version", 1) == task.data_version:
+        old = stale_version(task, meta)
+        if old is None:
             return out, meta
         log.info(
             "%s: prepared data in %s is of an older version (%s, now %s); preparing again",
             name,
             out,
-            meta.get("data_version", 1),
+            old,
             task.data_version,
         )
     remove_prepared(out)
@@ -145,14 +146,20 @@ def load(name: str, **where) -> tuple[Splits, dict]:
     """Load prepared splits (see `find_prepared` for the keyword arguments). Data prepared by an
     older version of the task's generator or features is refused, never silently used."""
     folder = find_prepared(name, **where)
-    version, now = read_meta(folder).get("data_version", 1), get(name).data_version
-    if version != now:
+    old = stale_version(get(name), read_meta(folder))
+    if old is not None:
         raise DataError(
             f"{name}: the data in {folder} was prepared by an older version of the task "
-            f"(data version {version}, now {now}); prepare it again with `odyssey data prepare "
-            f"{name}` and the same options"
+            f"(data version {old}, now {get(name).data_version}); prepare it again with "
+            f"`odyssey data prepare {name}` and the same options"
         )
     return load_prepared(folder)
+
+
+def stale_version(task: Task, meta: dict) -> int | None:
+    """The data version of prepared data (its meta) when it is not the task's own, else None."""
+    version = int(meta.get("data_version", 1))
+    return None if version == task.data_version else version
 
 
 def info(name: str, **where) -> dict:
