@@ -34,13 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
 _MAIN_PID: list[int] = []
 
 
+def die_if_forked(owner_pid: int) -> bool:
+    """For a SIGTERM handler installed by process `owner_pid`: in a forked child (a
+    data-preparation pool worker, which its pool stops with SIGTERM), die of the signal quietly,
+    as without the handler. Returns False in the owner itself."""
+    if os.getpid() == owner_pid:
+        return False
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
 def on_terminate(signum, frame) -> None:
-    """SIGTERM (sent by `timeout`, `docker stop`, Slurm) ends a command as Ctrl-C does. A forked
-    child (a data-preparation pool worker, which its pool stops with SIGTERM) dies quietly, as
-    it would without this handler."""
-    if _MAIN_PID and os.getpid() != _MAIN_PID[0]:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+    """SIGTERM (sent by `timeout`, `docker stop`, Slurm) ends a command as Ctrl-C does."""
+    if _MAIN_PID and die_if_forked(_MAIN_PID[0]):
         return
     raise KeyboardInterrupt
 

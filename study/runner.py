@@ -30,7 +30,7 @@ from typing import Any
 
 from study import config as config_mod
 from study import record, results
-from study.cli import UserError
+from study.cli import UserError, die_if_forked
 from study.config import StudyConfig
 from study.space import hyperparameters, search_space, stable_seed
 
@@ -127,44 +127,42 @@ def save_config(cfg: StudyConfig) -> None:
     os.replace(tmp, path)
 
 
-def check_data_versions(study_dir: Path, metas: dict[str, dict]) -> None:
-    """Refuse to resume a study on data that a newer generator or feature extractor produced:
-    its trials would no longer be comparable. The first run records the versions."""
+DATA_SUMMARY = "data.json"
+LEGACY_VERSIONS = "data_versions.json"  # what studies before data.json recorded
+
+
+def record_data(study_dir: Path, metas: dict[str, dict]) -> None:
+    """Check and record the data each task trains on, in `data.json` (source, stand-in or not,
+    data version, split sizes, the task's notes: dropped lines, conventions; the report shows it).
+
+    A resume on data of another version than the study started on is refused: a newer generator
+    or feature extractor made it, and the trials would no longer be comparable."""
     import json
 
-    path = study_dir / "data_versions.json"
-    seen = json.loads(path.read_text()) if path.is_file() else {}
+    import tasks
+
+    path = study_dir / DATA_SUMMARY
+    if path.is_file():
+        seen = json.loads(path.read_text())
+        versions = {t: int(s["data_version"]) for t, s in seen.items()}
+    else:
+        seen = {}
+        legacy = study_dir / LEGACY_VERSIONS
+        versions = json.loads(legacy.read_text()) if legacy.is_file() else {}
     now = {t: int(m.get("data_version", 1)) for t, m in metas.items()}
-    changed = {t: (seen[t], v) for t, v in now.items() if t in seen and seen[t] != v}
+    changed = {t: (versions[t], v) for t, v in now.items() if t in versions and versions[t] != v}
     if changed:
         what = ", ".join(f"{t} (version {a} -> {b})" for t, (a, b) in changed.items())
         raise ValueError(
             f"the prepared data changed since study {study_dir.name!r} started: {what}; its "
             f"trials would not be comparable. Start a new study with --study NEW_NAME"
         )
-    tmp = path.with_name(".data_versions.json.tmp")
-    tmp.write_text(json.dumps({**seen, **now}, indent=2))
-    os.replace(tmp, path)
-
-
-DATA_SUMMARY = "data.json"
-
-
-def write_data_summary(study_dir: Path, metas: dict[str, dict]) -> None:
-    """`data.json` in the study folder: per task, what the report says about its data (source,
-    stand-in or not, version, split sizes, the task's notes: dropped lines, conventions)."""
-    import json
-
-    import tasks
-
-    path = study_dir / DATA_SUMMARY
-    seen = json.loads(path.read_text()) if path.is_file() else {}
     for name, meta in metas.items():
         seen[name] = {
             "source": meta.get("source"),
             "stand_in": bool(meta.get("stand_in", False)),
             "origin": meta.get("origin"),
-            "data_version": int(meta.get("data_version", 1)),
+            "data_version": now[name],
             "splits": meta.get("splits", {}),
             "notes": list(tasks.get(name).data_notes(meta)),
         }
@@ -180,11 +178,11 @@ def init_mlflow_store(uri: str) -> None:
     MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
-def _check_server(what: str, uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast when an http(s) or database server named by `uri` does not answer: MLflow's and
-    SQLAlchemy's clients would retry for minutes before saying so."""
-    import socket
+def _check_server(what: str, uri: str) -> None:
+    """`require_answer` for the http(s) or database server named by `uri`, if any."""
     from urllib.parse import urlsplit
+
+    from study.scheduler import require_answer
 
     parts = urlsplit(uri)
     if parts.scheme in ("", "file") or parts.scheme.startswith("sqlite") or not parts.hostname:
@@ -194,15 +192,13 @@ def _check_server(what: str, uri: str, timeout_s: float = 5.0) -> None:
         port = parts.port or default_ports.get(parts.scheme.split("+")[0])
     except ValueError:
         return  # a malformed port: the client's own error says it better
-    if port is None:
-        return
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
-    except OSError as e:
-        raise ValueError(
-            f"the {what} {uri} does not answer ({e}); start that server, or leave the option "
-            f"out to keep the store in the study folder"
-        ) from None
+    if port is not None:
+        require_answer(
+            parts.hostname,
+            port,
+            f"the {what} {uri} does not answer",
+            "start that server, or leave the option out to keep the store in the study folder",
+        )
 
 
 def open_store(
@@ -347,13 +343,8 @@ class _DeferredTerminate:
             self.previous = signal.signal(signal.SIGTERM, self._request)
 
     def _request(self, signum, frame) -> None:
-        if os.getpid() != self.pid:  # a forked child: die as without this handler
-            import signal
-
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        self.requested = True
+        if not die_if_forked(self.pid):
+            self.requested = True
 
     def check(self) -> None:
         if self.requested:
@@ -400,8 +391,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
         sdir / "config.yaml",
     )
     data = prepare_data(cfg)
-    check_data_versions(sdir, {t: meta for t, (_, meta) in data.items()})
-    write_data_summary(sdir, {t: meta for t, (_, meta) in data.items()})
+    record_data(sdir, {t: meta for t, (_, meta) in data.items()})
     df = results.read_trials(sdir)
     by_pair = _rows_by_pair(df)
     space = search_space(cfg.space)

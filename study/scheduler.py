@@ -57,20 +57,27 @@ class InlineExecutor:
         pass
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with a clear error, when a `host:port` or `ray://host:port` address does not
-    answer: ray.init would retry for minutes. "auto" and other forms are left to Ray."""
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return
+def require_answer(host: str, port: int, what: str, advice: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with a clear error, when nothing answers at host:port: the clients of Ray,
+    MLflow and SQLAlchemy would retry for minutes before saying so."""
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as e:
-        raise ValueError(
-            f"no Ray cluster answers at {address} ({e}); start one there (`ray start --head` "
-            f"prints its address) or leave --ray-address out for a local instance"
-        ) from None
+        raise ValueError(f"{what} ({e}); {advice}") from None
+
+
+def check_reachable(address: str) -> None:
+    """`require_answer` for a `host:port` or `ray://host:port` Ray address; "auto" and other
+    forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if sep and port.isdigit() and host:
+        require_answer(
+            host,
+            int(port),
+            f"no Ray cluster answers at {address}",
+            "start one there (`ray start --head` prints its address) or leave --ray-address out "
+            "for a local instance",
+        )
 
 
 class RayExecutor:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 TRIALS_FILE = "trials.parquet"
 CONFIG_FILE = "config.yaml"
-DATA_FILE = "data.json"  # written by the study at start (study.runner.write_data_summary)
+DATA_FILE = "data.json"  # written by the study at start (study.runner.record_data)
 
 # columns the report cannot do without
 REQUIRED = ("task", "variant", "status", "val_metric", "test_metric")
