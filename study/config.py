@@ -46,6 +46,9 @@ class TrainConfig:
     patience: int = 15  # stop after this many epochs without a validation improvement
     eval_batch_size: int = 64  # evaluation only; does not change any metric
     threads: int = 1  # torch threads per trial
+    # trials of one (task, variant) trained together in one process (study/pack.py); None: chosen
+    # per device by measurement. Execution only: a packed trial equals the same trial alone.
+    pack: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,9 @@ class StudyConfig:
         """What gives a trial its meaning; two configs with equal fingerprints can share a study."""
         d = self.to_dict()
         training = {
-            k: v for k, v in d["training"].items() if k not in ("eval_batch_size", "threads")
+            k: v
+            for k, v in d["training"].items()
+            if k not in ("eval_batch_size", "threads", "pack")
         }
         return {
             "seed": d["seed"],
@@ -276,6 +281,8 @@ def _training(raw: Any) -> TrainConfig:
     d.update(raw)
     for k in ("batch_size", "max_epochs", "eval_batch_size", "threads"):
         _positive_int("training.", k, d[k])
+    if d["pack"] is not None:
+        _positive_int("training.", "pack", d["pack"])
     _positive_int("training.", "patience", d["patience"])
     return TrainConfig(**d)
 
