@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import torch
 
-# parameter name (last dotted part) -> kind; a 2-D parameter of any other name is an error, so
-# that a new weight matrix cannot go uncounted
+# parameter name (last dotted part) -> kind; a matrix of any other name is an error, so that a
+# new weight matrix cannot go uncounted. Our cells' parameters carry a leading trial dimension
+# (all trials of a pack count); torch's have none.
 _KINDS = {
     "W": "input",  # our cells
     "R": "recurrent",
     "Rg": "recurrent",  # FGR's nine gate-to-gate matrices, as one (3N, 3N) block
     "p": "elementwise",  # the peephole weights, one row per gate: O(N) work
+    "b": "elementwise",
+    "b_ih": "elementwise",
+    "b_hh": "elementwise",
     "weight_ih_l0": "input",  # torch.nn.LSTM / nn.GRU, one layer
     "weight_ih_l0_reverse": "input",
     "weight_hh_l0": "recurrent",
@@ -42,8 +46,8 @@ def step_flops(module: torch.nn.Module, steps: int, batch: int) -> int:
         raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
     total = 0
     for name, p in module.named_parameters():
-        if p.dim() != 2:
-            continue  # biases and peephole vectors: elementwise work
+        if p.dim() < 2 or name.startswith("bias") or ".bias" in name:
+            continue  # biases: elementwise work
         kind = _KINDS.get(name.rsplit(".", 1)[-1])
         if kind is None:
             raise ValueError(

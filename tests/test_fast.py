@@ -1,8 +1,8 @@
 """Fast cell paths (variants.fast) against the reference time loop, for every variant.
 
 The reference (`scan_reference`, per-step autograd) is the independent truth; the compiled kernels
-(`cells.cpp`) and their pure-PyTorch twins (`pykernel`) must match it on outputs, final states and
-the gradients of every parameter and of the input, in float64 to 1e-10 and float32 to ~1e-5.
+(`cells.cpp`) must match it on outputs, final states and the gradients of every parameter and of the
+input, in float64 to 1e-10 and float32 to ~1e-5, for single models and for packs of trials.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import torch
 
 import variants
 from variants import VARIANTS, fast
-from variants.fast import build, pykernel
-from variants.fast.functions import lstm_flags
+from variants.fast import build
 from variants.lstm_cell import LSTMCell
 
 BOTH = pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
@@ -61,17 +60,15 @@ def data(m=5, lengths=(9, 6, 1, 9), dtype=torch.float64, seed=0):
 
 @pytest.mark.parametrize("name", VARIANTS)
 @BOTH
-@pytest.mark.parametrize("path", ["fast", "python"])
-def test_fast_paths_equal_reference_float64(name, bidirectional, path, compiled):
+def test_fast_path_equals_reference_float64(name, bidirectional, compiled):
     torch.manual_seed(1)
     module = variants.build(name, 5, 7, bidirectional=bidirectional).double()
     x, lengths = data()
     cell = module.cells[0]
-    with fast.use(path):
-        chosen = fast.lstm_path(cell, x) if isinstance(cell, LSTMCell) else fast.gru_path(cell, x)
-    assert chosen == {"fast": "compiled", "python": "python"}[path]
+    chosen = fast.lstm_path(cell, x) if isinstance(cell, LSTMCell) else fast.gru_path(cell, x)
+    assert chosen == "compiled"
     want = run_all(module, x, lengths, "reference")
-    assert_all_close(run_all(module, x, lengths, path), want, atol=1e-10, rtol=1e-9)
+    assert_all_close(run_all(module, x, lengths, "fast"), want, atol=1e-10, rtol=1e-9)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -95,45 +92,108 @@ OFF_REGISTRY = {
         input_gate=False, forget_gate=False, output_gate=False, peepholes=False
     ),
 }
-LSTM_SPECS = {n: s for n, s in VARIANTS.items() if s.kind == "lstm"} | OFF_REGISTRY
-
-
-@pytest.mark.parametrize("name", LSTM_SPECS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("given", ["dy+dc", "dy", "dc"])
-def test_compiled_kernel_equals_pytorch_twin(name, dtype, given, compiled):
-    """The raw kernels on the same inputs: every returned tensor, forward and backward (an
-    output gradient left out, as autograd does for an unused output, is an empty tensor)."""
-    cell = LSTMCell(LSTM_SPECS[name], 4, 6).to(dtype)
-    flags = lstm_flags(cell.spec)
-    g = torch.Generator().manual_seed(3)
-    xw = torch.randn(5, 3, cell.W.shape[0], generator=g, dtype=dtype)
-    empty = xw.new_empty(0)
-    with torch.no_grad():
-        r = cell.R.detach()
-        rg = cell.Rg.detach() if cell.Rg is not None else empty
-        p = cell.p.detach() if cell.p is not None else empty
-    b = torch.randn(cell.W.shape[0], generator=g, dtype=dtype)
-    fw_c = compiled.lstm_forward(xw, b, r, rg, p, flags)
-    fw_p = pykernel.lstm_forward(xw, b, r, rg, p, flags)
-    tol = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 0}
-    assert_all_close(list(fw_c), fw_p, **tol)
-    dy, dc = torch.randn(2, 5, 3, 6, generator=g, dtype=dtype)
-    dy = dy if "dy" in given else empty
-    dc = dc if "dc" in given else empty
-    bw_c = compiled.lstm_backward(dy, dc, r, rg, p, *fw_p, flags)
-    bw_p = pykernel.lstm_backward(dy, dc, r, rg, p, *fw_p, flags)
-    assert_all_close(list(bw_c), bw_p, **tol)
 
 
 @pytest.mark.parametrize("name", OFF_REGISTRY)
-@pytest.mark.parametrize("path", ["fast", "python"])
-def test_off_registry_flag_sets_equal_reference_float64(name, path, compiled):
+def test_off_registry_flag_sets_equal_reference_float64(name, compiled):
     torch.manual_seed(5)
     module = variants.build_spec(OFF_REGISTRY[name], 5, 7, bidirectional=True).double()
     x, lengths = data()
+    assert fast.lstm_path(module.cells[0], x) == "compiled"
     want = run_all(module, x, lengths, "reference")
-    assert_all_close(run_all(module, x, lengths, path), want, atol=1e-10, rtol=1e-9)
+    assert_all_close(run_all(module, x, lengths, "fast"), want, atol=1e-10, rtol=1e-9)
+
+
+def run_pack(module, x, lengths, path):
+    """`run_all` for a pack: outputs, final states and gradients of `forward_packed`."""
+    x = x.clone().requires_grad_(True)
+    with fast.use(path):
+        out, (h, c) = module.forward_packed(x, lengths, return_state=True)
+        loss = out.sin().sum() + h.cos().sum() + (c.pow(2).sum() if c is not None else 0)
+        grads = torch.autograd.grad(loss, [x, *module.parameters()])
+    return [out, h] + ([c] if c is not None else []) + list(grads)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@BOTH
+def test_pack_fast_path_equals_reference_float64(name, bidirectional, compiled):
+    """A pack of 3 trials with ragged lengths: the kernels skip each trial's padding (`steps`)
+    and still match the batched reference loop everywhere, gradients included."""
+    torch.manual_seed(7)
+    module = variants.build(name, 5, 4, bidirectional=bidirectional, trials=3).double()
+    x = torch.randn(3, 8, 2, 5, dtype=torch.float64)
+    lengths = torch.tensor([[8, 3], [2, 2], [5, 6]])
+    want = run_pack(module, x, lengths, "reference")
+    assert_all_close(run_pack(module, x, lengths, "fast"), want, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_pack_trial_equals_the_same_model_alone(name, path, compiled):
+    """Trial k of a pack computes exactly what a single model with trial k's weights computes
+    on trial k's data, for both paths: the trial dimension never mixes trials."""
+    torch.manual_seed(8)
+    pack = variants.build(name, 5, 6, bidirectional=True, trials=3).double()
+    x = torch.randn(3, 9, 2, 5, dtype=torch.float64)
+    lengths = torch.tensor([[9, 4], [3, 1], [6, 6]])
+    got = run_pack(pack, x, lengths, path)
+    for k in range(3):
+        alone = variants.build(name, 5, 6, bidirectional=True).double()
+        with torch.no_grad():
+            for p_alone, p_pack in zip(alone.parameters(), pack.parameters(), strict=True):
+                p_alone.copy_(p_pack[k : k + 1])
+        want = run_all(alone, x[k], lengths[k], path)
+        n_out = len(want) - 1 - len(list(alone.parameters()))
+        for g, w in zip(got[:n_out], want[:n_out], strict=True):  # out (K, ...), h / c (D, K, ...)
+            torch.testing.assert_close(g[k] if g.shape[0] == 3 else g[:, k], w, atol=1e-12, rtol=0)
+        torch.testing.assert_close(got[n_out][k], want[n_out], atol=1e-12, rtol=0)  # dx
+        for g, w in zip(got[n_out + 1 :], want[n_out + 1 :], strict=True):
+            torch.testing.assert_close(g[k : k + 1], w, atol=1e-12, rtol=0)
+
+
+def test_nan_in_one_trial_never_reaches_another(compiled):
+    """A trial whose weights are NaN leaves every other trial's outputs and gradients finite."""
+    torch.manual_seed(9)
+    for name in ("V", "FGR", "GRU"):
+        pack = variants.build(name, 4, 5, trials=3)
+        with torch.no_grad():
+            pack.cells[0].R[1].fill_(float("nan"))
+        x = torch.randn(3, 6, 2, 4)
+        lengths = torch.full((3, 2), 6)
+        out = run_pack(pack, x, lengths, "fast")
+        for t in out:
+            bad = t[1] if t.shape[0] == 3 else t[:, 1]
+            good = torch.cat([t[0].flatten(), t[2].flatten()]) if t.shape[0] == 3 else t[:, ::2]
+            assert torch.isfinite(good).all(), name
+            assert not torch.isfinite(bad).all(), name
+
+
+def test_spec_field_the_kernels_do_not_know_runs_in_the_reference_loop():
+    """A spec with an equation-changing field outside the flag table (a variant added later)
+    is never handed to the kernels, which would silently ignore it."""
+    import dataclasses
+
+    from variants.fast.functions import lstm_flags, supports
+
+    @dataclasses.dataclass(frozen=True)
+    class Future(variants.LSTMSpec):
+        tied_gates: bool = True
+
+    cell = variants.build_spec(Future(), 3, 4).cells[0]
+    assert not supports(cell.spec)
+    assert fast.lstm_path(cell, torch.zeros(1, 2, 1, 3)) == "reference"
+    with pytest.raises(ValueError, match="do not know the spec field"):
+        lstm_flags(cell.spec)
+    assert supports(VARIANTS["FGR"]) and lstm_flags(VARIANTS["V"]) == 63
+
+
+def test_kernel_header_comes_from_the_flag_table():
+    from variants.spec import KERNEL_FLAGS
+
+    header = build.flags_header()
+    for k, name in enumerate(KERNEL_FLAGS):
+        assert f"#define ODYSSEY_BIT_{name} {1 << k}\n" in header
+    assert "X(63)" in header and "X(191)" in header  # V and FGR are specialised
 
 
 def test_unused_cell_output_needs_no_cell_gradient(compiled):
@@ -190,12 +250,12 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch, tmp_path, caplog
         module = variants.build("V", 5, 7).double()
         x, lengths = data()
         with caplog.at_level(logging.WARNING, logger="variants.fast.build"):
-            assert fast.lstm_path(module.cells[0], x) == "python"
+            assert fast.lstm_path(module.cells[0], x) == "reference"
             got = run_all(module, x, lengths, "fast")
             run_all(module, x, lengths, "fast")
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "simulated: no compiler" in warnings[0].getMessage()
-        assert "pure-PyTorch" in warnings[0].getMessage()
+        assert "reference loops" in warnings[0].getMessage()
         assert build.status()["loaded"] is False
         assert_all_close(got, run_all(module, x, lengths, "reference"), atol=1e-10, rtol=1e-9)
     finally:
@@ -204,22 +264,22 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch, tmp_path, caplog
 
 def test_mode_from_environment_and_errors(monkeypatch):
     cell = variants.build("V", 3, 4).cells[0]
-    x = torch.zeros(2, 1, 3)
+    x = torch.zeros(1, 2, 1, 3)
     monkeypatch.setenv(fast.ENV, "reference")
     assert fast.mode() == "reference" and fast.lstm_path(cell, x) == "reference"
-    with fast.use("python"):  # an explicit use() wins over the environment
-        assert fast.lstm_path(cell, x) == "python"
+    with fast.use("fast"):  # an explicit use() wins over the environment
+        assert fast.lstm_path(cell, x) == "compiled"
     monkeypatch.setenv(fast.ENV, "turbo")
-    with pytest.raises(ValueError, match="ODYSSEY_CELLS must be one of fast, python, reference"):
+    with pytest.raises(ValueError, match="ODYSSEY_CELLS must be one of fast, reference"):
         fast.mode()
-    with pytest.raises(ValueError, match="unknown cell path 'turbo'; known: fast, python"):
+    with pytest.raises(ValueError, match="unknown cell path 'turbo'; known: fast, reference"):
         with fast.use("turbo"):
             pass
 
 
 def test_chung_gru_form_uses_the_reference_loop():
     module = variants.build_spec(variants.gru(reset_after=False), 3, 4)
-    assert fast.gru_path(module.cells[0], torch.zeros(2, 1, 3)) == "reference"
+    assert fast.gru_path(module.cells[0], torch.zeros(1, 2, 1, 3)) == "reference"
 
 
 def test_bench_cells_cli_json(capsys, compiled):
@@ -260,14 +320,21 @@ def test_bench_cells_cli_json(capsys, compiled):
 @pytest.mark.parametrize("name", VARIANTS)
 @BOTH
 def test_off_cpu_paths_create_nothing_on_the_cpu(name, bidirectional):
-    """What a CUDA device would run (python kernels, torch.gru), on the meta device: a tensor
-    made on the CPU inside the path and mixed with the input fails here as it would on CUDA."""
+    """What a CUDA device would run (the reference loops, torch.lstm / torch.gru), on the meta
+    device: a tensor made on the CPU inside the path and mixed with the input fails here as it
+    would on CUDA. Packs too."""
     module = variants.build(name, 5, 7, bidirectional=bidirectional).to("meta")
     x = torch.randn(6, 3, 5, device="meta")
     cell = module.cells[0]
-    path = fast.lstm_path(cell, x) if isinstance(cell, LSTMCell) else fast.gru_path(cell, x)
-    assert path in ("python", "torch.gru")
-    for mode in ("fast", "python", "reference"):
+    xk = x.unsqueeze(0)
+    path = fast.lstm_path(cell, xk) if isinstance(cell, LSTMCell) else fast.gru_path(cell, xk)
+    assert path in ("reference", "torch.gru")
+    pack = variants.build(name, 5, 7, bidirectional=bidirectional, trials=2).to("meta")
+    out = pack.forward_packed(torch.randn(2, 6, 3, 5, device="meta"), torch.tensor([[6, 4, 2]] * 2))
+    out.sum().backward()
+    assert out.shape == (2, 6, 3, 14 if bidirectional else 7)
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in pack.parameters())
+    for mode in ("fast", "reference"):
         with fast.use(mode):
             out, (h, c) = module(x, torch.tensor([6, 4, 2]), return_state=True)
             (out.sum() + h.sum()).backward()
@@ -287,7 +354,23 @@ def test_cuda_fast_path_equals_reference(name, bidirectional):
     x, lengths = data()
     x = x.cuda()
     cell = module.cells[0]
-    path = fast.lstm_path(cell, x) if isinstance(cell, LSTMCell) else fast.gru_path(cell, x)
-    assert path in ("python", "torch.gru")  # never the CPU-only compiled kernels
+    xk = x.unsqueeze(0)
+    path = fast.lstm_path(cell, xk) if isinstance(cell, LSTMCell) else fast.gru_path(cell, xk)
+    assert path in ("reference", "torch.gru")  # never the CPU-only compiled kernels
     want = run_all(module, x, lengths, "reference")
     assert_all_close(run_all(module, x, lengths, "fast"), want, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", VARIANTS)
+def test_cuda_pack_equals_cpu_pack(name):
+    """A pack on CUDA (batched reference loop) against the same pack on the CPU kernels."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(10)
+    pack = variants.build(name, 5, 6, bidirectional=True, trials=4).double()
+    x = torch.randn(4, 9, 2, 5, dtype=torch.float64)
+    lengths = torch.tensor([[9, 4], [3, 1], [6, 6], [2, 9]])
+    want = run_pack(pack, x, lengths, "fast")
+    got = run_pack(pack.cuda(), x.cuda(), lengths, "fast")
+    assert_all_close([g.cpu() for g in got], want, atol=1e-10, rtol=1e-9)

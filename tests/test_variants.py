@@ -204,16 +204,16 @@ def test_cifg_forget_gate_is_one_minus_input_gate():
     x, lengths = batch(dtype=torch.float64)
     torch.sigmoid = spy
     try:
-        y0 = cell.scan_reference(x[:1])[0]  # the per-step loop: the fast kernels fuse the sigmoid
+        y0 = cell.scan_reference(x[:1].unsqueeze(0))[0][0]  # the per-step loop (no fused sigmoid)
     finally:
         torch.sigmoid = original
-    i, o = seen  # one step: CIFG computes exactly two sigmoids, i and o
+    i, o = (t[0] for t in seen)  # one step: CIFG computes exactly two sigmoids, i and o
     w = cell.paper_weights()
     z = torch.tanh(x[0] @ w["W_z"].t() + w["b_z"])
     c = z * i + 0 * (1 - i)  # c' = 0 at the first step, f = 1 - i
     torch.testing.assert_close(y0[0], torch.tanh(c) * o)
     # second step, non-zero c': the module's c equals z*i + c'*(1 - i)
-    ys, cs = cell.scan(x[:2])
+    ys, cs = (t[0] for t in cell.scan(x[:2].unsqueeze(0)))
     a = x[1] @ w["W_i"].t() + ys[0] @ w["R_i"].t() + w["b_i"] + w["p_i"] * cs[0]
     i1 = torch.sigmoid(a)
     z1 = torch.tanh(x[1] @ w["W_z"].t() + ys[0] @ w["R_z"].t() + w["b_z"])
@@ -268,9 +268,9 @@ def test_np_equals_torch_lstm(bidirectional):
         for d in range(ours.directions):
             sfx = "_reverse" if d else ""
             cell = ours.cells[d]
-            getattr(ref, f"weight_ih_l0{sfx}").copy_(cell.W)  # both in gate order i, f, g, o
-            getattr(ref, f"weight_hh_l0{sfx}").copy_(cell.R)
-            getattr(ref, f"bias_ih_l0{sfx}").copy_(cell.b)
+            getattr(ref, f"weight_ih_l0{sfx}").copy_(cell.W[0])  # both in gate order i, f, g, o
+            getattr(ref, f"weight_hh_l0{sfx}").copy_(cell.R[0])
+            getattr(ref, f"bias_ih_l0{sfx}").copy_(cell.b[0])
             getattr(ref, f"bias_hh_l0{sfx}").zero_()
     x, lengths = batch()
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
@@ -286,13 +286,13 @@ def test_np_equals_torch_lstm(bidirectional):
         sfx = "_reverse" if d else ""
         cell = ours.cells[d]
         torch.testing.assert_close(
-            cell.W.grad, getattr(ref, f"weight_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5
+            cell.W.grad[0], getattr(ref, f"weight_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5
         )
         torch.testing.assert_close(
-            cell.R.grad, getattr(ref, f"weight_hh_l0{sfx}").grad, atol=1e-5, rtol=1e-5
+            cell.R.grad[0], getattr(ref, f"weight_hh_l0{sfx}").grad, atol=1e-5, rtol=1e-5
         )
         torch.testing.assert_close(
-            cell.b.grad, getattr(ref, f"bias_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5
+            cell.b.grad[0], getattr(ref, f"bias_ih_l0{sfx}").grad, atol=1e-5, rtol=1e-5
         )
 
 
@@ -305,7 +305,7 @@ def test_gru_equals_torch_gru(bidirectional):
         for d in range(ours.directions):
             for ours_name, ref_name in names.items():
                 getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").copy_(
-                    getattr(ours.cells[d], ours_name)
+                    getattr(ours.cells[d], ours_name)[0]
                 )
     x, lengths = batch()
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
@@ -320,7 +320,7 @@ def test_gru_equals_torch_gru(bidirectional):
     for d in range(ours.directions):
         for ours_name, ref_name in names.items():
             torch.testing.assert_close(
-                getattr(ours.cells[d], ours_name).grad,
+                getattr(ours.cells[d], ours_name).grad[0],
                 getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").grad,
                 atol=1e-5,
                 rtol=1e-5,
@@ -336,10 +336,10 @@ def test_chung_gru_form_differs_only_in_the_reset_placement():
     y = module(x, torch.tensor([2]))
     h = torch.zeros(4, dtype=torch.float64)
     for t in range(2):
-        w_r, w_u, w_n = cell.W.split(4)
-        u_r, u_u, u_n = cell.R.split(4)
-        bi_r, bi_u, bi_n = cell.b_ih.split(4)
-        bh_r, bh_u, bh_n = cell.b_hh.split(4)
+        w_r, w_u, w_n = cell.W[0].split(4)
+        u_r, u_u, u_n = cell.R[0].split(4)
+        bi_r, bi_u, bi_n = cell.b_ih[0].split(4)
+        bh_r, bh_u, bh_n = cell.b_hh[0].split(4)
         r = torch.sigmoid(w_r @ x[t, 0] + bi_r + u_r @ h + bh_r)
         u = torch.sigmoid(w_u @ x[t, 0] + bi_u + u_u @ h + bh_u)
         n = torch.tanh(w_n @ x[t, 0] + bi_n + u_n @ (r * h) + bh_n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from variants.spec import GRUSpec, LSTMSpec, gru, lstm
@@ -35,26 +36,41 @@ def build(
     hidden_size: int,
     bidirectional: bool = False,
     forget_bias: float = 0.0,
+    trials: int = 1,
+    generator: torch.Generator | None = None,
 ) -> nn.Module:
-    """A recurrent layer `module(x (T, B, M), lengths (B,)) -> (T, B, hidden_size * directions)`.
+    """A recurrent layer `module(x (T, B, M), lengths (B,)) -> (T, B, hidden_size * directions)`;
+    with `trials=K`, a pack of K independent layers run by `module.forward_packed`.
 
-    Every weight and bias is drawn from N(0, 0.1^2) (the paper's initialisation); `forget_bias` is
-    added to b_f for users who want Jozefowicz et al.'s +1 (not the paper's protocol).
+    Every weight and bias is drawn from N(0, 0.1^2) (the paper's initialisation), from
+    `generator` when given; `forget_bias` is added to b_f for users who want Jozefowicz et al.'s
+    +1 (not the paper's protocol).
     """
-    from variants.layer import Recurrent
-
-    spec = get_spec(name)
-    if input_size < 1 or hidden_size < 1:
-        raise ValueError(
-            f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}"
-        )
-    return Recurrent(spec, input_size, hidden_size, bidirectional, forget_bias, name=name)
+    return build_spec(
+        get_spec(name), input_size, hidden_size, bidirectional, forget_bias, trials, generator, name
+    )
 
 
 def build_spec(
-    spec: LSTMSpec | GRUSpec, input_size: int, hidden_size: int, bidirectional: bool = False
+    spec: LSTMSpec | GRUSpec,
+    input_size: int,
+    hidden_size: int,
+    bidirectional: bool = False,
+    forget_bias: float = 0.0,
+    trials: int = 1,
+    generator: torch.Generator | None = None,
+    name: str = "custom",
 ) -> nn.Module:
     """Like `build` for a spec outside the registry (new variants, ablations of ablations)."""
     from variants.layer import Recurrent
 
-    return Recurrent(spec, input_size, hidden_size, bidirectional, 0.0, name="custom")
+    for what, value in (
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("trials", trials),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    return Recurrent(
+        spec, input_size, hidden_size, bidirectional, forget_bias, name, trials, generator
+    )

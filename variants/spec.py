@@ -8,6 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The one flag table of the fast kernels (variants/fast): bit k of a spec's flag word is field k.
+# The compiled kernel receives these bits (and the registry's flag words) from a header generated
+# from this table; a spec with a field not listed here runs in the reference loop instead.
+KERNEL_FLAGS = (
+    "input_gate",
+    "forget_gate",
+    "output_gate",
+    "input_activation",
+    "output_activation",
+    "peepholes",
+    "coupled_input_forget",
+    "full_gate_recurrence",
+)
+
 
 @dataclass(frozen=True)
 class LSTMSpec:

@@ -1,15 +1,17 @@
 """Fast time loops for the variant cells, and the choice between them (the cells' `scan`).
 
-Paths, chosen per call by `ODYSSEY_CELLS` (or `use(...)`) and the tensors' device:
-- `reference`: the cells' readable per-step loop under autograd (`LSTMCell.scan_reference`).
-- `python`: the whole sequence in `pykernel` (pure PyTorch, any device) with a hand-written
-  backward: no autograd graph per step.
-- `fast` (default): as `python`, but on CPU the compiled kernels of `cells.cpp` (built once per
-  machine, see `build`; if the build fails, one warning and the `python` kernels); variants whose
-  equations are exactly PyTorch's run in PyTorch's fused kernels (NP -> torch.lstm when the cell
-  states are not needed, the GRU -> torch.gru on CUDA, where cuDNN beats any loop of ours).
-In every path the input projection of all steps is one matrix product outside the time loop
-(for the LSTM variants without the bias, which the kernels add in their step loop).
+Paths, chosen per call by `ODYSSEY_CELLS` (or `use(...)`), the spec and the tensors' device:
+- `reference`: the cells' readable per-step loop under autograd (`LSTMCell.scan_reference`),
+  batched over the trials of a pack. Every other path is tested against it.
+- `fast` (default): on CPU the compiled kernels of `cells.cpp` (built once per machine, see
+  `build`), forward and hand-written backward over whole sequences, trial by trial; a spec the
+  kernels do not know (`supports`) or a failed build (one warning) falls back to `reference`.
+  Variants whose equations are exactly PyTorch's run in PyTorch's fused kernels for a single
+  model (K = 1): NP -> torch.lstm when the cell states are not needed, the GRU -> torch.gru on
+  CUDA, where cuDNN beats any loop of ours. Packs on CUDA run the reference loop batched over
+  the pack (one launch per operation per step for all K trials).
+In every path the input projection of all steps is one (batched) matrix product outside the time
+loop (for the LSTM variants without the bias, which the kernels add in their step loop).
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from contextlib import contextmanager
 
 import torch
 
-from variants.fast import build, pykernel
+from variants.fast import build
 from variants.fast.functions import (
     GRUSequence,
     LSTMSequence,
     is_torch_gru,
     is_torch_lstm,
     lstm_flags,
+    supports,
 )
 
-MODES = ("fast", "python", "reference")
+MODES = ("fast", "reference")
 ENV = "ODYSSEY_CELLS"
 _override: list[str] = []
 
@@ -44,7 +47,7 @@ def mode() -> str:
 
 @contextmanager
 def use(m: str) -> Iterator[None]:
-    """Run the block with path `m` ("fast", "python" or "reference")."""
+    """Run the block with path `m` ("fast" or "reference")."""
     if m not in MODES:
         raise ValueError(f"unknown cell path {m!r}; known: {', '.join(MODES)}")
     _override.append(m)
@@ -54,67 +57,86 @@ def use(m: str) -> Iterator[None]:
         _override.pop()
 
 
-def _kernel(x: torch.Tensor, m: str):
-    if m == "fast" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        ops = build.load()
-        if ops is not None:
-            return ops
-    return pykernel
+def _compiled(x: torch.Tensor):
+    """The compiled kernels when they apply to `x` (CPU, float32/64, built), else None."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return build.load()
+    return None
 
 
 def lstm_path(cell, x: torch.Tensor, need_cells: bool = True) -> str:
-    """Which implementation `lstm_scan` uses for this cell and input (for logs and benchmarks)."""
-    m = mode()
-    if m == "reference":
+    """Which implementation `lstm_scan` uses for this cell and input (for logs and benchmarks):
+    "reference", "torch.lstm" or "compiled"."""
+    if mode() == "reference" or not supports(cell.spec):
         return "reference"
-    if m == "fast" and not need_cells and is_torch_lstm(cell.spec):
+    if not need_cells and cell.trials == 1 and is_torch_lstm(cell.spec):
         return "torch.lstm"
-    return "compiled" if _kernel(x, m) is not pykernel else "python"
+    return "compiled" if _compiled(x) is not None else "reference"
 
 
 def lstm_scan(
-    cell, x: torch.Tensor, need_cells: bool = True
+    cell, x: torch.Tensor, steps: torch.Tensor | None = None, need_cells: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`x (T, B, M)` -> `(y (T, B, N), c (T, B, N))` for an `LSTMCell`; `c` may be None when
-    `need_cells` is False."""
+    """`x (K, T, B, M)` -> `(y (K, T, B, N), c (K, T, B, N))` for an `LSTMCell`; `c` may be None
+    when `need_cells` is False. `steps (K,)`: the kernels skip a trial's steps past it."""
     path = lstm_path(cell, x, need_cells)
     if path == "reference":
         return cell.scan_reference(x)
     if path == "torch.lstm":
-        h0 = x.new_zeros(1, x.shape[1], cell.hidden_size)
-        params = [cell.W, cell.R, cell.b, torch.zeros_like(cell.b)]
-        y = torch.lstm(x, (h0, h0), params, True, 1, 0.0, torch.is_grad_enabled(), False, False)[0]
-        return y, None
-    t_len, batch, _ = x.shape
-    xw = torch.mm(x.reshape(t_len * batch, -1), cell.W.t()).view(t_len, batch, -1)
+        h0 = x.new_zeros(1, x.shape[2], cell.hidden_size)
+        params = [cell.W[0], cell.R[0], cell.b[0], torch.zeros_like(cell.b[0])]
+        y = torch.lstm(x[0], (h0, h0), params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
+        return y[0].unsqueeze(0), None
+    trials, t_len, batch, m = x.shape
+    xw = torch.bmm(x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2))
+    xw = xw.view(trials, t_len, batch, -1)  # (K, T, B, G*N)
+    steps = _steps(steps, trials, t_len)
     return LSTMSequence.apply(
-        xw, cell.b, cell.R, cell.p, cell.Rg, lstm_flags(cell.spec), _kernel(x, mode())
+        xw, cell.b, cell.R, cell.p, cell.Rg, steps, lstm_flags(cell.spec), _compiled(x)
     )
 
 
 def gru_path(cell, x: torch.Tensor) -> str:
-    m = mode()
-    if m == "reference" or not is_torch_gru(cell.spec):
+    if mode() == "reference" or not supports(cell.spec):
         return "reference"  # the kernels implement the reset-after (torch.nn.GRU) form only
-    if m == "fast" and x.device.type != "cpu":
-        return "torch.gru"
-    return "compiled" if _kernel(x, m) is not pykernel else "python"
+    if x.device.type != "cpu":
+        return "torch.gru" if cell.trials == 1 and is_torch_gru(cell.spec) else "reference"
+    return "compiled" if _compiled(x) is not None else "reference"
 
 
-def gru_scan(cell, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-    """`x (T, B, M)` -> `(h (T, B, N), None)` for a `GRUCell`."""
+def gru_scan(cell, x: torch.Tensor, steps: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    """`x (K, T, B, M)` -> `(h (K, T, B, N), None)` for a `GRUCell`."""
     path = gru_path(cell, x)
     if path == "reference":
         return cell.scan_reference(x)
     if path == "torch.gru":
-        h0 = x.new_zeros(1, x.shape[1], cell.hidden_size)
-        params = [cell.W, cell.R, cell.b_ih, cell.b_hh]
-        return torch.gru(x, h0, params, True, 1, 0.0, torch.is_grad_enabled(), False, False)[
-            0
-        ], None
-    t_len, batch, _ = x.shape
-    xw = torch.addmm(cell.b_ih, x.reshape(t_len * batch, -1), cell.W.t()).view(t_len, batch, -1)
-    return GRUSequence.apply(xw, cell.R, cell.b_hh, _kernel(x, mode())), None
+        h0 = x.new_zeros(1, x.shape[2], cell.hidden_size)
+        params = [cell.W[0], cell.R[0], cell.b_ih[0], cell.b_hh[0]]
+        h = torch.gru(x[0], h0, params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
+        return h[0].unsqueeze(0), None
+    trials, t_len, batch, m = x.shape
+    xw = torch.baddbmm(
+        cell.b_ih.unsqueeze(1), x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2)
+    ).view(trials, t_len, batch, -1)
+    steps = _steps(steps, trials, t_len)
+    return GRUSequence.apply(xw, cell.R, cell.b_hh, steps, _compiled(x)), None
 
 
-__all__ = ["ENV", "MODES", "build", "gru_path", "gru_scan", "lstm_path", "lstm_scan", "mode", "use"]
+def _steps(steps: torch.Tensor | None, trials: int, t_len: int) -> torch.Tensor:
+    if steps is None:
+        return torch.full((trials,), t_len, dtype=torch.int64)
+    return steps.to("cpu", torch.int64)
+
+
+__all__ = [
+    "ENV",
+    "MODES",
+    "build",
+    "gru_path",
+    "gru_scan",
+    "lstm_path",
+    "lstm_scan",
+    "mode",
+    "supports",
+    "use",
+]

@@ -1,4 +1,8 @@
-// Whole-sequence LSTM-variant and GRU kernels, forward and hand-written backward (CPU).
+// Whole-sequence LSTM-variant and GRU kernels, forward and hand-written backward (CPU), for a
+// pack of K independent trials: every tensor has a leading trial dimension, trial k runs its own
+// weights over its own `steps[k]` steps (the rest of the time axis is padding, left at zero), and
+// the trials are independent loops (at::parallel_for over k), each keeping its recurrent matrix
+// hot in cache for its whole sequence.
 //
 // The generic LSTM of Greff et al. 2017 (section II), one direction, driven by flag bits:
 //   a_t = xw_t + y_{t-1} R^T (+ for FGR, on the i, f, o blocks: g_{t-1} Rg^T, g = [i, f, o])
@@ -15,9 +19,16 @@
 // GRU (torch.nn.GRU form, reset after the product): h_t = (1-u) n + u h', with
 //   [hr, hu, hn] = h' R^T + b_hh, r = s(xr + hr), u = s(xu + hu), n = tanh(xn + r hn).
 //
+// The flag bits and the flag sets specialised at compile time come from `odyssey_flags.h`, which
+// variants/fast/build.py writes from the one flag table (variants.spec.KERNEL_FLAGS) and the
+// registry: nothing here knows the registry's numbers.
+//
 // Exposed as torch.ops.odyssey_cells.{lstm_forward, lstm_backward, gru_forward, gru_backward}.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include "odyssey_flags.h"
 
 #include <algorithm>
 #include <cmath>
@@ -48,8 +59,10 @@ void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const 
 namespace {
 
 enum Flags : int64_t {
-  kInputGate = 1, kForgetGate = 2, kOutputGate = 4, kTanhIn = 8, kTanhOut = 16,
-  kPeepholes = 32, kCoupled = 64, kFullGateRecurrence = 128,
+  kInputGate = ODYSSEY_BIT_input_gate, kForgetGate = ODYSSEY_BIT_forget_gate,
+  kOutputGate = ODYSSEY_BIT_output_gate, kTanhIn = ODYSSEY_BIT_input_activation,
+  kTanhOut = ODYSSEY_BIT_output_activation, kPeepholes = ODYSSEY_BIT_peepholes,
+  kCoupled = ODYSSEY_BIT_coupled_input_forget, kFullGateRecurrence = ODYSSEY_BIT_full_gate_recurrence,
 };
 
 // Denormal floats (saturated gates make products near 1e-38) cost ~100x per operation; flush
@@ -180,22 +193,19 @@ struct DynamicFlags {
         fgr(F & kFullGateRecurrence) {}
 };
 
-// Calls fn(flags object): a StaticFlags for the flag sets of the registry's variants (V, NIG,
-// NFG, NOG, NIAF, NOAF, NP, CIFG, FGR; values as `variants.fast.functions.lstm_flags`).
+// Calls fn(flags object): a StaticFlags for the flag sets of the registry's variants (listed by
+// the generated ODYSSEY_STATIC_FLAG_SETS), a DynamicFlags for any other.
 template <class Fn>
 void with_flags(int64_t flags, Fn&& fn) {
+#define ODYSSEY_CASE(F) \
+  case F:               \
+    fn(StaticFlags<F>{}); \
+    return;
   switch (flags) {
-    case 63: fn(StaticFlags<63>{}); return;
-    case 62: fn(StaticFlags<62>{}); return;
-    case 61: fn(StaticFlags<61>{}); return;
-    case 59: fn(StaticFlags<59>{}); return;
-    case 55: fn(StaticFlags<55>{}); return;
-    case 47: fn(StaticFlags<47>{}); return;
-    case 31: fn(StaticFlags<31>{}); return;
-    case 127: fn(StaticFlags<127>{}); return;
-    case 191: fn(StaticFlags<191>{}); return;
+    ODYSSEY_STATIC_FLAG_SETS(ODYSSEY_CASE)
     default: fn(DynamicFlags(flags)); return;
   }
+#undef ODYSSEY_CASE
 }
 
 struct Layout {
@@ -281,65 +291,83 @@ void lstm_step_forward(const Fl fl, const Layout& L, int64_t batch, const T* xw,
   }
 }
 
-// xw (T, B, G*N) = W x for all steps (one GEMM by the caller); bias b (G*N); r (G*N, N); rg (3N, 3N) for FGR, else empty; p (P, N) or empty.
-// Returns y (T+1, B, N) and c (T+1, B, N) with y[0] = c[0] = 0, g (T+1, B, 3N) = [i, f, o] with
-// g[0] = 0 for FGR (else empty), act (T, B, G*N) gate activations, hc (T, B, N) = h(c).
+int64_t steps_of(const at::Tensor& steps, int64_t k, int64_t t_len) {
+  const int64_t v = steps.data_ptr<int64_t>()[k];
+  TORCH_CHECK(v >= 0 && v <= t_len, "odyssey_cells: steps must lie in 0..T");
+  return v;
+}
+
+// xw (K, T, B, G*N) = W x for all steps (one batched GEMM by the caller); bias b (K, G*N);
+// r (K, G*N, N); rg (K, 3N, 3N) for FGR, else empty; p (K, P, N) or empty; steps (K,) int64.
+// Returns y (K, T+1, B, N) and c (K, T+1, B, N) with y[:, 0] = c[:, 0] = 0, g (K, T+1, B, 3N) =
+// [i, f, o] with g[:, 0] = 0 for FGR (else empty), act (K, T, B, G*N) gate activations and
+// hc (K, T, B, N) = h(c); everything past a trial's steps is zero.
 std::vector<at::Tensor> lstm_forward(const at::Tensor& xw_, const at::Tensor& b_,
                                      const at::Tensor& r_, const at::Tensor& rg_,
-                                     const at::Tensor& p_, int64_t flags) {
+                                     const at::Tensor& p_, const at::Tensor& steps_,
+                                     int64_t flags) {
   TORCH_CHECK(xw_.device().is_cpu(), "odyssey_cells: CPU tensors only");
   auto xw = xw_.contiguous();
   auto bias = b_.contiguous();
   auto rw = r_.contiguous();
   auto rg = rg_.contiguous();
   auto p = p_.contiguous();
-  const int64_t t_len = xw.size(0), batch = xw.size(1), gn = xw.size(2), n = rw.size(1);
+  auto steps = steps_.to(at::kLong).contiguous();
+  TORCH_CHECK(xw.dim() == 4 && rw.dim() == 3, "odyssey_cells: expected xw (K, T, B, G*N)");
+  const int64_t trials = xw.size(0), t_len = xw.size(1), batch = xw.size(2), gn = xw.size(3),
+                n = rw.size(2);
   const bool fgr = flags & kFullGateRecurrence;
   Layout L(flags, n);
-  TORCH_CHECK(L.g * n == gn && rw.size(0) == gn,
+  TORCH_CHECK(L.g * n == gn && rw.size(1) == gn && rw.size(0) == trials,
               "odyssey_cells: xw and r do not match the flags' gate count");
-  TORCH_CHECK(bias.numel() == gn, "odyssey_cells: bias size does not match xw");
-  TORCH_CHECK(p.numel() == L.peepholes() * n, "odyssey_cells: peephole shape does not match");
-  TORCH_CHECK(!fgr || (rg.dim() == 2 && rg.size(0) == 3 * n && rg.size(1) == 3 * n),
-              "odyssey_cells: FGR needs rg of shape (3N, 3N)");
+  TORCH_CHECK(bias.numel() == trials * gn, "odyssey_cells: bias size does not match xw");
+  TORCH_CHECK(p.numel() == trials * L.peepholes() * n, "odyssey_cells: peephole shape");
+  TORCH_CHECK(!fgr || (rg.dim() == 3 && rg.size(1) == 3 * n && rg.size(2) == 3 * n),
+              "odyssey_cells: FGR needs rg of shape (K, 3N, 3N)");
+  TORCH_CHECK(steps.numel() == trials, "odyssey_cells: steps must be (K,)");
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     using T = scalar_t;
-    FlushDenormals ftz;
-    auto y = at::empty({t_len + 1, batch, n}, xw.options());
-    auto c = at::empty({t_len + 1, batch, n}, xw.options());
-    auto g = fgr ? at::empty({t_len + 1, batch, 3 * n}, xw.options()) : xw.new_empty({0});
-    auto act = at::empty_like(xw);
-    auto hc = at::empty({t_len, batch, n}, xw.options());
-    auto q = at::zeros({batch, gn}, xw.options());  // y' R^T (zero at t = 0)
-    auto qg = fgr ? at::zeros({batch, 3 * n}, xw.options()) : q;
-    y[0].zero_();
-    c[0].zero_();
-    if (fgr) g[0].zero_();
-    T* Y = y.data_ptr<T>();
-    T* C = c.data_ptr<T>();
-    T* G = fgr ? g.data_ptr<T>() : nullptr;
-    T* A = act.data_ptr<T>();
-    T* H = hc.data_ptr<T>();
-    T* Q = q.data_ptr<T>();
-    T* QG = qg.data_ptr<T>();
-    const T* X = xw.data_ptr<T>();
-    const T* BI = bias.data_ptr<T>();
-    const T* P = p.numel() ? p.data_ptr<T>() : nullptr;
-    const int64_t bn = batch * n;
-    FixedRight<T> rec(rw.data_ptr<T>(), true, batch, gn, n, n);  // q = y' R^T
-    std::unique_ptr<FixedRight<T>> rec_g;
-    if (fgr) rec_g = std::make_unique<FixedRight<T>>(rg.data_ptr<T>(), true, batch, 3 * n, 3 * n,
-                                                     3 * n);  // qg = g' Rg^T
-    with_flags(flags, [&](auto fl) {
-      for (int64_t t = 0; t < t_len; ++t) {
-        if (t > 0) {  // y[0] = g[0] = 0 contribute nothing: q, qg stay zero at t = 0
-          rec(Y + t * bn, n, 0, Q, gn);
-          if (fgr) (*rec_g)(G + t * 3 * bn, 3 * n, 0, QG, 3 * n);
-        }
-        lstm_step_forward<T>(fl, L, batch, X + t * batch * gn, BI, Q, QG, A + t * batch * gn,
-                             C + t * bn, C + (t + 1) * bn, H + t * bn, Y + (t + 1) * bn,
-                             G ? G + (t + 1) * 3 * bn : nullptr, P);
+    auto y = at::zeros({trials, t_len + 1, batch, n}, xw.options());
+    auto c = at::zeros({trials, t_len + 1, batch, n}, xw.options());
+    auto g = fgr ? at::zeros({trials, t_len + 1, batch, 3 * n}, xw.options()) : xw.new_empty({0});
+    auto act = at::zeros_like(xw);
+    auto hc = at::zeros({trials, t_len, batch, n}, xw.options());
+    const int64_t bn = batch * n, np = L.peepholes() * n;
+    at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
+      FlushDenormals ftz;
+      std::vector<T> q_buf(batch * gn, T(0)), qg_buf(fgr ? batch * 3 * n : 1, T(0));
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t t_k = steps_of(steps, k, t_len);
+        T* Y = y.data_ptr<T>() + k * (t_len + 1) * bn;
+        T* C = c.data_ptr<T>() + k * (t_len + 1) * bn;
+        T* G = fgr ? g.data_ptr<T>() + k * (t_len + 1) * 3 * bn : nullptr;
+        T* A = act.data_ptr<T>() + k * t_len * batch * gn;
+        T* H = hc.data_ptr<T>() + k * t_len * bn;
+        T* Q = q_buf.data();
+        T* QG = qg_buf.data();
+        const T* X = xw.data_ptr<T>() + k * t_len * batch * gn;
+        const T* BI = bias.data_ptr<T>() + k * gn;
+        const T* P = np ? p.data_ptr<T>() + k * np : nullptr;
+        const T* RW = rw.data_ptr<T>() + k * gn * n;
+        FixedRight<T> rec(RW, true, batch, gn, n, n);  // q = y' R^T
+        std::unique_ptr<FixedRight<T>> rec_g;
+        if (fgr)
+          rec_g = std::make_unique<FixedRight<T>>(rg.data_ptr<T>() + k * 9 * n * n, true, batch,
+                                                  3 * n, 3 * n, 3 * n);  // qg = g' Rg^T
+        std::fill(q_buf.begin(), q_buf.end(), T(0));
+        std::fill(qg_buf.begin(), qg_buf.end(), T(0));
+        with_flags(flags, [&](auto fl) {
+          for (int64_t t = 0; t < t_k; ++t) {
+            if (t > 0) {  // y[0] = g[0] = 0 contribute nothing: q, qg stay zero at t = 0
+              rec(Y + t * bn, n, 0, Q, gn);
+              if (fgr) (*rec_g)(G + t * 3 * bn, 3 * n, 0, QG, 3 * n);
+            }
+            lstm_step_forward<T>(fl, L, batch, X + t * batch * gn, BI, Q, QG, A + t * batch * gn,
+                                 C + t * bn, C + (t + 1) * bn, H + t * bn, Y + (t + 1) * bn,
+                                 G ? G + (t + 1) * 3 * bn : nullptr, P);
+          }
+        });
       }
     });
     out = {y, g, c, act, hc};
@@ -438,73 +466,87 @@ void lstm_step_backward(const Fl fl, const Layout& L, int64_t batch, const T* ac
   }
 }
 
-// Gradients of lstm_forward given dy (T, B, N) and dc (T, B, N) (either may be empty: zero):
-// returns dxw (T, B, G*N), db (G*N), dr (G*N, N), drg (3N, 3N) for FGR (else empty), dp (P, N).
+// Gradients of lstm_forward given dy (K, T, B, N) and dc (K, T, B, N) (either may be empty:
+// zero): returns dxw (K, T, B, G*N), db (K, G*N), dr (K, G*N, N), drg (K, 3N, 3N) for FGR (else
+// empty), dp (K, P, N). Steps past a trial's `steps` get zero gradients.
 std::vector<at::Tensor> lstm_backward(const at::Tensor& dy_, const at::Tensor& dc_,
                                       const at::Tensor& r_, const at::Tensor& rg_,
                                       const at::Tensor& p_, const at::Tensor& y,
                                       const at::Tensor& g, const at::Tensor& c,
-                                      const at::Tensor& act, const at::Tensor& hc, int64_t flags) {
+                                      const at::Tensor& act, const at::Tensor& hc,
+                                      const at::Tensor& steps_, int64_t flags) {
   auto dye = dy_.numel() ? dy_.contiguous() : dy_;
   auto dce = dc_.numel() ? dc_.contiguous() : dc_;
   auto rw = r_.contiguous();
   auto rg = rg_.contiguous();
   auto p = p_.contiguous();
-  const int64_t t_len = act.size(0), batch = act.size(1), gn = act.size(2), n = hc.size(2);
+  auto steps = steps_.to(at::kLong).contiguous();
+  const int64_t trials = act.size(0), t_len = act.size(1), batch = act.size(2),
+                gn = act.size(3), n = hc.size(3);
   const bool fgr = flags & kFullGateRecurrence;
   Layout L(flags, n);
   TORCH_CHECK(L.g * n == gn, "odyssey_cells: act does not match the flags' gate count");
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward", [&] {
     using T = scalar_t;
-    FlushDenormals ftz;
-    auto da = at::empty_like(act);
-    auto dga = fgr ? at::empty({t_len, batch, 3 * n}, act.options()) : act.new_empty({0});
+    auto da = at::zeros_like(act);
+    auto dga = fgr ? at::zeros({trials, t_len, batch, 3 * n}, act.options()) : act.new_empty({0});
     auto dp = at::zeros_like(p);
-    auto dbias = at::zeros({gn}, act.options());
-    auto dyn = at::zeros({batch, n}, act.options());  // dy_t from step t+1
-    auto dgn = fgr ? at::zeros({batch, 3 * n}, act.options()) : dyn;
-    auto carry = at::zeros({batch, n}, act.options());
+    auto dbias = at::zeros({trials, gn}, act.options());
+    auto dr = at::zeros({trials, gn, n}, act.options());
+    auto drg = fgr ? at::zeros({trials, 3 * n, 3 * n}, act.options()) : act.new_empty({0});
     auto zero = at::zeros({n}, act.options());  // stands in for an absent dy or dc
-    const int64_t bn = batch * n;
-    const T* DYE = dye.numel() ? dye.data_ptr<T>() : zero.data_ptr<T>();
-    const T* DCE = dce.numel() ? dce.data_ptr<T>() : zero.data_ptr<T>();
+    const int64_t bn = batch * n, np = L.peepholes() * n;
     const int64_t sdy = dye.numel() ? n : 0, sdc = dce.numel() ? n : 0;
-    const T* P = p.numel() ? p.data_ptr<T>() : nullptr;
-    T* DP = p.numel() ? dp.data_ptr<T>() : nullptr;
-    const T* C = c.data_ptr<T>();
-    const T* A = act.data_ptr<T>();
-    const T* H = hc.data_ptr<T>();
-    T* DA = da.data_ptr<T>();
-    T* DGA = fgr ? dga.data_ptr<T>() : nullptr;
-    T* DYN = dyn.data_ptr<T>();
-    T* DGN = dgn.data_ptr<T>();
-    FixedRight<T> rec(rw.data_ptr<T>(), false, batch, n, gn, n);  // dy' = da R
-    std::unique_ptr<FixedRight<T>> rec_g;
-    if (fgr) rec_g = std::make_unique<FixedRight<T>>(rg.data_ptr<T>(), false, batch, 3 * n,
-                                                     3 * n, 3 * n);  // dg' = dga Rg
-    with_flags(flags, [&](auto fl) {
-      for (int64_t t = t_len - 1; t >= 0; --t) {
-        lstm_step_backward<T>(fl, L, batch, A + t * batch * gn, C + t * bn, C + (t + 1) * bn,
-                              H + t * bn, DYE + t * batch * sdy, sdy, DCE + t * batch * sdc, sdc,
-                              DYN, DGN, carry.data_ptr<T>(), DA + t * batch * gn,
-                              DGA ? DGA + t * 3 * bn : nullptr, dbias.data_ptr<T>(), P, DP);
-        if (t > 0) {
-          rec(DA + t * batch * gn, gn, 0, DYN, n);
-          if (fgr) (*rec_g)(DGA + t * 3 * bn, 3 * n, 0, DGN, 3 * n);
-        }
+    at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
+      FlushDenormals ftz;
+      std::vector<T> dyn_buf(bn), dgn_buf(fgr ? 3 * bn : 1), carry_buf(bn);
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t t_k = steps_of(steps, k, t_len);
+        std::fill(dyn_buf.begin(), dyn_buf.end(), T(0));  // dy_t from step t+1
+        std::fill(dgn_buf.begin(), dgn_buf.end(), T(0));
+        std::fill(carry_buf.begin(), carry_buf.end(), T(0));
+        T* DYN = dyn_buf.data();
+        T* DGN = dgn_buf.data();
+        const T* DYE = sdy ? dye.data_ptr<T>() + k * t_len * bn : zero.data_ptr<T>();
+        const T* DCE = sdc ? dce.data_ptr<T>() + k * t_len * bn : zero.data_ptr<T>();
+        const T* P = np ? p.data_ptr<T>() + k * np : nullptr;
+        T* DP = np ? dp.data_ptr<T>() + k * np : nullptr;
+        const T* C = c.data_ptr<T>() + k * (t_len + 1) * bn;
+        const T* A = act.data_ptr<T>() + k * t_len * batch * gn;
+        const T* H = hc.data_ptr<T>() + k * t_len * bn;
+        const T* Y = y.data_ptr<T>() + k * (t_len + 1) * bn;
+        const T* G = fgr ? g.data_ptr<T>() + k * (t_len + 1) * 3 * bn : nullptr;
+        T* DA = da.data_ptr<T>() + k * t_len * batch * gn;
+        T* DGA = fgr ? dga.data_ptr<T>() + k * t_len * 3 * bn : nullptr;
+        T* DB = dbias.data_ptr<T>() + k * gn;
+        const T* RW = rw.data_ptr<T>() + k * gn * n;
+        const T* RG = fgr ? rg.data_ptr<T>() + k * 9 * n * n : nullptr;
+        FixedRight<T> rec(RW, false, batch, n, gn, n);  // dy' = da R
+        std::unique_ptr<FixedRight<T>> rec_g;
+        if (fgr)
+          rec_g = std::make_unique<FixedRight<T>>(RG, false, batch, 3 * n, 3 * n,
+                                                  3 * n);  // dg' = dga Rg
+        with_flags(flags, [&](auto fl) {
+          for (int64_t t = t_k - 1; t >= 0; --t) {
+            lstm_step_backward<T>(fl, L, batch, A + t * batch * gn, C + t * bn, C + (t + 1) * bn,
+                                  H + t * bn, DYE + t * batch * sdy, sdy, DCE + t * batch * sdc,
+                                  sdc, DYN, DGN, carry_buf.data(), DA + t * batch * gn,
+                                  DGA ? DGA + t * 3 * bn : nullptr, DB, P, DP);
+            if (t > 0) {
+              rec(DA + t * batch * gn, gn, 0, DYN, n);
+              if (fgr) (*rec_g)(DGA + t * 3 * bn, 3 * n, 0, DGN, 3 * n);
+            }
+          }
+        });
+        // dR = sum_t da_t^T y_{t-1}, dRg = sum_t dga_t^T g_{t-1}: one GEMM each over all steps
+        gemm<T>(true, false, gn, n, t_k * batch, 1, DA, gn, Y, n, 0,
+                dr.data_ptr<T>() + k * gn * n, n);
+        if (fgr)
+          gemm<T>(true, false, 3 * n, 3 * n, t_k * batch, 1, DGA, 3 * n, G, 3 * n, 0,
+                  drg.data_ptr<T>() + k * 9 * n * n, 3 * n);
       }
     });
-    // dR = sum_t da_t^T y_{t-1}, dRg = sum_t dga_t^T g_{t-1}: one GEMM each over all steps
-    auto dr = at::empty({gn, n}, act.options());
-    gemm<T>(true, false, gn, n, t_len * batch, 1, DA, gn, y.data_ptr<T>(), n, 0,
-            dr.data_ptr<T>(), n);
-    auto drg = act.new_empty({0});
-    if (fgr) {
-      drg = at::empty({3 * n, 3 * n}, act.options());
-      gemm<T>(true, false, 3 * n, 3 * n, t_len * batch, 1, DGA, 3 * n, g.data_ptr<T>(), 3 * n, 0,
-              drg.data_ptr<T>(), 3 * n);
-    }
     out = {da, dbias, dr, drg, dp};
   });
   return out;
@@ -512,108 +554,126 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dy_, const at::Tensor& d
 
 // ------------------------------------------------------------------------------------ GRU
 
-// xw (T, B, 3N) = W x + b_ih; r (3N, N); b_hh (3N). Returns h (T+1, B, N) with h[0] = 0 and the
-// saved activations act (T, B, 4N) = [r, u, n, hn].
+// xw (K, T, B, 3N) = W x + b_ih; r (K, 3N, N); b_hh (K, 3N); steps (K,). Returns h
+// (K, T+1, B, N) with h[:, 0] = 0 and the saved activations act (K, T, B, 4N) = [r, u, n, hn];
+// zero past a trial's steps.
 std::vector<at::Tensor> gru_forward(const at::Tensor& xw_, const at::Tensor& r_,
-                                    const at::Tensor& bhh_) {
+                                    const at::Tensor& bhh_, const at::Tensor& steps_) {
   TORCH_CHECK(xw_.device().is_cpu(), "odyssey_cells: CPU tensors only");
   auto xw = xw_.contiguous();
   auto rw = r_.contiguous();
   auto bhh = bhh_.contiguous();
+  auto steps = steps_.to(at::kLong).contiguous();
+  TORCH_CHECK(xw.dim() == 4 && rw.dim() == 3, "odyssey_cells: expected xw (K, T, B, 3N)");
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
-    FlushDenormals ftz;
     using T = scalar_t;
-    const int64_t t_len = xw.size(0), batch = xw.size(1), n = rw.size(1);
-    auto h = at::zeros({t_len + 1, batch, n}, xw.options());
-    auto act = at::empty({t_len, batch, 4 * n}, xw.options());
-    auto hh = at::empty({batch, 3 * n}, xw.options());
-    T* Hs = h.data_ptr<T>();
-    T* Ac = act.data_ptr<T>();
-    T* HH = hh.data_ptr<T>();
-    const T* X = xw.data_ptr<T>();
-    const T* R = rw.data_ptr<T>();
-    const T* BH = bhh.data_ptr<T>();
-    FixedRight<T> rec(R, true, batch, 3 * n, n, n);  // hh = h' R^T + b_hh
-    for (int64_t t = 0; t < t_len; ++t) {
-      for (int64_t b = 0; b < batch; ++b) std::memcpy(HH + b * 3 * n, BH, 3 * n * sizeof(T));
-      if (t > 0) rec(Hs + t * batch * n, n, 1, HH, 3 * n);
-      for (int64_t b = 0; b < batch; ++b) {
-        const T* __restrict x = X + (t * batch + b) * 3 * n;
-        const T* __restrict q = HH + b * 3 * n;
-        const T* __restrict h0 = Hs + (t * batch + b) * n;
-        T* __restrict h1 = Hs + ((t + 1) * batch + b) * n;
-        T* __restrict a = Ac + (t * batch + b) * 4 * n;
-        _Pragma("omp simd")  // (a #pragma cannot stand inside the dispatch macro)
-        for (int64_t j = 0; j < n; ++j) {
-          T r = sigm(x[j] + q[j]);
-          T u = sigm(x[n + j] + q[n + j]);
-          T hn = q[2 * n + j];
-          T nn = tanh_(x[2 * n + j] + r * hn);
-          a[j] = r;
-          a[n + j] = u;
-          a[2 * n + j] = nn;
-          a[3 * n + j] = hn;
-          h1[j] = (T(1) - u) * nn + u * h0[j];
+    const int64_t trials = xw.size(0), t_len = xw.size(1), batch = xw.size(2), n = rw.size(2);
+    auto h = at::zeros({trials, t_len + 1, batch, n}, xw.options());
+    auto act = at::zeros({trials, t_len, batch, 4 * n}, xw.options());
+    at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
+      FlushDenormals ftz;
+      std::vector<T> hh_buf(batch * 3 * n);
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t t_k = steps_of(steps, k, t_len);
+        T* Hs = h.data_ptr<T>() + k * (t_len + 1) * batch * n;
+        T* Ac = act.data_ptr<T>() + k * t_len * batch * 4 * n;
+        T* HH = hh_buf.data();
+        const T* X = xw.data_ptr<T>() + k * t_len * batch * 3 * n;
+        const T* R = rw.data_ptr<T>() + k * 3 * n * n;
+        const T* BH = bhh.data_ptr<T>() + k * 3 * n;
+        FixedRight<T> rec(R, true, batch, 3 * n, n, n);  // hh = h' R^T + b_hh
+        for (int64_t t = 0; t < t_k; ++t) {
+          for (int64_t b = 0; b < batch; ++b) std::memcpy(HH + b * 3 * n, BH, 3 * n * sizeof(T));
+          if (t > 0) rec(Hs + t * batch * n, n, 1, HH, 3 * n);
+          for (int64_t b = 0; b < batch; ++b) {
+            const T* __restrict x = X + (t * batch + b) * 3 * n;
+            const T* __restrict q = HH + b * 3 * n;
+            const T* __restrict h0 = Hs + (t * batch + b) * n;
+            T* __restrict h1 = Hs + ((t + 1) * batch + b) * n;
+            T* __restrict a = Ac + (t * batch + b) * 4 * n;
+            _Pragma("omp simd")  // (a #pragma cannot stand inside the dispatch macro)
+            for (int64_t j = 0; j < n; ++j) {
+              T r = sigm(x[j] + q[j]);
+              T u = sigm(x[n + j] + q[n + j]);
+              T hn = q[2 * n + j];
+              T nn = tanh_(x[2 * n + j] + r * hn);
+              a[j] = r;
+              a[n + j] = u;
+              a[2 * n + j] = nn;
+              a[3 * n + j] = hn;
+              h1[j] = (T(1) - u) * nn + u * h0[j];
+            }
+          }
         }
       }
-    }
+    });
     out = {h, act};
   });
   return out;
 }
 
-// Gradients given dh (T, B, N): returns dxw (T, B, 3N), dr (3N, N), dbhh (3N).
+// Gradients given dh (K, T, B, N): returns dxw (K, T, B, 3N), dr (K, 3N, N), dbhh (K, 3N).
 std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& r_,
-                                     const at::Tensor& h, const at::Tensor& act) {
+                                     const at::Tensor& h, const at::Tensor& act,
+                                     const at::Tensor& steps_) {
   auto dh = dh_.contiguous();
   auto rw = r_.contiguous();
+  auto steps = steps_.to(at::kLong).contiguous();
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(dh.scalar_type(), "gru_backward", [&] {
-    FlushDenormals ftz;
     using T = scalar_t;
-    const int64_t t_len = act.size(0), batch = act.size(1), n = rw.size(1);
-    auto dx = at::empty({t_len, batch, 3 * n}, dh.options());
-    auto dhh = at::empty({t_len, batch, 3 * n}, dh.options());
-    auto carry = at::zeros({batch, n}, dh.options());
-    T* DX = dx.data_ptr<T>();
-    T* DHH = dhh.data_ptr<T>();
-    T* CA = carry.data_ptr<T>();
-    const T* DH = dh.data_ptr<T>();
-    const T* Hs = h.data_ptr<T>();
-    const T* Ac = act.data_ptr<T>();
-    const T* R = rw.data_ptr<T>();
-    FixedRight<T> rec(R, false, batch, n, 3 * n, n);  // carry += dhh R
-    for (int64_t t = t_len - 1; t >= 0; --t) {
-      for (int64_t b = 0; b < batch; ++b) {
-        const T* __restrict a = Ac + (t * batch + b) * 4 * n;
-        const T* __restrict h0 = Hs + (t * batch + b) * n;
-        const T* __restrict dhe = DH + (t * batch + b) * n;
-        T* __restrict cr = CA + b * n;
-        T* __restrict dxr = DX + (t * batch + b) * 3 * n;
-        T* __restrict dq = DHH + (t * batch + b) * 3 * n;
-        _Pragma("omp simd")
-        for (int64_t j = 0; j < n; ++j) {
-          const T r = a[j], u = a[n + j], nn = a[2 * n + j], hn = a[3 * n + j];
-          const T d = dhe[j] + cr[j];
-          const T dan = d * (T(1) - u) * (T(1) - nn * nn);
-          const T dau = d * (h0[j] - nn) * u * (T(1) - u);
-          const T dar = dan * hn * r * (T(1) - r);
-          dxr[j] = dar;
-          dxr[n + j] = dau;
-          dxr[2 * n + j] = dan;
-          dq[j] = dar;
-          dq[n + j] = dau;
-          dq[2 * n + j] = dan * r;
-          cr[j] = d * u;
+    const int64_t trials = act.size(0), t_len = act.size(1), batch = act.size(2),
+                  n = rw.size(2);
+    auto dx = at::zeros({trials, t_len, batch, 3 * n}, dh.options());
+    auto dhh = at::zeros({trials, t_len, batch, 3 * n}, dh.options());
+    auto dr = at::zeros({trials, 3 * n, n}, dh.options());
+    at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
+      FlushDenormals ftz;
+      std::vector<T> carry(batch * n);
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t t_k = steps_of(steps, k, t_len);
+        std::fill(carry.begin(), carry.end(), T(0));
+        T* DX = dx.data_ptr<T>() + k * t_len * batch * 3 * n;
+        T* DHH = dhh.data_ptr<T>() + k * t_len * batch * 3 * n;
+        T* CA = carry.data();
+        const T* DH = dh.data_ptr<T>() + k * t_len * batch * n;
+        const T* Hs = h.data_ptr<T>() + k * (t_len + 1) * batch * n;
+        const T* Ac = act.data_ptr<T>() + k * t_len * batch * 4 * n;
+        const T* R = rw.data_ptr<T>() + k * 3 * n * n;
+        FixedRight<T> rec(R, false, batch, n, 3 * n, n);  // carry += dhh R
+        for (int64_t t = t_k - 1; t >= 0; --t) {
+          for (int64_t b = 0; b < batch; ++b) {
+            const T* __restrict a = Ac + (t * batch + b) * 4 * n;
+            const T* __restrict h0 = Hs + (t * batch + b) * n;
+            const T* __restrict dhe = DH + (t * batch + b) * n;
+            T* __restrict cr = CA + b * n;
+            T* __restrict dxr = DX + (t * batch + b) * 3 * n;
+            T* __restrict dq = DHH + (t * batch + b) * 3 * n;
+            _Pragma("omp simd")
+            for (int64_t j = 0; j < n; ++j) {
+              const T r = a[j], u = a[n + j], nn = a[2 * n + j], hn = a[3 * n + j];
+              const T d = dhe[j] + cr[j];
+              const T dan = d * (T(1) - u) * (T(1) - nn * nn);
+              const T dau = d * (h0[j] - nn) * u * (T(1) - u);
+              const T dar = dan * hn * r * (T(1) - r);
+              dxr[j] = dar;
+              dxr[n + j] = dau;
+              dxr[2 * n + j] = dan;
+              dq[j] = dar;
+              dq[n + j] = dau;
+              dq[2 * n + j] = dan * r;
+              cr[j] = d * u;
+            }
+          }
+          if (t > 0)  // carry += dhh_t R
+            rec(DHH + t * batch * 3 * n, 3 * n, 1, CA, n);
         }
+        gemm<T>(true, false, 3 * n, n, t_k * batch, 1, DHH, 3 * n, Hs, n, 0,
+                dr.data_ptr<T>() + k * 3 * n * n, n);
       }
-      if (t > 0)  // carry += dhh_t R
-        rec(DHH + t * batch * 3 * n, 3 * n, 1, CA, n);
-    }
-    auto dr = at::empty({3 * n, n}, dh.options());
-    gemm<T>(true, false, 3 * n, n, t_len * batch, 1, DHH, 3 * n, Hs, n, 0, dr.data_ptr<T>(), n);
-    out = {dx, dr, dhh.sum({0, 1})};
+    });
+    out = {dx, dr, dhh.sum({1, 2})};
   });
   return out;
 }
@@ -621,10 +681,11 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& r_
 }  // namespace
 
 TORCH_LIBRARY(odyssey_cells, m) {
-  m.def("lstm_forward(Tensor xw, Tensor b, Tensor r, Tensor rg, Tensor p, int flags) -> Tensor[]",
-        &lstm_forward);
+  m.def("lstm_forward(Tensor xw, Tensor b, Tensor r, Tensor rg, Tensor p, Tensor steps, "
+        "int flags) -> Tensor[]", &lstm_forward);
   m.def("lstm_backward(Tensor dy, Tensor dc, Tensor r, Tensor rg, Tensor p, Tensor y, Tensor g, "
-        "Tensor c, Tensor act, Tensor hc, int flags) -> Tensor[]", &lstm_backward);
-  m.def("gru_forward(Tensor xw, Tensor r, Tensor bhh) -> Tensor[]", &gru_forward);
-  m.def("gru_backward(Tensor dh, Tensor r, Tensor h, Tensor act) -> Tensor[]", &gru_backward);
+        "Tensor c, Tensor act, Tensor hc, Tensor steps, int flags) -> Tensor[]", &lstm_backward);
+  m.def("gru_forward(Tensor xw, Tensor r, Tensor bhh, Tensor steps) -> Tensor[]", &gru_forward);
+  m.def("gru_backward(Tensor dh, Tensor r, Tensor h, Tensor act, Tensor steps) -> Tensor[]",
+        &gru_backward);
 }
