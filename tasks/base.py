@@ -131,6 +131,9 @@ class Task:
     prepare: PrepareFn
     collate: Callable[[list[tuple[np.ndarray, np.ndarray]]], Batch]
     loss: Callable[[torch.Tensor, Batch], tuple[torch.Tensor, int]]  # (summed loss, n sequences)
+    # the loss of each sequence `(B,)` (its sum is `loss`): packs of trials (`study.pack`) take
+    # each trial's share of a batch that holds the sequences of all of them
+    sequence_loss: Callable[[torch.Tensor, Batch], torch.Tensor]
     errors: Callable[[torch.Tensor, Batch], dict[str, tuple[float, int]]]  # metric -> (sum, count)
     tiny: Callable[[np.random.Generator], Splits]  # small generated dataset for tests
     # bumped whenever prepare's output changes for the same arguments (a new generator, new
@@ -142,6 +145,17 @@ class Task:
 
 
 # ----------------------------------------------------------------------------- collation helpers
+
+
+def summed(
+    sequence_loss: Callable[[torch.Tensor, Batch], torch.Tensor],
+) -> Callable[[torch.Tensor, Batch], tuple[torch.Tensor, int]]:
+    """A task's `loss` from its `sequence_loss`: the sum over the batch and the batch size."""
+
+    def loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
+        return sequence_loss(logits, batch).sum(), batch.size
+
+    return loss
 
 
 def pad_time_major(

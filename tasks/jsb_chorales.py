@@ -30,6 +30,7 @@ from tasks.base import (
     Splits,
     Task,
     pad_time_major,
+    summed,
     time_mask,
 )
 
@@ -173,9 +174,13 @@ def _nll(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor
     return torch.where(mask.unsqueeze(-1), nll, 0.0), mask  # padding adds 0, even if not finite
 
 
-def loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
+def sequence_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """NLL of each sequence `(B,)`, summed over its keys and frames."""
     nll, _ = _nll(logits, batch)
-    return nll.sum(), batch.size
+    return nll.sum(dim=(0, 2))
+
+
+loss = summed(sequence_loss)  # (summed loss, batch size)
 
 
 def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[float, int]]:
@@ -217,6 +222,7 @@ TASK = Task(
     prepare=prepare,
     collate=collate,
     loss=loss,
+    sequence_loss=sequence_loss,
     errors=errors,
     tiny=tiny,
     data_notes=lambda meta: [

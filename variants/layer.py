@@ -104,11 +104,16 @@ class Recurrent(nn.Module):
         return out[0], (h_n[:, 0], c_n[:, 0] if c_n is not None else None)
 
     def forward_packed(
-        self, x: torch.Tensor, lengths: torch.Tensor, return_state: bool = False
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        return_state: bool = False,
+        active: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
         """A pack: `x (K, T, B, M)`, `lengths (K, B)` -> `(K, T, B, N * directions)`; trial k
         runs on `x[k]` with its own weights. `return_state` adds `(h_n, c_n)`, each
-        `(directions, K, B, N)`."""
+        `(directions, K, B, N)`. `active (K,)` bool: the compiled kernels skip the inactive
+        trials' time loops (their outputs are then unspecified; a pack ignores them)."""
         k_, t_len = self.trials, x.shape[1]
         if x.dim() != 4 or x.shape[0] != k_ or x.shape[3] != self.input_size:
             raise ValueError(
@@ -124,6 +129,8 @@ class Recurrent(nn.Module):
                 f"lengths must be (K, B) = ({k_}, {x.shape[2]}) with values in 1..{t_len}"
             )
         steps = lengths.max(dim=1).values  # (K,): a trial's steps past these are padding
+        if active is not None:
+            steps = torch.where(active.cpu(), steps, 0)
         outs, h_n, c_n = [], [], []
         dev_lengths = lengths.to(x.device)
         last = (dev_lengths - 1).unsqueeze(1)  # (K, 1, B)

@@ -57,6 +57,7 @@ TASK = Task(
     prepare=prepare,
     collate=ctc.collate,
     loss=ctc.loss,
+    sequence_loss=ctc.sequence_loss,
     errors=ctc.errors,
     tiny=tiny,
     data_notes=data_notes,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from rapidfuzz.distance import Levenshtein
 
-from tasks.base import Batch, pad_time_major
+from tasks.base import Batch, pad_time_major, summed
 from tasks.iam_online.alphabet import BLANK
 
 
@@ -27,19 +27,21 @@ def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> Batch:
     return Batch(x, lengths, targets, torch.tensor([len(y) for y in ys], dtype=torch.int64))
 
 
-def loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
-    """Summed CTC loss over the batch's sequences `(logits (T, B, 82))`, and the batch size."""
+def sequence_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """CTC loss of each sequence `(B,)` (`logits (T, B, 82)`)."""
     log_probs = F.log_softmax(logits, dim=-1)  # (T, B, 82)
-    total = F.ctc_loss(
+    return F.ctc_loss(
         log_probs,
         batch.targets,
         batch.lengths,
         batch.target_lengths,
         blank=BLANK,
-        reduction="sum",
+        reduction="none",
         zero_infinity=False,
     )
-    return total, batch.size
+
+
+loss = summed(sequence_loss)  # (summed CTC loss, batch size)
 
 
 def best_path(frame_ids: np.ndarray | list[int]) -> list[int]:

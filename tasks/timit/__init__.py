@@ -21,7 +21,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.base import Batch, DataError, SequenceSet, Splits, Task, pad_time_major, time_mask
+from tasks.base import (
+    Batch,
+    DataError,
+    SequenceSet,
+    Splits,
+    Task,
+    pad_time_major,
+    summed,
+    time_mask,
+)
 from tasks.timit.features import FEATURE_SIZE
 from tasks.timit.loader import load_corpus
 from tasks.timit.phones import PHONE_INDEX, PHONES, fold_39_index
@@ -62,16 +71,20 @@ def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> Batch:
     return Batch(x, lengths, y)
 
 
-def loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
-    """Cross-entropy summed over all frames of all sequences; padded frames (-100) are ignored."""
-    k = logits.shape[-1]
+def sequence_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of each sequence `(B,)`, summed over its frames; padded frames (-100) are
+    ignored."""
+    t_len, b, k = logits.shape
     ce = F.cross_entropy(
         logits.reshape(-1, k),
         batch.targets.reshape(-1).to(logits.device),
         ignore_index=IGNORE,
-        reduction="sum",
+        reduction="none",
     )
-    return ce, batch.size
+    return ce.view(t_len, b).sum(0)
+
+
+loss = summed(sequence_loss)  # (summed loss, batch size)
 
 
 def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[float, int]]:
@@ -130,6 +143,7 @@ TASK = Task(
     prepare=prepare,
     collate=collate,
     loss=loss,
+    sequence_loss=sequence_loss,
     errors=errors,
     tiny=tiny,
     data_version=3,  # 2: degraded speech (tasks/timit/augment.py); 3: majority frame labels
