@@ -16,8 +16,8 @@ trial is shared with another; each keeps
 So a trial in a pack gives the result it gives alone (`study.train.train`), up to float rounding
 (tests/test_pack.py compares them epoch by epoch).
 
-Slots: a trial that stops (early stopping, max epochs, divergence) is reported at once through
-`on_done` and frees its slot; the next trial of the queue takes it at the start of the next pack
+Slots: a trial that stops (early stopping, max epochs, divergence) is yielded at once (with the
+dict `study.train.train` returns) and frees its slot; the next trial of the queue takes it at the start of the next pack
 epoch. Every trial's epoch has the same number of steps, so the trials stay in phase and one
 evaluation pass serves all of them. Empty slots are skipped by the compiled kernels.
 """
@@ -27,8 +27,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -56,6 +57,7 @@ class _Slot:
     gen: torch.Generator
     n_params: int
     started: float = field(default_factory=time.perf_counter)
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     epoch: int = 0
     best: dict[str, Any] = field(
         default_factory=lambda: {"epoch": 0, "val": math.nan, "test": {}, "train_loss": math.nan}
@@ -66,7 +68,6 @@ class _Slot:
 
 
 OnEpoch = Callable[[Any, dict[str, Any]], None]
-OnDone = Callable[[Any, dict[str, Any]], None]
 
 
 def pack_hidden(trials: list[PackTrial], meaning: str, bidirectional: bool) -> int:
@@ -212,14 +213,13 @@ def train_pack(
     splits: Splits,
     settings: TrainConfig,
     slots: int,
-    on_done: OnDone,
     on_epoch: OnEpoch | None = None,
     device: str | torch.device = "cpu",
     hidden_size_meaning: str = "per_direction",
-) -> None:
-    """Train `trials` with at most `slots` of them at a time; each finished trial's result (the
-    dict `study.train.train` returns) goes to `on_done(key, result)` as soon as it finishes,
-    its per-epoch metrics to `on_epoch(key, metrics)`."""
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Train `trials` with at most `slots` of them at a time; yields `(key, result)` for each
+    trial as soon as it finishes (`result`: the dict `study.train.train` returns, plus
+    `started_at`, when the trial took its slot); per-epoch metrics go to `on_epoch(key, m)`."""
     if not trials:
         return
     torch.set_num_threads(settings.threads)
@@ -232,6 +232,7 @@ def train_pack(
     train_set = splits["train"]
     n, bs = len(train_set), settings.batch_size
     metric, direction = task.metric, task.metric_direction
+    ready: list[tuple[Any, dict[str, Any]]] = []  # finished, not yet yielded
 
     def finish(s: int, error: str | None) -> None:
         st = slot[s]
@@ -252,10 +253,11 @@ def train_pack(
             "wall_s": time.perf_counter() - st.started,
             "device": str(device),
             "hidden_per_direction": st.hidden,
+            "started_at": st.started_at,
         }
         slot[s] = None
         pack.clear(s)
-        on_done(st.trial.key, result)
+        ready.append((st.trial.key, result))
 
     while True:
         for s in range(k):  # refill at the pack's epoch boundary: the trials stay in phase
@@ -283,10 +285,14 @@ def train_pack(
             if not live:
                 break
             _train_step(pack, task, train_set, slot, live, start, bs, finish)
+            yield from ready
+            ready.clear()
         finite = pack.finite()
         for s in [s for s in range(k) if slot[s] is not None]:
             if not bool(finite[s]):
                 finish(s, f"parameters became NaN/inf in epoch {slot[s].epoch}")
+        yield from ready
+        ready.clear()
         live = [s for s in range(k) if slot[s] is not None]
         if not live:
             continue
@@ -317,6 +323,8 @@ def train_pack(
                 )
             if st.epoch - st.best["epoch"] >= settings.patience or st.epoch >= settings.max_epochs:
                 finish(s, None)
+        yield from ready
+        ready.clear()
 
 
 def _train_step(pack: _Pack, task: Task, data, slot, live, start, bs, finish) -> None:

@@ -41,22 +41,12 @@ def singles(task, variant, splits, hparams, settings=SETTINGS):
 
 def packed(task, variant, splits, hparams, slots, settings=SETTINGS):
     done, histories, order = {}, {}, []
-
-    def on_done(key, result):
+    trials = [PackTrial(k, hp, 100 + k) for k, hp in enumerate(hparams)]
+    on_epoch = lambda key, m: histories.setdefault(key, []).append(m)  # noqa: E731
+    for key, result in train_pack(task, variant, trials, splits, settings, slots, on_epoch):
+        assert key not in done
         done[key] = result
         order.append(key)
-
-    trials = [PackTrial(k, hp, 100 + k) for k, hp in enumerate(hparams)]
-    train_pack(
-        task,
-        variant,
-        trials,
-        splits,
-        settings,
-        slots,
-        on_done,
-        lambda key, m: histories.setdefault(key, []).append(m),
-    )
     return done, histories, order
 
 
