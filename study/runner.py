@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from study import config as config_mod
-from study import record, results
+from study import plan, record, results
 from study.cli import UserError, die_if_forked
 from study.config import StudyConfig
-from study.space import hyperparameters, search_space, stable_seed
+from study.space import hyperparameters, search_space
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -322,11 +322,6 @@ def make_row(
     )
 
 
-def trial_seed(cfg: StudyConfig, p: record.Pending) -> int:
-    """The trial's torch seed (initial weights, shuffling, noise): from (seed, task, variant, k)."""
-    return stable_seed(cfg.seed, p.task, p.variant, p.number, "train")
-
-
 class _DeferredTerminate:
     """While a study runs, SIGTERM (`timeout`, `docker stop`, Slurm) stops it at the next point
     between two recordings, as an interrupt (the CLI says how to resume), instead of in the
@@ -454,9 +449,17 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     attempts: dict[tuple[str, str, int], int] = {}
     executor = None
     terminate = _DeferredTerminate()
+    pack = plan.pack_size(cfg, device)
     try:
         if queue:
-            log.info("%d trials to run on %s", len(queue), device)
+            if pack > 1:
+                queue = _ask_packs(cfg, studies, space, queue, pack)
+            log.info(
+                "%d trials to run on %s%s",
+                sum(len(i) if isinstance(i, list) else 1 for i in queue),
+                device,
+                f", in packs of up to {pack} trials" if pack > 1 else "",
+            )
             executor = (executor_factory or _ray_executor)(cfg, device)
             metrics = {t: tasks.get(t).metric for t in cfg.tasks}
             with Display(
@@ -467,23 +470,18 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
                     terminate.check()  # between recordings: nothing is half written
                     while queue and executor.in_flight < executor.workers:
                         item = queue.popleft()
+                        if isinstance(item, list):  # a pack of asked trials of one pair
+                            job = plan.pack_job(cfg, item, data[item[0].task][0], device, pack)
+                            executor.submit(item, job)
+                            for p in item:
+                                display.started(p.task, p.variant)
+                            continue
                         p = (
                             item
                             if isinstance(item, record.Pending)
                             else record.ask(studies[item], space, *item)
                         )
-                        job = {
-                            "task": p.task,
-                            "variant": p.variant,
-                            "trial": p.number,
-                            "hparams": hyperparameters(p.params),
-                            "data_path": data[p.task][0],
-                            "training": dataclasses.asdict(cfg.training),
-                            "seed": trial_seed(cfg, p),
-                            "device": device,
-                            "hidden_size_meaning": cfg.space.hidden_size_meaning,
-                        }
-                        executor.submit(p, job)
+                        executor.submit(p, plan.trial_job(cfg, p, data[p.task][0], device))
                         display.started(p.task, p.variant)
                     for p, result in executor.wait(timeout=1.0):
                         if result.get("retryable"):
@@ -541,6 +539,25 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     if cfg.report:
         build_report(cfg)
     return counts
+
+
+def _ask_packs(cfg: StudyConfig, studies: dict, space: dict, queue: deque, pack: int) -> deque:
+    """Turn the queue (interrupted trials and pairs to ask) into packs: every remaining trial
+    of a pair is asked now (random search draws them independently of results), then the
+    pair's trials are cut into packs of similar hidden size, round-robin over the pairs."""
+    import tasks
+
+    by_pair: dict[tuple[str, str], list[record.Pending]] = {}
+    for item in queue:
+        p = item if isinstance(item, record.Pending) else record.ask(studies[item], space, *item)
+        by_pair.setdefault((p.task, p.variant), []).append(p)
+    per_pair = [
+        plan.cut_into_packs(
+            trials, pack, cfg.space.hidden_size_meaning, tasks.get(task).bidirectional
+        )
+        for (task, _), trials in by_pair.items()
+    ]
+    return deque(plan.interleave(per_pair))
 
 
 MAX_ATTEMPTS = 3  # a trial hit by a system error (not a divergence) runs at most this often

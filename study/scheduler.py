@@ -1,9 +1,12 @@
 """Scheduling trials on Ray (or in-process, for tests and debugging).
 
 `ray.init()` starts a local instance when no address is given (quiet logs, no dashboard); with an
-address the same code connects to a cluster. Each trial is one Ray task with `num_cpus=1` (and a
-fraction of a GPU on cuda); the driver keeps at most `workers` of them in flight. Workers get the
-prepared data's path, not the data, and load it once per worker process (`study.worker`).
+address the same code connects to a cluster. A job is one trial (`study.worker.run_trial`, a Ray
+task) or a pack of trials (`study.worker.run_pack`, a Ray generator task that streams each
+trial's result as it finishes), with `num_cpus=1` (and a fraction of a GPU on cuda); the driver
+keeps at most `workers` jobs in flight. `submit(tag, job)` takes a trial's tag, or for a pack a
+list of tags in the order of `job["trials"]`; `wait` returns `(tag, result)` per finished trial.
+Workers get the prepared data's path, not the data, and load it once per worker process.
 
 The worker environment sets glibc malloc to keep freed memory (1.3-1.9x faster training on these
 machines, reference speed-facts.md) and OMP_NUM_THREADS=1 (one thread per trial).
@@ -32,26 +35,61 @@ WORKER_ENV = {
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class InlineExecutor:
-    """Runs each trial in this process when it is submitted (sequential; no Ray)."""
+def pack_tags(tags: list[Any], job: dict[str, Any]) -> dict[int, Any]:
+    """Trial number -> tag for a pack job."""
+    return {t["trial"]: tag for tag, t in zip(tags, job["trials"], strict=True)}
 
-    def __init__(self, fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
-        from study.worker import run_trial
+
+def lost_trials(tags: dict[int, Any], error: str) -> list[tuple[Any, dict[str, Any]]]:
+    """Retryable error results for the trials of a pack that never reported (its worker died)."""
+    return [
+        (tag, {"status": "error", "retryable": True, "error": error, "epochs": 0, "history": []})
+        for tag in tags.values()
+    ]
+
+
+class InlineExecutor:
+    """Runs jobs in this process (sequential; no Ray): a trial job when it is submitted (`fn`),
+    a pack job one streamed result per `wait` (`pack_fn`, a generator of per-trial results),
+    so that the driver records each trial of a pack as it finishes, as with Ray."""
+
+    def __init__(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        pack_fn: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        from study.worker import run_pack, run_trial
 
         self.fn = fn or run_trial
+        self.pack_fn = pack_fn or run_pack
         self.workers = 1
         self._done: list[tuple[Any, dict[str, Any]]] = []
+        self._packs: list[tuple[Any, dict[int, Any]]] = []  # (generator, {trial: tag} left)
 
     def submit(self, tag: Any, job: dict[str, Any]) -> None:
-        self._done.append((tag, self.fn(job)))
+        if job.get("kind") == "pack":
+            self._packs.append((iter(self.pack_fn(job)), pack_tags(tag, job)))
+        else:
+            self._done.append((tag, self.fn(job)))
 
     def wait(self, timeout: float) -> list[tuple[Any, dict[str, Any]]]:
+        if self._packs:
+            gen, tags = self._packs[0]
+            try:
+                result = next(gen)
+                self._done.append((tags.pop(result["trial"]), result))
+            except StopIteration:
+                self._packs.pop(0)
+                self._done += lost_trials(tags, "pack ended without reporting these trials")
+            except Exception as e:  # as a dying Ray worker: what did not report is rerun
+                self._packs.pop(0)
+                self._done += lost_trials(tags, f"pack failed: {type(e).__name__}: {e}")
         done, self._done = self._done, []
         return done
 
     @property
     def in_flight(self) -> int:
-        return len(self._done)
+        return len(self._done) + len(self._packs)
 
     def shutdown(self) -> None:
         pass
@@ -89,7 +127,7 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
 
-        from study.worker import run_trial
+        from study.worker import run_pack, run_trial
 
         self.ray = ray
         if address is not None:
@@ -132,7 +170,9 @@ class RayExecutor:
         if device == "cuda":
             options["num_gpus"] = gpus_per_trial
         self._remote = ray.remote(run_trial).options(**options)
+        self._remote_pack = ray.remote(run_pack).options(**options)  # a streaming generator
         self._refs: dict[Any, Any] = {}  # ObjectRef -> tag
+        self._packs: dict[Any, dict[int, Any]] = {}  # ObjectRefGenerator -> {trial: tag} left
         log.info(
             "Ray: %s, %d CPUs, %d trials in parallel",
             address or "local instance",
@@ -141,21 +181,27 @@ class RayExecutor:
         )
 
     def submit(self, tag: Any, job: dict[str, Any]) -> None:
-        self._refs[self._remote.remote(job)] = tag
+        if job.get("kind") == "pack":
+            self._packs[self._remote_pack.remote(job)] = pack_tags(tag, job)
+        else:
+            self._refs[self._remote.remote(job)] = tag
 
     @property
     def in_flight(self) -> int:
-        return len(self._refs)
+        return len(self._refs) + len(self._packs)
 
     def wait(self, timeout: float) -> list[tuple[Any, dict[str, Any]]]:
-        if not self._refs:
+        waitables = list(self._refs) + list(self._packs)
+        if not waitables:
             return []
-        refs = list(self._refs)
-        ready, rest = self.ray.wait(refs, num_returns=1, timeout=timeout)
+        ready, rest = self.ray.wait(waitables, num_returns=1, timeout=timeout)
         if ready and rest:  # collect whatever else has finished meanwhile
             ready += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         out = []
         for ref in ready:
+            if ref in self._packs:
+                out += self._next_of_pack(ref)
+                continue
             tag = self._refs.pop(ref)
             try:
                 out.append((tag, self.ray.get(ref)))
@@ -174,8 +220,29 @@ class RayExecutor:
                 )
         return out
 
+    def _next_of_pack(self, gen: Any) -> list[tuple[Any, dict[str, Any]]]:
+        """The next result a pack streamed; at its end, errors for the trials it never
+        reported (its worker died, or it stopped early)."""
+        tags = self._packs[gen]
+        try:
+            result = self.ray.get(next(gen))
+        except StopIteration:
+            del self._packs[gen]
+            return lost_trials(tags, "pack ended without reporting these trials")
+        except Exception as e:  # the worker process died (OOM, segfault, ...)
+            del self._packs[gen]
+            return lost_trials(tags, f"worker died: {type(e).__name__}: {str(e)[:2000]}")
+        tag = tags.pop(result["trial"])
+        if not tags:  # every trial reported: the generator has nothing more to give
+            del self._packs[gen]
+        return [(tag, result)]
+
     def shutdown(self) -> None:
-        for ref in list(self._refs):
-            self.ray.cancel(ref, force=True)
+        for ref in list(self._refs) + list(self._packs):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - shutting down; Ray kills what is left
+                pass
         self._refs.clear()
+        self._packs.clear()
         self.ray.shutdown()

@@ -1,10 +1,12 @@
-"""What runs in a worker process for one trial: load the prepared data (once per process), train,
-and return the result with its per-epoch history. No Ray, Optuna or MLflow here either, so the
-same function serves Ray workers and the in-process executor of tests."""
+"""What runs in a worker process: one trial (`run_trial`) or a pack of trials (`run_pack`): load the
+prepared data (once per process), train, and return each result with its per-epoch history. No
+Ray, Optuna or MLflow here either, so the same functions serve Ray workers and the in-process
+executor of tests."""
 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,3 +62,51 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
         }
     result.update(history=history, started_at=started, finished_at=now_iso())
     return result
+
+
+def run_pack(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A pack job (`study.pack`): task, variant, trials ([{trial, hparams, seed}]), slots,
+    data_path, training, device, hidden_size_meaning. Yields one result per trial, as
+    `run_trial` returns it plus `trial`, as soon as the trial finishes. With one slot the
+    trials run one after another through `run_trial` (the single-trial loop). Any exception
+    other than a divergence becomes a retryable error for every trial not yet yielded."""
+    import tasks
+    from study.config import TrainConfig
+    from study.pack import PackTrial, train_pack
+
+    if job["slots"] == 1:
+        for t in job["trials"]:
+            single = {k: v for k, v in job.items() if k not in ("trials", "slots", "kind")}
+            yield {**run_trial({**single, **t}), "trial": t["trial"]}
+        return
+    histories: dict[int, list[dict[str, Any]]] = {t["trial"]: [] for t in job["trials"]}
+    pending = dict.fromkeys(histories)
+    try:
+        trials = [PackTrial(t["trial"], t["hparams"], t["seed"]) for t in job["trials"]]
+        results = train_pack(
+            tasks.get(job["task"]),
+            job["variant"],
+            trials,
+            load_splits(job["data_path"]),
+            TrainConfig(**job["training"]),
+            job["slots"],
+            lambda key, metrics: histories[key].append(metrics),
+            job["device"],
+            job["hidden_size_meaning"],
+        )
+        for key, result in results:
+            pending.pop(key)
+            yield {**result, "trial": key, "history": histories[key], "finished_at": now_iso()}
+    except Exception as e:  # reported to the driver per trial, which reruns them or stops
+        tb = traceback.format_exc(limit=6)
+        for key in pending:
+            yield {
+                "trial": key,
+                "status": "error",
+                "retryable": True,
+                "error": f"{type(e).__name__}: {e}\n{tb}",
+                "epochs": len(histories[key]),
+                "history": [],
+                "started_at": None,
+                "finished_at": now_iso(),
+            }

@@ -5,6 +5,7 @@ recorded as failed and the study goes on."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import optuna
@@ -22,11 +23,14 @@ class Killed(BaseException):
     """Stands in for the driver dying (BaseException: nothing in the driver may catch it)."""
 
 
-def _cfg(tmp_path, **kw):
-    return config.resolve(
+def _cfg(tmp_path, pack=1, **kw):
+    """The smoke study; one trial per job (pack 1) unless `pack` says otherwise (the per-trial
+    functions these tests inject run only then; tests/test_pack_study.py covers packs)."""
+    cfg = config.resolve(
         "smoke",
         {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data"), "trials": 3, **kw},
     )
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, pack=pack))
 
 
 def _run(cfg, fn=run_trial):

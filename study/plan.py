@@ -1,0 +1,102 @@
+"""What the driver submits: trials one by one, or packs of trials (`study.pack`).
+
+Random search draws every trial's parameters independently of results, so all of a (task,
+variant)'s remaining trials can be asked up front and trained together: they are sorted by
+hidden size and cut into jobs of `PACK_QUEUE` x pack trials (so a job's layer, as wide as its
+widest trial, pads little), each trained with `pack` slots. Adaptive samplers (TPE) need each
+result before the next ask, so they run one trial per job (pack size 1).
+
+Pack size: `training.pack` when given; otherwise `DEFAULT_PACK` for the device, the size chosen
+by measurement (`odyssey bench study --protocol paper`, benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from study.config import StudyConfig
+from study.record import Pending
+from study.space import hyperparameters, stable_seed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACK = {"cpu": 8, "cuda": 256}
+PACK_QUEUE = 2  # trials per job = PACK_QUEUE x pack: a stopped trial's slot takes the next
+
+
+def pack_size(cfg: StudyConfig, device: str) -> int:
+    """The pack size a study runs with on `device` (1: one trial per job, as before packs)."""
+    if cfg.sampler != "random":
+        if (cfg.training.pack or 1) > 1:
+            log.info("sampler %s asks after each result: trials run one at a time", cfg.sampler)
+        return 1
+    return cfg.training.pack or DEFAULT_PACK.get(device, 1)
+
+
+def trial_seed(cfg: StudyConfig, p: Pending) -> int:
+    """The trial's torch seed (initial weights, shuffling, noise): from (seed, task, variant, k)."""
+    return stable_seed(cfg.seed, p.task, p.variant, p.number, "train")
+
+
+def _base(cfg: StudyConfig, task: str, variant: str, data_path: str, device: str) -> dict:
+    return {
+        "task": task,
+        "variant": variant,
+        "data_path": data_path,
+        "training": dataclasses.asdict(cfg.training),
+        "device": device,
+        "hidden_size_meaning": cfg.space.hidden_size_meaning,
+    }
+
+
+def trial_job(cfg: StudyConfig, p: Pending, data_path: str, device: str) -> dict[str, Any]:
+    """The job of one trial (`study.worker.run_trial`)."""
+    return {
+        **_base(cfg, p.task, p.variant, data_path, device),
+        "trial": p.number,
+        "hparams": hyperparameters(p.params),
+        "seed": trial_seed(cfg, p),
+    }
+
+
+def pack_job(
+    cfg: StudyConfig, trials: list[Pending], data_path: str, device: str, pack: int
+) -> dict[str, Any]:
+    """The job of a pack of trials of one (task, variant) (`study.worker.run_pack`)."""
+    first = trials[0]
+    assert all((p.task, p.variant) == (first.task, first.variant) for p in trials)
+    return {
+        **_base(cfg, first.task, first.variant, data_path, device),
+        "kind": "pack",
+        "slots": max(1, min(pack, len(trials))),
+        "trials": [
+            {"trial": p.number, "hparams": hyperparameters(p.params), "seed": trial_seed(cfg, p)}
+            for p in trials
+        ],
+    }
+
+
+def cut_into_packs(
+    trials: list[Pending], pack: int, meaning: str, bidirectional: bool
+) -> list[list[Pending]]:
+    """One (task, variant)'s trials sorted by hidden size (then number) and cut into jobs of
+    at most PACK_QUEUE x pack trials."""
+    from study.model import hidden_per_direction  # torch: imported only where packs are cut
+
+    size = max(1, PACK_QUEUE * pack)
+
+    def hidden(p: Pending) -> int:
+        return hidden_per_direction(int(p.params["hidden_size"]), meaning, bidirectional)
+
+    ordered = sorted(trials, key=lambda p: (hidden(p), p.number))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def interleave(per_pair: list[list[list[Pending]]]) -> list[list[Pending]]:
+    """Jobs round-robin over the pairs, so that every pair progresses evenly."""
+    out: list[list[Pending]] = []
+    for k in range(max((len(jobs) for jobs in per_pair), default=0)):
+        out += [jobs[k] for jobs in per_pair if k < len(jobs)]
+    return out

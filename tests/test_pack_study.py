@@ -1,0 +1,107 @@
+"""The study engine with packs of trials (in-process executor): a packed study records the same
+trials as an unpacked one, a driver killed in the middle of a pack resumes with every trial
+exactly once, and divergence or a worker error inside a pack touches only its own trials."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from test_study_resume import Killed, _cfg, _check_exactly_once
+
+from study import plan, results, runner
+from study.scheduler import InlineExecutor
+from study.worker import run_pack
+
+
+def _run(cfg, pack_fn=run_pack):
+    return runner.run(
+        cfg, executor_factory=lambda c, d: InlineExecutor(pack_fn=pack_fn), live=False
+    )
+
+
+def test_packed_study_records_what_the_unpacked_one_does(tmp_path):
+    alone, packed = _cfg(tmp_path / "a", pack=1), _cfg(tmp_path / "b", pack=2)
+    jobs = []
+    assert _run(alone)["complete"] == 6
+    assert _run(packed, lambda job: jobs.append(job) or run_pack(job))["complete"] == 6
+    assert {j["slots"] for j in jobs} == {2} and all(j["kind"] == "pack" for j in jobs)
+    a = results.read_trials(alone.study_dir).set_index(["variant", "trial"]).sort_index()
+    b = _check_exactly_once(packed).set_index(["variant", "trial"]).sort_index()
+    assert (a["hp_hidden_size"] == b["hp_hidden_size"]).all()
+    assert (a["epochs"] == b["epochs"]).all() and (a["best_epoch"] == b["best_epoch"]).all()
+    for col in ("val_metric", "test_metric", "train_loss", "hp_learning_rate"):
+        assert b[col].tolist() == pytest.approx(a[col].tolist(), rel=1e-4), col
+    epochs_a = results.read_epochs(alone.study_dir, "jsb_chorales", "V", 0)
+    epochs_b = results.read_epochs(packed.study_dir, "jsb_chorales", "V", 0)
+    assert len(epochs_a) == len(epochs_b) > 0
+
+
+def test_packs_group_similar_hidden_sizes(tmp_path):
+    from study.record import Pending
+
+    trials = [Pending("t", "V", k, {"hidden_size": h}) for k, h in enumerate([90, 20, 200, 21])]
+    packs = plan.cut_into_packs(trials, 1, "per_direction", False)
+    assert [[p.params["hidden_size"] for p in pk] for pk in packs] == [[20, 21], [90, 200]]
+
+
+def test_killed_in_the_middle_of_a_pack_resumes_exactly_once(tmp_path):
+    cfg = _cfg(tmp_path, pack=3)  # 3 trials per pair: one pack each of V and NP
+    yielded = []
+
+    def dies_after_two(job):
+        for result in run_pack(job):
+            if len(yielded) == 2:
+                raise Killed
+            yielded.append((job["variant"], result["trial"]))
+            yield result
+
+    with pytest.raises(Killed):
+        _run(cfg, dies_after_two)
+    assert len(results.read_trials(cfg.study_dir)) == 2  # recorded as they finished
+    before = results.read_trials(cfg.study_dir).set_index(["variant", "trial"])
+
+    rerun = []
+    counts = _run(cfg, lambda job: rerun.append(job) or run_pack(job))
+    assert counts == {"complete": 6, "failed": 0, "expected": 6, "ran": 4}
+    rerun_trials = sorted((j["variant"], t["trial"]) for j in rerun for t in j["trials"])
+    assert len(rerun_trials) == 4 and not set(yielded) & set(rerun_trials)
+    df = _check_exactly_once(cfg).set_index(["variant", "trial"])
+    for key in before.index:  # what was recorded was kept, not retrained
+        assert df.loc[key, "started_at"] == before.loc[key, "started_at"]
+    assert _run(cfg, lambda job: pytest.fail("nothing should run"))["ran"] == 0
+
+
+def test_divergence_in_a_pack_is_recorded_and_its_neighbours_finish(tmp_path):
+    cfg = _cfg(tmp_path, pack=3)
+
+    def one_explodes(job):
+        trials = [
+            {**t, "hparams": {**t["hparams"], "learning_rate": math.inf}}
+            if (job["variant"], t["trial"]) == ("V", 1)
+            else t
+            for t in job["trials"]
+        ]
+        return run_pack({**job, "trials": trials})
+
+    counts = _run(cfg, one_explodes)
+    assert counts["complete"] == 5 and counts["failed"] == 1
+    df = _check_exactly_once(cfg).set_index(["variant", "trial"])
+    assert df.loc[("V", 1), "status"] == "failed" and "became" in df.loc[("V", 1), "error"]
+    assert df.drop(("V", 1))["val_metric"].map(math.isfinite).all()
+
+
+def test_a_pack_whose_worker_fails_reruns_only_its_unreported_trials(tmp_path):
+    cfg = _cfg(tmp_path, pack=3)
+    failed_once = []
+
+    def fails_after_one(job):
+        for k, result in enumerate(run_pack(job)):
+            if k == 1 and job["variant"] == "NP" and not failed_once:
+                failed_once.append(job)
+                raise RuntimeError("simulated: worker lost its data")
+            yield result
+
+    counts = _run(cfg, fails_after_one)
+    assert counts == {"complete": 6, "failed": 0, "expected": 6, "ran": 6}
+    _check_exactly_once(cfg)
