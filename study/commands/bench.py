@@ -1,4 +1,5 @@
-"""`odyssey bench cells|study`: cell speed against torch.nn.LSTM, and trials per hour.
+"""`odyssey bench cells|study`: cell speed against torch.nn.LSTM, and trials per hour
+(`--protocol paper`: paper-protocol training speed by pack size, `benchmarks.packs`).
 
 Both run in this process with one torch thread by default (how trials run) and apply glibc's
 malloc settings with mallopt unless the MALLOC_*_ variables were set before start
@@ -51,8 +52,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     c.set_defaults(func=run_cells)
 
-    s = bsub.add_parser("study", help="trials per hour of a small fixed grid, and time shares")
+    s = bsub.add_parser(
+        "study",
+        help="trials per hour of a small fixed grid and time shares, or (--protocol paper) "
+        "paper-protocol speed by pack size",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.add_argument(
+        "--protocol",
+        choices=("grid", "paper"),
+        default="grid",
+        help="grid (default): a small fixed grid with time shares; paper: batch-1 paper-protocol "
+        "trials by pack size, with the standard mix and the projected grid cost",
+    )
+    s.add_argument(
+        "--tasks",
+        type=_csv,
+        default=["jsb_chorales"],
+        metavar="T,...",
+        help="--protocol paper: tasks (default jsb_chorales)",
+    )
+    s.add_argument(
+        "--packs",
+        type=lambda t: [int(v) for v in _csv(t)],
+        default=[1, 4, 8, 16],
+        metavar="P,...",
+        help="--protocol paper: pack sizes (default 1,4,8,16; 1 is always measured)",
+    )
+    s.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="--protocol paper: trials per task (default: the largest pack)",
+    )
+    s.add_argument("--no-mix", action="store_true", help="--protocol paper: skip the standard mix")
+    s.add_argument("--device", default="cpu", help="--protocol paper: cpu (default) or cuda")
     s.add_argument("--task", default="jsb_chorales", help="task (default jsb_chorales)")
     s.add_argument(
         "--variants",
@@ -69,12 +103,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hidden sizes per direction (default 32,128)",
     )
     s.add_argument("--size", type=int, default=None, help="training sequences (default: all)")
-    s.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
+    s.add_argument(
+        "--epochs", type=int, default=None, help="epochs per trial (default 3; paper protocol 1)"
+    )
     s.add_argument("--batch-size", type=int, default=4, help="minibatch size (default 4)")
     s.add_argument(
         "--path",
         default="fast",
-        choices=("fast", "python", "reference"),
+        choices=("fast", "reference"),
         help="cell path (default fast)",
     )
     s.set_defaults(func=run_study)
@@ -161,6 +197,9 @@ def run_study(args: argparse.Namespace) -> int:
     import variants
     from benchmarks import study
 
+    if args.protocol == "paper":
+        return run_paper(args)
+    args.epochs = args.epochs or 3
     env = _setup(1)
     names = args.variants or list(variants.VARIANTS)
     if args.json:
@@ -207,4 +246,70 @@ def run_study(args: argparse.Namespace) -> int:
         f"(fwd+bwd) {100 * s['share_loop']:.0f}%, evaluation {100 * s['share_eval']:.0f}%, "
         f"other {100 * s['share_other']:.0f}%  (threads=1, malloc: {env['malloc']})"
     )
+    return 0
+
+
+def run_paper(args: argparse.Namespace) -> int:
+    import tasks
+    from benchmarks import packs
+
+    for name in args.tasks:
+        tasks.get(name)  # raises with the valid choices
+    if any(p < 1 for p in args.packs):
+        raise ValueError(f"--packs must be integers >= 1, got {args.packs}")
+    env = _setup(1)
+    kwargs = {
+        "packs": args.packs,
+        "trials": args.trials,
+        "epochs": args.epochs or 1,
+        "size": args.size,
+        "device": args.device,
+        "mix": not args.no_mix,
+    }
+    if args.json:
+        print(json.dumps({"env": env, **packs.run(args.tasks, **kwargs)}, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    with console.status("training") as status:
+        out = packs.run(args.tasks, **kwargs, progress=lambda w: status.update(f"training {w}"))
+    t = Table(
+        title=f"paper protocol (batch 1), {kwargs['epochs']} epoch(s) per trial, one thread, "
+        f"{args.device}; malloc: {env['malloc']}",
+        caption="us/trial-frame: wall time per trial and training frame (evaluations included); "
+        "speedup: against pack 1 (one trial at a time) in this run; grid: the paper's 2000 "
+        "trials per task at this speed",
+    )
+    for col in ("task", "pack", "us/trial-frame", "speedup", "trial-epochs/core-h", "grid core-h"):
+        t.add_column(col, justify="left" if col == "task" else "right")
+    for r in out["rows"]:
+        if r.get("mix"):
+            continue
+        t.add_row(
+            r["task"],
+            str(r["pack"]),
+            f"{r['us_per_trial_frame']:.1f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['trial_epochs_per_core_hour']:.0f}",
+            f"{r['projected_grid_core_hours']:.0f} ({r['mean_epochs']:.0f} ep., "
+            f"{r['mean_epochs_from']})",
+        )
+    console.print(t)
+    mix = [r for r in out["rows"] if r.get("mix")]
+    if mix:
+        m = Table(title="standard mix: JSB Chorales, V, N = 20, 64, 100, 200 (mean us/trial-frame)")
+        for col in ("pack", "us/trial-frame", "speedup", "floor", "x floor", "per N"):
+            m.add_column(col, justify="right")
+        for r in mix:
+            m.add_row(
+                str(r["pack"]),
+                f"{r['us_per_trial_frame']:.1f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['floor_us_per_trial_frame']:.1f}",
+                f"{r['us_per_trial_frame'] / r['floor_us_per_trial_frame']:.1f}x",
+                " ".join(f"{n}:{v:.0f}" for n, v in r["per_hidden"].items()),
+            )
+        console.print(m)
     return 0

@@ -1,0 +1,206 @@
+"""Paper-protocol training speed by pack size: what packing trials (`study.pack`) buys.
+
+Trains a few epochs of paper-protocol trials (batch size 1, online Nesterov SGD, the paper's
+search space; no early stopping inside the measured epochs) in this process with one torch
+thread, for each pack size, on the same trials, and reports per (task, pack size):
+- `us_per_trial_frame`: wall time over trials x epochs x training frames, in microseconds; it
+  includes everything a trial costs per epoch (both evaluations, data, optimizer);
+- `trial_epochs_per_core_hour`, and `speedup` against pack size 1 (the single-trial loop,
+  `study.train`) of the same task in the same run;
+- `projected_grid_core_hours`: the paper's grid (2000 trials per task) at this speed, with the
+  mean epochs of a measured paper-protocol sample (the shipped reference study's table for JSB
+  Chorales, when present) or a stated assumption (100).
+The trials of a task row are a seeded sample of the paper's space (hidden sizes log-uniform in
+[20, 200]), sorted by hidden size and cut into packs, as the study engine does.
+
+The *standard mix* (JSB Chorales, V, hidden sizes 20, 64, 100 and 200) is reported per pack size
+as the mean microseconds per trial-frame over the four sizes, beside its arithmetic floor: the
+matrix-product operations of a trial-frame (training forward and backward, and the two
+evaluation forward passes per training frame; `benchmarks.flops`) over this core's reference
+matrix-product rate (`benchmarks.flops.peak_gflops`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+GRID_TRIALS = 2000  # the paper: 200 trials x 10 networks per task
+ASSUMED_EPOCHS = 100.0
+MIX_HIDDEN = (20, 64, 100, 200)
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference-jsb" / "trials.parquet"
+
+
+def paper_sample(n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` hyperparameter sets from the paper's space (reference section 4)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        out.append(
+            {
+                "hidden_size": int(round(math.exp(rng.uniform(math.log(20), math.log(200))))),
+                "learning_rate": float(math.exp(rng.uniform(math.log(1e-6), math.log(1e-2)))),
+                "momentum": 1.0 - float(math.exp(rng.uniform(math.log(0.01), 0.0))),
+                "input_noise": float(rng.uniform(0.0, 1.0)),
+            }
+        )
+    return out
+
+
+def mean_epochs(task: str) -> tuple[float, str]:
+    """Mean epochs per trial for the projection, and where the number comes from."""
+    if task == "jsb_chorales" and REFERENCE.is_file():
+        import pandas as pd
+
+        df = pd.read_parquet(REFERENCE)
+        done = df[df["status"] == "complete"]
+        if len(done) >= 10:
+            return float(done["epochs"].mean()), f"mean of {len(done)} reference-jsb trials"
+    return ASSUMED_EPOCHS, "assumed"
+
+
+def _train(task, variant, hparams, splits, epochs: int, pack: int, device: str) -> float:
+    """Wall seconds to train `hparams` for `epochs` epochs in packs of `pack` (1: one by one)."""
+    from study.config import TrainConfig
+    from study.pack import PackTrial, train_pack
+    from study.train import train
+
+    settings = TrainConfig(batch_size=1, max_epochs=epochs, patience=epochs + 1, threads=1)
+    order = sorted(range(len(hparams)), key=lambda k: hparams[k]["hidden_size"])
+    start = time.perf_counter()
+    if pack == 1:
+        for k in order:
+            train(task, variant, hparams[k], splits, settings, k, device)
+    else:
+        for i in range(0, len(order), pack):
+            trials = [PackTrial(k, hparams[k], k) for k in order[i : i + pack]]
+            for _ in train_pack(task, variant, trials, splits, settings, pack, None, device):
+                pass
+    return time.perf_counter() - start
+
+
+def _frames(split) -> int:
+    return int(sum(len(x) for x in split.inputs))
+
+
+def floor_us(task, splits, hidden: int, peak: float) -> float:
+    """Arithmetic floor of one trial-frame (see the module docstring), in microseconds."""
+    from benchmarks.flops import step_flops
+    from study.model import build_model
+
+    model = build_model(task, "V", hidden, torch.Generator().manual_seed(0))
+    train_f = _frames(splits["train"])
+    steps = max(1, round(train_f / len(splits["train"])))  # a mean-length sequence
+    train_flop = step_flops(model.rnn, steps, 1) / steps  # forward + backward, per frame
+    out = model.out.weight[0].numel()
+    train_flop += 3 * 2 * out  # output layer: forward, weight and input gradients
+    fwd = sum(
+        2 * p[0].numel()
+        for n, p in model.rnn.named_parameters()
+        if n.split(".")[-1] in ("W", "R", "Rg")
+    )
+    eval_ratio = (_frames(splits["valid"]) + _frames(splits["test"])) / train_f
+    total = train_flop + eval_ratio * (fwd + 2 * out)
+    return total / (peak * 1e9) * 1e6
+
+
+def run(
+    task_names: Iterable[str] = ("jsb_chorales",),
+    packs: Iterable[int] = (1, 4, 8, 16),
+    trials: int | None = None,
+    epochs: int = 1,
+    seed: int = 0,
+    size: int | None = None,
+    device: str = "cpu",
+    mix: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """`{"rows": [...], "mix": [...]}` (see the module docstring)."""
+    import tasks
+    from benchmarks.flops import peak_gflops
+    from tasks.base import load_prepared
+
+    packs = sorted(set(int(p) for p in packs) | {1})
+    if packs[0] < 1 or epochs < 1:
+        raise ValueError(f"pack sizes and epochs must be >= 1, got {packs} and {epochs}")
+    torch.set_num_threads(1)
+    n_trials = trials or max(packs)
+    rows, mix_rows = [], []
+    for name in task_names:
+        task = tasks.get(name)
+        folder, _ = tasks.prepare(name, size=size, seed=seed, progress=False)
+        splits, _ = load_prepared(folder)
+        frames = _frames(splits["train"])
+        sample = paper_sample(n_trials, seed)
+        epochs_mean, epochs_from = mean_epochs(name)
+        base = None
+        for pack in packs:
+            if progress:
+                progress(f"{name}: {n_trials} trials in packs of {pack}")
+            wall = _train(task, "V", sample, splits, epochs, pack, device)
+            us = wall / (n_trials * epochs * frames) * 1e6
+            base = base or us
+            rows.append(
+                {
+                    "task": name,
+                    "pack": pack,
+                    "trials": n_trials,
+                    "epochs": epochs,
+                    "train_frames": frames,
+                    "wall_s": round(wall, 2),
+                    "us_per_trial_frame": round(us, 2),
+                    "trial_epochs_per_core_hour": round(n_trials * epochs / wall * 3600, 1),
+                    "speedup": round(base / us, 2),
+                    "projected_grid_core_hours": round(
+                        GRID_TRIALS * epochs_mean * frames * us / 3.6e9, 1
+                    ),
+                    "mean_epochs": round(epochs_mean, 1),
+                    "mean_epochs_from": epochs_from,
+                }
+            )
+    if mix:
+        name = "jsb_chorales"
+        task = tasks.get(name)
+        folder, _ = tasks.prepare(name, seed=seed, progress=False)
+        splits, _ = load_prepared(folder)
+        frames = _frames(splits["train"])
+        peak = peak_gflops(device)
+        floors = {n: floor_us(task, splits, n, peak) for n in MIX_HIDDEN}
+        for pack in packs:
+            per_n = {}
+            for n in MIX_HIDDEN:
+                if progress:
+                    progress(f"standard mix: N={n}, pack {pack}")
+                hps = [
+                    {
+                        "hidden_size": n,
+                        "learning_rate": 1e-3 * (1 + k % 4),
+                        "momentum": 0.9,
+                        "input_noise": 0.1 * (k % 3),
+                    }
+                    for k in range(pack)
+                ]
+                wall = _train(task, "V", hps, splits, epochs, pack, device)
+                per_n[n] = wall / (pack * epochs * frames) * 1e6
+            mix_rows.append(
+                {
+                    "task": name,
+                    "mix": "standard",
+                    "pack": pack,
+                    "us_per_trial_frame": round(float(np.mean(list(per_n.values()))), 2),
+                    "floor_us_per_trial_frame": round(float(np.mean(list(floors.values()))), 2),
+                    "per_hidden": {str(n): round(v, 2) for n, v in per_n.items()},
+                    "floor_per_hidden": {str(n): round(v, 2) for n, v in floors.items()},
+                    "peak_gflops": round(peak, 1),
+                }
+            )
+        base = mix_rows[0]["us_per_trial_frame"]
+        for r in mix_rows:
+            r["speedup"] = round(base / r["us_per_trial_frame"], 2)
+    return {"rows": rows + mix_rows}
