@@ -107,19 +107,22 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a
   C.mul_(beta).addmm_(A, B, 1, alpha);
 }
 
-// Row-major C (m x n) = op(A) (m x k) op(W) (k x n) + beta C for a fixed W and many A: with MKL,
-// W is packed once; otherwise a plain gemm per call.
+// Row-major C (m x n) = op(A) (m x k) op(W) (k x n) + beta C for a fixed W and many A. With a
+// few rows (the paper's batch-1 trials: a matrix-vector product per step) a plain vectorised
+// loop, whose cost is the pass over W (hot in cache for a trial's whole sequence), not a BLAS
+// call's overhead; otherwise MKL's packed GEMM (W packed once) or a plain gemm per call.
 template <typename T>
 struct FixedRight {
   enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162, kPacked = 151 };
   const T* w;
   bool tw;
   int64_t m, n, k, ldw;
+  static constexpr int64_t kFewRows = 2;
   std::vector<float> packed;
   FixedRight(const T* w_, bool tw_, int64_t m_, int64_t n_, int64_t k_, int64_t ldw_)
       : w(w_), tw(tw_), m(m_), n(n_), k(k_), ldw(ldw_) {
     if constexpr (std::is_same_v<T, float>) {
-      if (cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute && m > 0) {
+      if (m > kFewRows && cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute) {
         packed.resize(cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1);
         cblas_sgemm_pack(kRowMajor, kBMatrix, tw ? kTrans : kNoTrans, m, n, k, 1.0f, w, ldw,
                          packed.data());
@@ -127,6 +130,10 @@ struct FixedRight {
     }
   }
   void operator()(const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
+    if (m <= kFewRows) {
+      few_rows(a, lda, beta, c, ldc);
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (!packed.empty()) {
         cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, lda, packed.data(), 0,
@@ -135,6 +142,30 @@ struct FixedRight {
       }
     }
     gemm<T>(false, tw, m, n, k, T(1), a, lda, w, ldw, beta, c, ldc);
+  }
+  void few_rows(const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
+    for (int64_t i = 0; i < m; ++i) {
+      const T* __restrict ai = a + i * lda;
+      T* __restrict ci = c + i * ldc;
+      if (tw) {  // W stored (n x k): C[i, j] = a_i . W[j, :]
+        for (int64_t j = 0; j < n; ++j) {
+          const T* __restrict wj = w + j * ldw;
+          T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+          for (int64_t r = 0; r < k; ++r) acc += ai[r] * wj[r];
+          ci[j] = (beta == T(0) ? T(0) : beta * ci[j]) + acc;
+        }
+      } else {  // W stored (k x n): C[i, :] = sum_r a_i[r] W[r, :]
+        if (beta == T(0)) std::fill(ci, ci + n, T(0));
+        else if (beta != T(1)) for (int64_t j = 0; j < n; ++j) ci[j] *= beta;
+        for (int64_t r = 0; r < k; ++r) {
+          const T ar = ai[r];
+          const T* __restrict wr = w + r * ldw;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) ci[j] += ar * wr[j];
+        }
+      }
+    }
   }
 };
 
