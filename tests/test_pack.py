@@ -162,3 +162,24 @@ def test_slots_refill_and_every_trial_finishes_once():
     assert sorted(order) == list(range(5)) and len(order) == 5
     assert all(r["status"] == "complete" for r in done.values())
     assert all(math.isfinite(r["val_metric"]) for r in done.values())
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
+)
+@pytest.mark.parametrize("variant", ["V", "FGR", "GRU"])
+def test_pack_on_the_device_equals_single_trials_on_the_cpu(device, variant):
+    """The same packed path on CUDA (the reference loop batched over the pack) and on the CPU
+    (the compiled kernels): each trial equals its single CPU run."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    splits = JSB.tiny(np.random.default_rng(0))
+    want = singles(JSB, variant, splits, HPARAMS[:3])
+    done, histories = {}, {}
+    trials = [PackTrial(k, hp, 100 + k) for k, hp in enumerate(HPARAMS[:3])]
+    on_epoch = lambda key, m: histories.setdefault(key, []).append(m)  # noqa: E731
+    for key, result in train_pack(JSB, variant, trials, splits, SETTINGS, 2, on_epoch, device):
+        done[key] = result
+    for k, (single, history) in enumerate(want):
+        assert done[k]["device"] == device
+        assert_same_trial(single, history, done[k], histories[k], rel=1e-3)
