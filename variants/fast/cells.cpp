@@ -119,8 +119,15 @@ struct FixedRight {
   int64_t m, n, k, ldw;
   static constexpr int64_t kFewRows = 2;
   std::vector<float> packed;
+  std::vector<T> wk;  // few rows: op(W) stored (k x n), so every product is a run of axpys
   FixedRight(const T* w_, bool tw_, int64_t m_, int64_t n_, int64_t k_, int64_t ldw_)
       : w(w_), tw(tw_), m(m_), n(n_), k(k_), ldw(ldw_) {
+    if (m <= kFewRows) {
+      wk.resize(k * n);
+      for (int64_t r = 0; r < k; ++r)
+        for (int64_t j = 0; j < n; ++j) wk[r * n + j] = tw ? w[j * ldw + r] : w[r * ldw + j];
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (m > kFewRows && cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute) {
         packed.resize(cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1);
@@ -144,26 +151,17 @@ struct FixedRight {
     gemm<T>(false, tw, m, n, k, T(1), a, lda, w, ldw, beta, c, ldc);
   }
   void few_rows(const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
-    for (int64_t i = 0; i < m; ++i) {
+    for (int64_t i = 0; i < m; ++i) {  // C[i, :] = beta C[i, :] + sum_r a_i[r] op(W)[r, :]
       const T* __restrict ai = a + i * lda;
       T* __restrict ci = c + i * ldc;
-      if (tw) {  // W stored (n x k): C[i, j] = a_i . W[j, :]
-        for (int64_t j = 0; j < n; ++j) {
-          const T* __restrict wj = w + j * ldw;
-          T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-          for (int64_t r = 0; r < k; ++r) acc += ai[r] * wj[r];
-          ci[j] = (beta == T(0) ? T(0) : beta * ci[j]) + acc;
-        }
-      } else {  // W stored (k x n): C[i, :] = sum_r a_i[r] W[r, :]
-        if (beta == T(0)) std::fill(ci, ci + n, T(0));
-        else if (beta != T(1)) for (int64_t j = 0; j < n; ++j) ci[j] *= beta;
-        for (int64_t r = 0; r < k; ++r) {
-          const T ar = ai[r];
-          const T* __restrict wr = w + r * ldw;
+      if (beta == T(0)) std::fill(ci, ci + n, T(0));
+      else if (beta != T(1)) for (int64_t j = 0; j < n; ++j) ci[j] *= beta;
+      for (int64_t r = 0; r < k; ++r) {
+        const T ar = ai[r];
+        if (ar == T(0)) continue;  // zero rows (a zero state, padded units) cost nothing
+        const T* __restrict wr = wk.data() + r * n;
 #pragma omp simd
-          for (int64_t j = 0; j < n; ++j) ci[j] += ar * wr[j];
-        }
+        for (int64_t j = 0; j < n; ++j) ci[j] += ar * wr[j];
       }
     }
   }
