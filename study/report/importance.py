@@ -5,6 +5,12 @@ units the authors analysed: log10(learning rate), log10(hidden size), log10(1 - 
 raw input-noise standard deviation. The uniform measure is the search box from the study config
 (widened to the data where trials lie outside it), so fractions match the paper's definition.
 Groups: each task with all variants pooled ('all') and each (task, variant).
+
+Diverged-but-finite trials: the forest is fitted on the test metric as measured, except that
+values above the task's divergence fence (`stats.task_fences`, Q3 + 3 IQR) are capped at the
+fence, a monotone transform that keeps such a trial the worst without letting one NLL of 10^4
+outweigh the variance of all the others. Marginal bands are clipped to the metric's domain
+(>= 0; <= 1 for error rates).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from study.report import fanova
+from study.report.stats import too_few_text
 
 # results column -> (key, label, encoding into analysis units)
 HYPERPARAMETERS = {
@@ -36,6 +43,11 @@ SPACE_KEYS = {
 }
 MIN_TRIALS = 10
 POOLED = "all"
+
+
+def domain(metric: str) -> tuple[float, float]:
+    """The values a metric can take: error rates in [0, 1], anything else (an NLL) >= 0."""
+    return (0.0, 1.0) if metric.endswith("error") else (0.0, np.inf)
 
 
 def encode(trials: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +79,7 @@ def analysis_bounds(x: pd.DataFrame, space: dict[str, tuple[float, float]]) -> n
 def why_not(x: pd.DataFrame, y: np.ndarray) -> str | None:
     """Why a group cannot be analysed, or None when it can."""
     if len(y) < MIN_TRIALS:
-        return f"too few complete trials for fANOVA ({len(y)} < {MIN_TRIALS})"
+        return too_few_text(len(y), MIN_TRIALS)
     if not np.all(np.isfinite(x.to_numpy())):
         return "some hyperparameters are missing or out of range"
     if np.ptp(y) == 0:
@@ -84,20 +96,26 @@ def analyse(
     n_trees_variant: int | None = None,
     seed: int = 0,
     grid: int = 50,
+    fences: dict[str, float] | None = None,
+    metrics: dict[str, str] | None = None,
 ) -> dict[str, pd.DataFrame | dict]:
-    """fANOVA per task (pooled) and per (task, variant) over complete trials.
+    """fANOVA per task (pooled) and per (task, variant) over complete trials, the test metric
+    capped at `fences[task]` (no cap where absent).
 
-    Returns {'importance': tidy rows (task, group, effect, kind, hp, fraction, std, n, trees),
-    'skipped': (task, group, reason), 'curves': (task, hp, x, mean, std) for pooled groups,
+    Returns {'importance': tidy rows (task, group, effect, kind, hp, fraction, std, n, capped,
+    trees), 'skipped': (task, group, reason), 'curves': (task, hp, x, mean, std, lo, hi) for
+    pooled groups, lo/hi being mean -+ std clipped to the metric's `domain`,
     'surfaces': {task: (lr grid, hidden grid, (G, G) mean marginal)}}.
     """
+    fences, metrics = fences or {}, metrics or {}
     rows, skipped, curves, surfaces = [], [], [], {}
     keys = list(HYPERPARAMETERS)
     for ti, task in enumerate(tasks):
         in_task = done[done["task"] == task]
         groups = [(POOLED, in_task)] + [(v, in_task[in_task["variant"] == v]) for v in variants]
         for gi, (group, part) in enumerate(groups):
-            x, y = encode(part), part["test_metric"].to_numpy(float)
+            x, raw = encode(part), part["test_metric"].to_numpy(float)
+            y = np.minimum(raw, fences.get(task, np.inf))
             reason = why_not(x, y)
             if reason:
                 skipped.append({"task": task, "group": group, "reason": reason})
@@ -115,6 +133,7 @@ def analyse(
                         "hp": r["effect"],
                         "effect": _label(r["effect"]),
                         "n": len(y),
+                        "capped": int((raw > y).sum()),
                         "trees": trees,
                     }
                 )
@@ -122,19 +141,30 @@ def analyse(
                 for d, key in enumerate(keys):
                     g = np.linspace(bounds[d, 0], bounds[d, 1], grid)
                     mean, std = fa.curve(d, g)
+                    lo, hi = domain(metrics.get(task, ""))
                     curves.append(
-                        pd.DataFrame({"task": task, "hp": key, "x": g, "mean": mean, "std": std})
+                        pd.DataFrame(
+                            {
+                                "task": task,
+                                "hp": key,
+                                "x": g,
+                                "mean": mean,
+                                "std": std,
+                                "lo": np.clip(mean - std, lo, hi),
+                                "hi": np.clip(mean + std, lo, hi),
+                            }
+                        )
                     )
                 g_lr = np.linspace(*bounds[0], 40)
                 g_h = np.linspace(*bounds[1], 40)
                 surfaces[task] = (g_lr, g_h, fa.surface(0, 1, g_lr, g_h))
-    columns = ["task", "group", "effect", "kind", "hp", "fraction", "std", "n", "trees"]
+    columns = ["task", "group", "effect", "kind", "hp", "fraction", "std", "n", "capped", "trees"]
     return {
         "importance": pd.DataFrame(rows, columns=columns),
         "skipped": pd.DataFrame(skipped, columns=["task", "group", "reason"]),
         "curves": pd.concat(curves, ignore_index=True)
         if curves
-        else pd.DataFrame(columns=["task", "hp", "x", "mean", "std"]),
+        else pd.DataFrame(columns=["task", "hp", "x", "mean", "std", "lo", "hi"]),
         "surfaces": surfaces,
     }
 
