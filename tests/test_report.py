@@ -272,7 +272,7 @@ def test_partial_study_builds_and_says_so(tmp_path):
     assert "too few trials" in text
     assert f"no complete trial of the baseline {variants[0]}" in text
     # 6 trials per variant < 10: said once for all groups with that n, not once per group
-    assert text.count("too few trials (n = 6, needs &gt;= 10)") == 1
+    assert text.count("too few trials (n = 6, needs &gt;= 10)") == 2  # once per task
     assert "still be running" in text  # 6 of 10 expected
     res = read_results("partial", tmp_path / "results")
     assert res.variants == variants and res.tasks == tasks[:2]

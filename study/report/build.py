@@ -29,6 +29,7 @@ class Settings:
     n_resamples: int = 2000  # bootstrap resamples per confidence interval
     seed: int = 0
     fence_iqr: float | None = stats.FENCE_IQR  # divergence fence Q3 + k IQR; None: no cap
+    fanova_target: str = "rank"  # 'rank' (robust) or 'metric' (capped at the fence)
 
 
 @dataclass
@@ -143,6 +144,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         seed=s.seed,
         fences=fences,
         metrics=metrics,
+        target=s.fanova_target,
     )
     log.info("fANOVA: %.1f s", time.perf_counter() - t0)
     prog = provenance.progress(res)

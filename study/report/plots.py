@@ -35,9 +35,7 @@ def _verdict_colour(variant: str, baseline: str, verdict: str | None) -> str:
     return COLOURS.get(verdict or "", COLOURS["other"] if verdict != "n.s." else COLOURS["n.s."])
 
 
-def _clip_outliers(
-    ax, data: list[np.ndarray], pos: np.ndarray, fence: float | None = None
-) -> int:
+def _clip_outliers(ax, data: list[np.ndarray], pos: np.ndarray, fence: float | None = None) -> int:
     """Keep a few diverging trials (NLL in the thousands) from flattening every box: cut the axis
     at `fence` (default: Q3 + 3 IQR of the pooled values, `stats.fence`), as the paper's Fig. 3
     cuts its axes, and write how many trials of each variant lie above it. Returns how many

@@ -30,9 +30,7 @@ def power(d: float, n: int, n_base: int, alpha: float = 0.05) -> float:
     """Power of the two-sided two-sample t-test to detect |d| with n and n_base trials."""
     if not (np.isfinite(d) and n >= 2 and n_base >= 2) or d == 0:
         return np.nan
-    return float(
-        TTestIndPower().power(effect_size=abs(d), nobs1=n, ratio=n_base / n, alpha=alpha)
-    )
+    return float(TTestIndPower().power(effect_size=abs(d), nobs1=n, ratio=n_base / n, alpha=alpha))
 
 
 def n_for_power(d: float, alpha: float = 0.05, goal: float = POWER_GOAL) -> float:

@@ -143,7 +143,8 @@ def significance_tables(sig: pd.DataFrame, baseline: str) -> list[str]:
         few = part[part["verdict"] == TOO_FEW]
         tested = part[part["verdict"] != TOO_FEW]
         out.append(
-            f"<h4>{esc(subset)}" + (" (ranked by validation metric)" if subset == TOP else "")
+            f"<h4>{esc(subset)}"
+            + (" (ranked by validation metric)" if subset == TOP else "")
             + "</h4>"
         )
         if len(tested):
@@ -178,7 +179,9 @@ def _significance_frame(sig: pd.DataFrame, baseline: str) -> pd.DataFrame:
             "verdict": sig["verdict"],
             "p (Holm)": sig["p_holm"],
             "verdict (Holm)": sig["verdict_holm"],
-            "diff of means [95% CI]": ci_column("diff", sig["diff"], sig["diff_lo"], sig["diff_hi"]),
+            "diff of means [95% CI]": ci_column(
+                "diff", sig["diff"], sig["diff_lo"], sig["diff_hi"]
+            ),
             "Hedges g [95% CI]": ci_column("g", sig["g"], sig["g_lo"], sig["g_hi"]),
             "p (Welch)": sig["p_welch"],
             "verdict (Welch)": sig["verdict_welch"],
@@ -280,8 +283,14 @@ def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
     trees = sorted(set(imp["trees"]))
     capped = imp[(imp["group"] == "all")]["capped"]
     limit = a.fences.get(task, np.inf)
+    target = imp["target"].iloc[0] if "target" in imp else "metric"
+    what = (
+        f"test-{esc(metric)} ranks (within each group)"
+        if target == "rank"
+        else (f"test {esc(metric)} (capped at the fence)")
+    )
     out.append(
-        f"<p>Fraction of the test-{esc(metric)} variance explained by each "
+        f"<p>Fraction of the variance of the {what} explained by each "
         "hyperparameter (main effects), each pair (interactions) and the rest "
         f"(higher order); mean over {', '.join(map(str, trees))} trees."
         + (
@@ -342,8 +351,7 @@ def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
 def _skipped_text(skipped: pd.DataFrame) -> str:
     """Groups with the same reason listed once: 'too few trials (n = 4, needs >= 10): V, NIG'."""
     return "; ".join(
-        f"{reason}: {', '.join(g['group'])}"
-        for reason, g in skipped.groupby("reason", sort=False)
+        f"{reason}: {', '.join(g['group'])}" for reason, g in skipped.groupby("reason", sort=False)
     )
 
 

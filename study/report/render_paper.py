@@ -42,7 +42,11 @@ def size_line(a) -> str:
         text += (
             f" With {med} per pair the tests can detect only large differences (see the power "
             "numbers beside the paper's verdicts)"
-            + (f" and below {MIN_PER_GROUP} per group there is no test at all." if lo < MIN_PER_GROUP else ".")
+            + (
+                f" and below {MIN_PER_GROUP} per group there is no test at all."
+                if lo < MIN_PER_GROUP
+                else "."
+            )
         )
     return text
 
@@ -130,6 +134,17 @@ def _verdict_table(pv: pd.DataFrame) -> list[str]:
     return out
 
 
+def _target_text(target: str) -> str:
+    if target == "rank":
+        return (
+            "the rank of each trial's test metric within its group (a monotone transform: a "
+            "diverged trial is the worst one and no more, where on the raw metric one NLL of "
+            "10^4 would carry nearly all the variance; without divergence the fractions are "
+            "close to the raw metric's)"
+        )
+    return "the test metric, capped at the task's divergence fence"
+
+
 def methods_section(a) -> list[str]:
     s = a.settings
     per_variant = s.n_trees if s.n_trees_variant is None else s.n_trees_variant
@@ -162,14 +177,14 @@ def methods_section(a) -> list[str]:
         "Power, where our verdict differs from the paper's: statsmodels TTestIndPower "
         "(two-sided) at our n, for the smallest |d| the paper's Welch test could call "
         "significant at its n (200 per pair, 20 in the top 10%), and for our observed g.",
-        "fANOVA (Hutter et al. 2014) of the test metric, capped at the task's divergence fence "
-        "(a monotone transform: a diverged trial stays the worst but cannot carry all the "
-        "variance), on log10(learning rate), log10(hidden size), log10(1 - momentum) and the "
+        f"fANOVA (Hutter et al. 2014) of {_target_text(s.fanova_target)}, on log10(learning rate), log10(hidden size), log10(1 - momentum) and the "
         "input-noise std, under the uniform measure on the config's search box (widened to "
         "the data if needed): a scikit-learn random forest (bootstrap, 70% of features per "
         "split, fully grown) decomposed exactly per tree (study/report/fanova.py, checked "
         "against Optuna's tree code). Fractions are raw shares: mains + pairs + higher order "
-        "= 1. Marginal bands (+-1 std over trees) are clipped to the metric's domain.",
+        "= 1. Marginal curves and the pairwise surface are drawn in metric units (a rank maps "
+        "back through the empirical quantile function of the group's metric); bands (+-1 std "
+        "over trees) are clipped to the metric's domain.",
         f"Trees: {s.n_trees} per task (variants pooled), {per_variant} per (task, variant); "
         f"groups with fewer than {MIN_TRIALS} complete trials or a constant metric are not "
         "analysed. The pooled analysis has no variant feature: differences between variants "

@@ -28,7 +28,7 @@ MAX_HEIGHT = 30000  # px; taller pages are cut off there (and the log says so)
 
 def find_chromium(given: str | None = None) -> str:
     """The Chromium to use: `given`, or the first of BROWSERS on PATH."""
-    for name in ([given] if given else BROWSERS):
+    for name in [given] if given else BROWSERS:
         path = shutil.which(name)
         if path:
             return path
