@@ -229,7 +229,7 @@ def test_figures_never_clip_legends_or_titles(tmp_path, n_variants):
         "importance": plots.importance_chart(a.fanova["importance"], title),
         "marginals": plots.marginal_curves(a.fanova["curves"], "frame_error", title),
         "time": plots.time_vs_hidden(a.done, a.res.variants, title)[0],
-        "curves": learning.figure(a.learning, a.res.variants, "V", "frame_error", title, np.inf),
+        "curves": learning.figure(a.learning, a.res.variants, "V", "frame_error", title, 0.5),
     }
     for name, fig in figs.items():
         assert _overflow(fig) < 0.02, name

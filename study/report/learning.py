@@ -9,6 +9,7 @@ baseline's median dashed in every panel, so the figure reads the same with 2 or 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,8 @@ def figure(
     present = [v for v in variants if v in set(part["variant"])]
     ncol = min(5, max(1, len(present)))
     nrow = max(1, math.ceil(len(present) / ncol))
-    fig = Figure(figsize=(2.6 * ncol + 1.0, 2.2 * nrow + 0.9), layout="constrained")
+    width = max(7.0, 2.6 * ncol + 1.0)
+    fig = Figure(figsize=(width, 2.2 * nrow + 1.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False))
     base = part[part["variant"] == baseline]
     low = float(np.nanmin(part["q25"])) if len(part) else 0.0
@@ -70,9 +72,11 @@ def figure(
         ax.set_ylabel(f"val {metric}", fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel("epoch", fontsize=8)
-    fig.suptitle(
-        f"{title}\nline: median, band: quartiles over trials still training; dashed: "
-        f"{baseline} median" + ("; axis cut at the divergence fence" if cut else ""),
-        fontsize=10,
+    legend = (
+        f"line: median, band: quartiles over trials still training; dashed: {baseline} median"
+        + ("; axis cut at the divergence fence" if cut else "")
     )
+    chars = int(width * 12)  # about 12 characters per inch at 10 pt
+    lines = [w for line in f"{title}\n{legend}".split("\n") for w in textwrap.wrap(line, chars)]
+    fig.suptitle("\n".join(lines), fontsize=10)
     return fig
