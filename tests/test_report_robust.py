@@ -314,3 +314,17 @@ def test_report_renders_in_headless_chromium(tmp_path):
     whole = Image.open(paths[0])
     assert whole.size[0] == 1400 and 3000 < whole.size[1] < screenshot.MAX_HEIGHT
     assert len(paths) == 1 + math.ceil(whole.size[1] / 2000)
+
+
+def test_cli_names_a_bad_fence(tmp_path):
+    import argparse
+
+    from study.commands import report
+
+    parser = argparse.ArgumentParser()
+    report.register(parser.add_subparsers())
+    args = parser.parse_args(["report", "x", "--results", str(tmp_path), "--fence-iqr", "0"])
+    with pytest.raises(ValueError, match="--fence-iqr must be positive, got 0.0"):
+        args.func(args)
+    with pytest.raises(SystemExit):  # argparse names the valid choices
+        parser.parse_args(["report", "x", "--fanova-target", "log"])

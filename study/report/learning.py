@@ -62,6 +62,17 @@ def figure(
         if variant != baseline and len(base):
             ax.plot(base["epoch"], base["median"], color="#555", lw=1, ls="--")
         ax.set_title(f"{variant} (n = {int(c['n'].max())})", fontsize=9, loc="left")
+        if cut and float(np.nanmin(c["median"])) > top:
+            ax.text(
+                0.5,
+                0.5,
+                f"above the axis\n(median >= {float(np.nanmin(c['median'])):.4g})",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="#b00",
+            )
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(present) :]:

@@ -93,7 +93,19 @@ def compare_variants(
             row["stand-in data"] = stand_in_text(stand_in.get(task))
             row["paper note"] = fact["note"]
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    first = [c for c in out.columns if c not in POWER_KEYS + TAIL]
+    return out.reindex(columns=first + POWER_KEYS + TAIL)
+
+
+POWER_KEYS = [
+    "paper n",
+    "smallest d significant at paper n",
+    "power for that d here",
+    "power for observed g",
+    "n per group for 80% power (observed g)",
+]
+TAIL = ["explanation", "stand-in data", "paper note"]
 
 
 def _match(paper: str, found: str) -> str:
