@@ -328,3 +328,24 @@ def test_cli_names_a_bad_fence(tmp_path):
         args.func(args)
     with pytest.raises(SystemExit):  # argparse names the valid choices
         parser.parse_args(["report", "x", "--fanova-target", "log"])
+
+
+def test_best_results_put_the_papers_and_chungs_numbers_beside_ours():
+    summary = pd.DataFrame(
+        {
+            "task": "jsb_chorales",
+            "subset": stats.ALL,
+            "variant": ["V", "GRU", "NP"],
+            "n": 4,
+            "best": [8.9, 9.1, 8.8],
+            "median": [10.0, 11.0, 9.5],
+        }
+    )
+    best = paper.best_results(summary, {"jsb_chorales": False}, ["jsb_chorales"])
+    best = best.set_index("variant")
+    assert best.loc["V", "reference"] == 8.67 and best.loc["GRU", "reference"] == 8.54
+    assert np.isnan(best.loc["NP", "reference"])
+    assert (best["paper's best (any variant)"] == 8.4).all()
+    refs = paper.reference_results(summary, {"jsb_chorales": False}, ["jsb_chorales"])
+    assert set(refs["their best"]) == {8.4, 8.67, 8.54, 8.71}
+    assert (refs["our best"] == 8.8).all() and (refs["our variant"] == "NP").all()
