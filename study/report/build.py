@@ -227,6 +227,9 @@ def summary_markdown(a: Analysis) -> str:
         f"- tasks: {', '.join(res.tasks) or 'none'}; variants: "
         f"{', '.join(res.variants) or 'none'}; baseline {res.baseline}",
     ]
+    from study.report.render_paper import size_line
+
+    lines.append(f"- {size_line(a)}")
     for task, flag in a.stand_in.items():
         if flag:
             lines.append(
@@ -280,6 +283,10 @@ def summary_markdown(a: Analysis) -> str:
         if len(df):
             c = df[col].value_counts().to_dict()
             lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    for r in a.paper_reference.itertuples(index=False):
+        ours = "no trial" if pd.isna(r[5]) else f"{r[5]:.4g} ({r[6]})"
+        flag = " (stand-in data: not comparable)" if a.stand_in.get(r.task) else ""
+        lines.append(f"- {r.task}: {r.source} [{r.tag}] {r[3]:.4g}; our best {ours}{flag}")
     return "\n".join(lines) + "\n"
 
 
