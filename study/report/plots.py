@@ -24,7 +24,7 @@ COLOURS = {
     "better": "#3182bd",
     "n.s.": "#d9d9d9",
     "baseline": "#ffffff",
-    "other": "#f2f2f2",
+    "other": "#fff2c2",  # too few trials: pale yellow, never mistaken for the white baseline
 }
 PARAMS_GREY = "#9e9e9e"
 
