@@ -3,7 +3,9 @@
 The test metric is a known function of the hyperparameters (a learning-rate basin, better with
 size, worse with noise, momentum irrelevant) plus a per-variant shift that mimics the paper's
 Fig. 3 (NFG and NOAF clearly worse everywhere, NIG/NOG/NIAF worse on TIMIT and IAM, FGR worse on
-JSB), so tests and eyes can check the report against what was put in.
+JSB), so tests and eyes can check the report against what was put in. `explode` sets a few
+trials of one variant to diverged-but-finite values (NLL 1e3-1e4), as NOAF did in a demo run;
+`make_epochs` writes per-epoch validation curves that end at each trial's validation metric.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ def make_trials(
     tasks: list[str] | None = None,
     variants: list[str] | None = None,
     fail_rate: float = 0.03,
+    explode: dict[tuple[str, str], list[float]] | None = None,
 ) -> pd.DataFrame:
-    """`trials` rows per (task, variant), paper search space, seeded."""
+    """`trials` rows per (task, variant), paper search space, seeded. `explode[(task, variant)]`:
+    test (and validation) metrics given to that pair's first complete trials."""
     v_all, t_all = registry_orders()
     tasks, variants = tasks or t_all, variants or v_all
     rng = np.random.default_rng(seed)
@@ -108,7 +112,39 @@ def make_trials(
                         "test_extra": "{}",
                     }
                 )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for (task, variant), values in (explode or {}).items():
+        idx = df.index[
+            (df["task"] == task) & (df["variant"] == variant) & (df["status"] == "complete")
+        ][: len(values)]
+        df.loc[idx, "test_metric"] = values[: len(idx)]
+        df.loc[idx, "val_metric"] = np.asarray(values[: len(idx)]) * 0.98
+    return df
+
+
+def make_epochs(trials: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Long per-epoch history (task, variant, trial, epoch, name, value) of complete trials:
+    val/<metric> decays from 3x its final value to the trial's val_metric over its epochs."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in trials[trials["status"] == "complete"].itertuples(index=False):
+        n = int(r.epochs)
+        e = np.arange(1, n + 1)
+        curve = r.val_metric * (1 + 2 * np.exp(-e / (2 + 4 * rng.random())))
+        curve = curve * (1 + 0.01 * rng.normal(size=n))
+        curve[-1] = r.val_metric
+        for epoch, value in zip(e, curve, strict=True):
+            rows.append(
+                {
+                    "task": r.task,
+                    "variant": r.variant,
+                    "trial": int(r.trial),
+                    "epoch": int(epoch),
+                    "name": f"val/{r.metric}",
+                    "value": float(value),
+                }
+            )
+    return pd.DataFrame(rows, columns=["task", "variant", "trial", "epoch", "name", "value"])
 
 
 def write_study(
@@ -118,11 +154,18 @@ def write_study(
     expected: int | None = None,
     tasks: list[str] | None = None,
     variants: list[str] | None = None,
+    epochs: bool = True,
 ) -> Path:
-    """Write `<results_dir>/<study>/trials.parquet` and a config.yaml like the study writes."""
+    """Write `<results_dir>/<study>/trials.parquet`, a config.yaml like the study writes and
+    (with `epochs`) an `epochs.parquet/` folder of one part file per (task, variant)."""
     folder = results_dir / study
     folder.mkdir(parents=True, exist_ok=True)
     trials.to_parquet(folder / "trials.parquet", index=False)
+    history = make_epochs(trials) if epochs and len(trials) else None
+    if history is not None and len(history):
+        (folder / "epochs.parquet").mkdir(exist_ok=True)
+        for (task, variant), part in history.groupby(["task", "variant"], sort=False):
+            part.to_parquet(folder / "epochs.parquet" / f"{task}__{variant}.parquet", index=False)
     v_all, t_all = registry_orders()
     config = {
         "name": study,

@@ -35,6 +35,19 @@ def register(subparsers) -> None:
         help="fANOVA trees per (task, variant) (default: same as --trees)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the forests and bootstraps")
+    p.add_argument(
+        "--fanova-target",
+        choices=("rank", "metric"),
+        default="rank",
+        help="what fANOVA explains: the rank of each trial's test metric in its group (default; "
+        "robust to diverged trials) or the metric itself, capped at the divergence fence",
+    )
+    p.add_argument(
+        "--fence-iqr",
+        type=float,
+        default=3.0,
+        help="divergence fence Q3 + K IQR of a task's test metrics (default 3: Tukey's far out)",
+    )
     p.set_defaults(func=handle)
 
 
@@ -45,7 +58,15 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.trees < 1 or (args.variant_trees is not None and args.variant_trees < 1):
         raise ValueError("--trees and --variant-trees must be at least 1")
-    settings = Settings(n_trees=args.trees, n_trees_variant=args.variant_trees, seed=args.seed)
+    if not args.fence_iqr > 0:
+        raise ValueError(f"--fence-iqr must be positive, got {args.fence_iqr}")
+    settings = Settings(
+        n_trees=args.trees,
+        n_trees_variant=args.variant_trees,
+        seed=args.seed,
+        fence_iqr=args.fence_iqr,
+        fanova_target=args.fanova_target,
+    )
     index = build(args.study, args.results, args.out, settings)
     logging.getLogger("odyssey.report").info("report: %s", index.resolve())
     return 0

@@ -1,10 +1,12 @@
 """The study report (`odyssey report`): the paper's analysis of one study as an HTML page.
 
-Reads only `results/<study>/trials.parquet` and `config.yaml`; writes `reports/<study>/` with
-`index.html` (self-contained), `figures/`, `tables/*.csv` and `summary.md`. Modules: `load`
-(reading), `stats` (Welch tests, Holm, effect sizes), `fanova` and `importance` (hyperparameter
-importance), `paper` (the paper's findings), `provenance`, `plots`, `page` and `render` (HTML),
-`build` (the entry point).
+Reads only `results/<study>/` (`trials.parquet`, `epochs.parquet/`, `config.yaml`, `data.json`);
+writes `reports/<study>/` with `index.html` (self-contained), `figures/`, `tables/*.csv` and
+`summary.md`. Modules: `load` (reading), `stats` (rank and Welch tests, Holm, effect sizes,
+divergence fences), `power` (the tests' power where we differ from the paper), `fanova` and
+`importance` (hyperparameter importance), `learning` (learning curves), `paper` and
+`paper_facts.yaml` (the paper's findings, tagged), `provenance`, `plots`, `page`, `render` and
+`render_paper` (HTML), `build` (the entry point), `screenshot` (headless Chromium PNGs).
 """
 
 from __future__ import annotations

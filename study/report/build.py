@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.report import importance, paper, provenance, stats
+from study.report import importance, learning, paper, provenance, stats
 from study.report.load import StudyResults, read_results, space_bounds
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ class Settings:
     n_trees_variant: int | None = None  # per (task, variant); None: same as n_trees
     n_resamples: int = 2000  # bootstrap resamples per confidence interval
     seed: int = 0
+    fence_iqr: float | None = stats.FENCE_IQR  # divergence fence Q3 + k IQR; None: no cap
+    fanova_target: str = "rank"  # 'rank' (robust) or 'metric' (capped at the fence)
 
 
 @dataclass
@@ -47,7 +49,12 @@ class Analysis:
     stand_in: dict[str, bool | None]
     totals: dict
     paper_variants: pd.DataFrame
+    paper_best: pd.DataFrame
+    paper_reference: pd.DataFrame
     paper_hp: pd.DataFrame
+    learning: pd.DataFrame
+    fences: dict[str, float]
+    metrics: dict[str, str]
     time_trend: pd.DataFrame
     notices: list[str]
 
@@ -119,9 +126,11 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     s = settings or Settings()
     done = stats.complete(res.trials)
     long = stats.with_subsets(res.trials, s.top_fraction)
+    fences = stats.task_fences(done, s.fence_iqr)
+    metrics = {t: metric_name(res.trials, t) for t in res.tasks}
     t0 = time.perf_counter()
     significance = stats.compare_to_baseline(
-        long, res.variants, res.baseline, s.alpha, s.seed, s.n_resamples
+        long, res.variants, res.baseline, s.alpha, s.seed, s.n_resamples, fences
     )
     log.info("significance tests: %.1f s", time.perf_counter() - t0)
     t0 = time.perf_counter()
@@ -133,16 +142,20 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         n_trees=s.n_trees,
         n_trees_variant=s.n_trees_variant,
         seed=s.seed,
+        fences=fences,
+        metrics=metrics,
+        target=s.fanova_target,
     )
     log.info("fANOVA: %.1f s", time.perf_counter() - t0)
     prog = provenance.progress(res)
     stand_in = provenance.stand_in_flags(res.trials, res.tasks)
+    summary = stats.variant_summary(long)
     return Analysis(
         res=res,
         settings=s,
         done=done,
         long=long,
-        summary=stats.variant_summary(long),
+        summary=summary,
         significance=significance,
         fanova=fan,
         progress=prog,
@@ -150,11 +163,25 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         sources=provenance.data_sources(res.trials, res.tasks, res.data),
         stand_in=stand_in,
         totals=provenance.totals(res.trials),
-        paper_variants=paper.compare_variants(significance, stand_in, res.tasks),
+        paper_variants=paper.compare_variants(significance, stand_in, res.tasks, s.alpha),
+        paper_best=paper.best_results(summary, stand_in, res.tasks),
+        paper_reference=paper.reference_results(summary, stand_in, res.tasks),
         paper_hp=paper.compare_hyperparameters(fan["importance"], stand_in, res.tasks),
+        learning=learning.curves(res.epochs, done, metrics),
+        fences=fences,
+        metrics=metrics,
         time_trend=time_trend(done, res.tasks),
         notices=notices(res, prog, done),
     )
+
+
+def with_stand_in(df: pd.DataFrame, stand_in: dict[str, bool | None]) -> pd.DataFrame:
+    """`df` with a 'stand-in data' column from its 'task' column (unchanged without one), so a
+    CSV read on its own still says which numbers came from a generated corpus."""
+    if "task" not in df.columns or "stand-in data" in df.columns:
+        return df
+    flags = df["task"].map(lambda t: paper.stand_in_text(stand_in.get(t)))
+    return df.assign(**{"stand-in data": flags})
 
 
 def write_tables(a: Analysis, tables_dir: Path) -> None:
@@ -168,11 +195,14 @@ def write_tables(a: Analysis, tables_dir: Path) -> None:
         "failures": a.failures,
         "data_sources": a.sources,
         "paper_variants": a.paper_variants,
+        "paper_best": a.paper_best,
+        "paper_reference": a.paper_reference,
         "paper_hyperparameters": a.paper_hp,
+        "learning_curves": a.learning,
         "time_trend": a.time_trend,
     }
     for name, df in tables.items():
-        df.to_csv(tables_dir / f"{name}.csv", index=False)
+        with_stand_in(df, a.stand_in).to_csv(tables_dir / f"{name}.csv", index=False)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -197,6 +227,9 @@ def summary_markdown(a: Analysis) -> str:
         f"- tasks: {', '.join(res.tasks) or 'none'}; variants: "
         f"{', '.join(res.variants) or 'none'}; baseline {res.baseline}",
     ]
+    from study.report.render_paper import size_line
+
+    lines.append(f"- {size_line(a)}")
     for task, flag in a.stand_in.items():
         if flag:
             lines.append(
@@ -206,7 +239,7 @@ def summary_markdown(a: Analysis) -> str:
     lines += [f"- {n}" for n in a.notices]
     lines += [
         "",
-        f"## Variants against {res.baseline} (Welch, raw p as in the paper, alpha {a.settings.alpha})",
+        f"## Variants against {res.baseline} (Mann-Whitney U, raw p, alpha {a.settings.alpha})",
         "",
     ]
     if len(a.significance):
@@ -243,12 +276,17 @@ def summary_markdown(a: Analysis) -> str:
         lines.append("no pooled fANOVA (too few trials)")
     lines += ["", "## Beside the paper", ""]
     for label, df, col in (
-        ("variant verdicts (all trials)", a.paper_variants, "match (all trials)"),
+        ("variant verdicts (all trials)", a.paper_variants, "match (all)"),
+        ("variant verdicts (top 10%)", a.paper_variants, "match (top 10%)"),
         ("hyperparameter claims", a.paper_hp, "match"),
     ):
         if len(df):
             c = df[col].value_counts().to_dict()
             lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    for r in a.paper_reference.itertuples(index=False):
+        ours = "no trial" if pd.isna(r[5]) else f"{r[5]:.4g} ({r[6]})"
+        flag = " (stand-in data: not comparable)" if a.stand_in.get(r.task) else ""
+        lines.append(f"- {r.task}: {r.source} [{r.tag}] {r[3]:.4g}; our best {ours}{flag}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,18 @@ units the authors analysed: log10(learning rate), log10(hidden size), log10(1 - 
 raw input-noise standard deviation. The uniform measure is the search box from the study config
 (widened to the data where trials lie outside it), so fractions match the paper's definition.
 Groups: each task with all variants pooled ('all') and each (task, variant).
+
+Diverged-but-finite trials: one NLL of 10^4 among values near 10 carries nearly all of a
+group's variance, so fANOVA on the raw metric explains the divergence, not the search. The
+default target is therefore a monotone transform, the rank of each trial's test metric within
+its group (average ranks for ties, divided by n): a diverged trial is the worst one and no more.
+On the fixture's JSB trials without divergence, rank and raw targets give learning-rate
+fractions of 0.78 and 0.81; with three NOAF trials at 1e3-1e4, raw fractions move by up to 0.46
+and rank fractions by 0.05 (tests/test_report_robust.py). `target="metric"` fits the metric
+itself, capped at the task's divergence fence (`stats.task_fences`). Marginal curves and the
+pairwise surface are drawn in metric units: a rank r maps back through the empirical quantile
+function of the group's (fence-capped) metric, and bands are clipped to the metric's domain
+(>= 0; <= 1 for error rates).
 """
 
 from __future__ import annotations
@@ -13,8 +25,10 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from study.report import fanova
+from study.report.stats import too_few_text
 
 # results column -> (key, label, encoding into analysis units)
 HYPERPARAMETERS = {
@@ -36,6 +50,12 @@ SPACE_KEYS = {
 }
 MIN_TRIALS = 10
 POOLED = "all"
+TARGETS = ("rank", "metric")
+
+
+def domain(metric: str) -> tuple[float, float]:
+    """The values a metric can take: error rates in [0, 1], anything else (an NLL) >= 0."""
+    return (0.0, 1.0) if metric.endswith("error") else (0.0, np.inf)
 
 
 def encode(trials: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +87,7 @@ def analysis_bounds(x: pd.DataFrame, space: dict[str, tuple[float, float]]) -> n
 def why_not(x: pd.DataFrame, y: np.ndarray) -> str | None:
     """Why a group cannot be analysed, or None when it can."""
     if len(y) < MIN_TRIALS:
-        return f"too few complete trials for fANOVA ({len(y)} < {MIN_TRIALS})"
+        return too_few_text(len(y), MIN_TRIALS)
     if not np.all(np.isfinite(x.to_numpy())):
         return "some hyperparameters are missing or out of range"
     if np.ptp(y) == 0:
@@ -84,27 +104,38 @@ def analyse(
     n_trees_variant: int | None = None,
     seed: int = 0,
     grid: int = 50,
+    fences: dict[str, float] | None = None,
+    metrics: dict[str, str] | None = None,
+    target: str = "rank",
 ) -> dict[str, pd.DataFrame | dict]:
-    """fANOVA per task (pooled) and per (task, variant) over complete trials.
+    """fANOVA per task (pooled) and per (task, variant) over complete trials, the test metric
+    capped at `fences[task]` (no cap where absent).
 
-    Returns {'importance': tidy rows (task, group, effect, kind, hp, fraction, std, n, trees),
-    'skipped': (task, group, reason), 'curves': (task, hp, x, mean, std) for pooled groups,
+    Returns {'importance': tidy rows (task, group, effect, kind, hp, fraction, std, n, capped,
+    target, trees), 'skipped': (task, group, reason), 'curves': (task, hp, x, mean, lo, hi) for
+    pooled groups in metric units, lo/hi being mean -+ std over trees clipped to the `domain`,
     'surfaces': {task: (lr grid, hidden grid, (G, G) mean marginal)}}.
     """
+    if target not in TARGETS:
+        raise ValueError(f"unknown fANOVA target {target!r}; known: {', '.join(TARGETS)}")
+    fences, metrics = fences or {}, metrics or {}
     rows, skipped, curves, surfaces = [], [], [], {}
     keys = list(HYPERPARAMETERS)
     for ti, task in enumerate(tasks):
         in_task = done[done["task"] == task]
         groups = [(POOLED, in_task)] + [(v, in_task[in_task["variant"] == v]) for v in variants]
         for gi, (group, part) in enumerate(groups):
-            x, y = encode(part), part["test_metric"].to_numpy(float)
-            reason = why_not(x, y)
+            x, raw = encode(part), part["test_metric"].to_numpy(float)
+            capped = np.minimum(raw, fences.get(task, np.inf))
+            reason = why_not(x, capped)
             if reason:
                 skipped.append({"task": task, "group": group, "reason": reason})
                 continue
             trees = n_trees if group == POOLED or n_trees_variant is None else n_trees_variant
             bounds = analysis_bounds(x, space)
             group_seed = int(np.random.SeedSequence([seed, ti, gi]).generate_state(1)[0])
+            y = rankdata(capped) / len(capped) if target == "rank" else capped
+            back = _quantiles(capped) if target == "rank" else _identity
             fa = fanova.fit(x.to_numpy(), y, bounds, keys, n_trees=trees, seed=group_seed)
             for r in fa.importances():
                 rows.append(
@@ -115,6 +146,8 @@ def analyse(
                         "hp": r["effect"],
                         "effect": _label(r["effect"]),
                         "n": len(y),
+                        "capped": int((raw > capped).sum()),
+                        "target": target,
                         "trees": trees,
                     }
                 )
@@ -122,21 +155,58 @@ def analyse(
                 for d, key in enumerate(keys):
                     g = np.linspace(bounds[d, 0], bounds[d, 1], grid)
                     mean, std = fa.curve(d, g)
+                    lo, hi = domain(metrics.get(task, ""))
+                    mean, low, high = back(mean), back(mean - std), back(mean + std)
                     curves.append(
-                        pd.DataFrame({"task": task, "hp": key, "x": g, "mean": mean, "std": std})
+                        pd.DataFrame(
+                            {
+                                "task": task,
+                                "hp": key,
+                                "x": g,
+                                "mean": mean,
+                                "lo": np.clip(low, lo, hi),
+                                "hi": np.clip(high, lo, hi),
+                            }
+                        )
                     )
                 g_lr = np.linspace(*bounds[0], 40)
                 g_h = np.linspace(*bounds[1], 40)
-                surfaces[task] = (g_lr, g_h, fa.surface(0, 1, g_lr, g_h))
-    columns = ["task", "group", "effect", "kind", "hp", "fraction", "std", "n", "trees"]
+                surfaces[task] = (g_lr, g_h, back(fa.surface(0, 1, g_lr, g_h)))
+    columns = [
+        "task",
+        "group",
+        "effect",
+        "kind",
+        "hp",
+        "fraction",
+        "std",
+        "n",
+        "capped",
+        "target",
+        "trees",
+    ]
     return {
         "importance": pd.DataFrame(rows, columns=columns),
         "skipped": pd.DataFrame(skipped, columns=["task", "group", "reason"]),
         "curves": pd.concat(curves, ignore_index=True)
         if curves
-        else pd.DataFrame(columns=["task", "hp", "x", "mean", "std"]),
+        else pd.DataFrame(columns=["task", "hp", "x", "mean", "lo", "hi"]),
         "surfaces": surfaces,
     }
+
+
+def _identity(v: np.ndarray) -> np.ndarray:
+    return v
+
+
+def _quantiles(values: np.ndarray):
+    """Rank (in (0, 1]) -> the metric's empirical quantile in `values`, elementwise."""
+
+    def back(r: np.ndarray) -> np.ndarray:
+        r = np.asarray(r, float)
+        return np.quantile(values, np.clip(r, 0.0, 1.0).reshape(-1)).reshape(r.shape)
+
+    return back
 
 
 def _label(effect: str) -> str:

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 TRIALS_FILE = "trials.parquet"
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"  # written by the study at start (study.runner.record_data)
+EPOCHS_DIR = "epochs.parquet"  # one part file per trial: task, variant, trial, epoch, name, value
+EPOCH_COLUMNS = ("task", "variant", "trial", "epoch", "name", "value")
 
 # columns the report cannot do without
 REQUIRED = ("task", "variant", "status", "val_metric", "test_metric")
@@ -67,6 +69,9 @@ class StudyResults:
     baseline: str  # the registry's first variant (V)
     notes: list[str] = field(default_factory=list)  # problems found while reading
     data: dict[str, dict] = field(default_factory=dict)  # data.json: task -> data summary
+    epochs: pd.DataFrame = field(  # per-epoch history, long form (EPOCH_COLUMNS)
+        default_factory=lambda: pd.DataFrame(columns=list(EPOCH_COLUMNS))
+    )
 
 
 def variant_registry() -> list[str]:
@@ -163,6 +168,7 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
         notes.append(f"no {TRIALS_FILE} in {folder} yet: no trial has finished")
         trials = normalise(pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED}))
 
+    epochs = read_epochs(folder, notes)
     variant_names = set(trials["variant"].dropna()) | set(_as_list(config.get("variants")))
     task_names = set(trials["task"].dropna()) | set(_as_list(config.get("tasks")))
     registry = variant_registry()
@@ -183,7 +189,31 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
         baseline=registry[0],
         notes=notes,
         data=data,
+        epochs=epochs,
     )
+
+
+def read_epochs(folder: Path, notes: list[str]) -> pd.DataFrame:
+    """`<folder>/epochs.parquet/` as one long table; empty (and a note) when absent or broken."""
+    path = folder / EPOCHS_DIR
+    empty = pd.DataFrame(columns=list(EPOCH_COLUMNS))
+    if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
+        notes.append(f"no {EPOCHS_DIR} in {folder}: no learning curves")
+        return empty
+    try:
+        epochs = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        notes.append(f"{EPOCHS_DIR} could not be read ({e}); no learning curves")
+        return empty
+    missing = [c for c in EPOCH_COLUMNS if c not in epochs.columns]
+    if missing:
+        notes.append(f"{EPOCHS_DIR} lacks column(s) {', '.join(missing)}; no learning curves")
+        return empty
+    epochs = epochs[list(EPOCH_COLUMNS)].copy()
+    for col in ("task", "variant", "name"):
+        epochs[col] = epochs[col].astype(str)
+    epochs["value"] = pd.to_numeric(epochs["value"], errors="coerce").astype(float)
+    return epochs
 
 
 def _as_list(value: Any) -> list[str]:

@@ -1,7 +1,7 @@
 """HTML building blocks of the report page: one self-contained file, no template engine.
 
-Figures are embedded as base64 PNG (and also written to `figures/`), tables are pandas HTML
-with numbers formatted for reading; everything user-derived is escaped.
+Figures are embedded as base64 PNG (and also written to `figures/`); tables use one number
+format per column (`column_format`); everything user-derived is escaped.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ table.data th { background: #f4f4f4; } table.data td.txt { text-align: left; }
 overflow-x: auto; font-size: 12px; } img { max-width: 100%; }
 td.worse, td.differs { background: #fde0d0; } td.better { background: #dbe9f6; }
 td.agrees { background: #e3f4e3; } td.stand-in { background: #ffe0e0; font-weight: 600; }
-nav a { margin-right: 14px; }
+td.wide { min-width: 380px; font-size: 12px; }
+td.few { color: #8a5a00; font-style: italic; text-align: left; }
+nav a { margin-right: 14px; } .header { font-size: 15px; }
 """
 
 
@@ -52,40 +54,75 @@ def figure(fig: Figure, name: str, figures_dir: Path, alt: str, dpi: int = 100) 
     )
 
 
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _fmt(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if _missing(value):
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) >= 1e5 or abs(value) < 1e-3:
-            return f"{value:.2e}"
-        return f"{value:.4g}"
     return str(value)
+
+
+def is_p_value(name: str) -> bool:
+    return name == "p" or name.startswith("p (")
+
+
+def column_format(name: str, values: list[object]) -> list[str]:
+    """One format for a whole column: p-values to 4 decimals ('< 0.0001' below), integers as
+    integers, other numbers to a fixed number of decimals chosen from the column's median
+    magnitude (4 significant digits there; scientific below 1e-3), text as it is."""
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    finite = [float(v) for v in nums if math.isfinite(float(v))]
+    if not finite or len(nums) < sum(not _missing(v) for v in values):
+        return [_fmt(v) for v in values]
+    if is_p_value(name):
+        return ["" if _missing(v) else "< 0.0001" if v < 1e-4 else f"{v:.4f}" for v in values]
+    if all(v == int(v) for v in finite):
+        return ["" if _missing(v) else f"{int(v)}" for v in values]
+    mags = sorted(abs(v) for v in finite if v != 0) or [1.0]
+    median = mags[len(mags) // 2]
+    if median < 1e-3:
+        return ["" if _missing(v) else f"{v:.2e}" for v in values]
+    decimals = min(6, max(0, 3 - math.floor(math.log10(median))))
+    return ["" if _missing(v) else f"{v:.{decimals}f}" for v in values]
 
 
 CLASSED = {"worse", "better", "agrees", "differs"}
 
 
-def table(df: pd.DataFrame, classed: tuple[str, ...] = (), index: bool = False) -> str:
-    """An HTML table; cells of the `classed` columns get a CSS class from their value."""
+def table(
+    df: pd.DataFrame,
+    classed: tuple[str, ...] = (),
+    index: bool = False,
+    wide: tuple[str, ...] = (),
+) -> str:
+    """An HTML table; cells of the `classed` columns get a CSS class from their value, those
+    of the `wide` columns room for a sentence."""
     if df is None or df.empty:
         return '<p class="muted">(empty)</p>'
     frame = df.reset_index() if index else df
     head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
+    texts = {
+        i: column_format(str(c), frame.iloc[:, i].tolist()) for i, c in enumerate(frame.columns)
+    }
     body = []
-    for row in frame.itertuples(index=False):
+    for r, row in enumerate(frame.itertuples(index=False)):
         cells = []
-        for col, value in zip(frame.columns, row, strict=True):
-            text = _fmt(value)
+        for i, (col, value) in enumerate(zip(frame.columns, row, strict=True)):
+            text = texts[i][r]
             cls = "" if isinstance(value, int | float) else ' class="txt"'
             if col in classed:
                 if text in CLASSED:
                     cls = f' class="{text}"'
                 elif text.startswith("YES"):
                     cls = ' class="stand-in"'
+                elif text.startswith("too few"):
+                    cls = ' class="few"'
+            if col in wide:
+                cls = ' class="txt wide"'
             cells.append(f"<td{cls}>{esc(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (

@@ -1,116 +1,111 @@
-"""The paper's findings as data, and this study's findings beside them (reference section 5).
+"""The paper's findings as data, and this study's findings beside them.
 
-Greff et al. 2017, Fig. 3 (which variants differ significantly from V, per dataset) and
-Figs. 4-6 (fANOVA variance fractions). Confidence tags as in `reference/odyssey-paper.md`:
-[V] verified in a public source, [C] corroborated by the authors' code or third-party notes,
-[R] recalled, not checked. The reference tags the variant findings [R] as a whole and notes that
-many are also [C] by third-party notes without saying which; we carry [R].
+Greff et al. 2017: Fig. 3 (which variants differ from V, per dataset), the best results, and
+Figs. 4-6 (fANOVA variance fractions), plus the JSB numbers of Chung et al. 2014 and
+Boulanger-Lewandowski et al. 2012. The facts ship with the package in `paper_facts.yaml`, each
+tagged V (verified in a public source), C (corroborated by the authors' code or notes quoting
+the paper) or R (recalled, not checked against the PDF).
 """
 
 from __future__ import annotations
 
-import pandas as pd
+from functools import cache
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import yaml
+
+from study.report import power
 from study.report.stats import ALL, TOO_FEW, TOP
 
-# Fig. 3: the paper's verdict per (variant, task) against V; GRU was not in the paper.
-_WORSE_ALL = {"timit": "worse", "iam_online": "worse", "jsb_chorales": "worse"}
-_WORSE_TI = {"timit": "worse", "iam_online": "worse", "jsb_chorales": "n.s."}
-_NS = {"timit": "n.s.", "iam_online": "n.s.", "jsb_chorales": "n.s."}
-VARIANT_FINDINGS: dict[str, dict[str, str]] = {
-    "NIG": _WORSE_TI,
-    "NFG": _WORSE_ALL,
-    "NOG": _WORSE_TI,
-    "NIAF": _WORSE_TI,
-    "NOAF": _WORSE_ALL,
-    "NP": _NS,
-    "CIFG": _NS,
-    "FGR": {"timit": "n.s.", "iam_online": "n.s.", "jsb_chorales": "worse"},
-}
-VARIANT_TAG = "R"
-VARIANT_NOTES = {
-    "NFG": "worse on all three datasets",
-    "NOAF": "worse on all three; unbounded cell state without output squashing",
-    "NIG": "worse on TIMIT and IAM, not significant on JSB (slightly better on average)",
-    "NOG": "worse on TIMIT and IAM, not significant on JSB",
-    "NIAF": "worse on TIMIT and IAM, not significant on JSB (slightly better on average)",
-    "NP": "no significant change on any dataset",
-    "CIFG": "no significant change on any dataset",
-    "FGR": "no significant change on TIMIT or IAM, worse on JSB",
-}
-
-# Figs. 4-6: claims about the variance fractions, per dataset (all with variants pooled here).
-# Each claim: (id, text, tag, test on one task's importance table -> bool, rule stated on page).
-HP_FINDINGS = [
-    (
-        "lr_dominant",
-        "learning rate explains more than 2/3 of the variance",
-        "R",
-        "main effect of log10(learning rate) > 0.667",
-    ),
-    (
-        "hidden_second",
-        "hidden size is the second most important hyperparameter",
-        "R",
-        "log10(hidden size) has the second largest main effect",
-    ),
-    (
-        "momentum_small",
-        "momentum explains less than 1 % of the variance",
-        "R",
-        "main effect of log10(1 - momentum) < 0.01",
-    ),
-    (
-        "interactions_small",
-        "interactions are small overall",
-        "R",
-        "sum of the 6 pairwise fractions < 0.10",
-    ),
-]
+FACTS_FILE = Path(__file__).with_name("paper_facts.yaml")
+FACTS_NAME = "study/report/paper_facts.yaml"
+TAGS = {"V": "verified", "C": "corroborated", "R": "recalled, unchecked"}
 
 
-def _check_hp(claim: str, imp: pd.DataFrame) -> bool:
-    main = imp[imp["kind"] == "main"].set_index("hp")["fraction"]
-    if claim == "lr_dominant":
-        return bool(main["learning_rate"] > 2 / 3)
-    if claim == "hidden_second":
-        return bool(main.sort_values(ascending=False).index[1] == "hidden_size")
-    if claim == "momentum_small":
-        return bool(main["momentum"] < 0.01)
-    if claim == "interactions_small":
-        return bool(imp.loc[imp["kind"] == "pairwise", "fraction"].sum() < 0.10)
-    raise ValueError(f"unknown claim {claim!r}")
+@cache
+def facts() -> dict:
+    """The shipped paper facts (see paper_facts.yaml for the tags)."""
+    return yaml.safe_load(FACTS_FILE.read_text())
+
+
+def paper_n(subset: str) -> int:
+    """Trials per pair behind the paper's test on `subset` (200, or its top 10 %: 20)."""
+    n = int(facts()["protocol"]["trials_per_pair"]["value"])
+    return n if subset == ALL else max(1, round(n * facts()["protocol"]["top_fraction"]["value"]))
 
 
 def compare_variants(
-    significance: pd.DataFrame, stand_in: dict[str, bool | None], tasks: list[str]
+    significance: pd.DataFrame,
+    stand_in: dict[str, bool | None],
+    tasks: list[str],
+    alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """The paper's verdict beside ours on all trials and on the top 10 % (`compare_to_baseline`)."""
+    """The paper's Fig. 3 verdict beside ours on all trials and on the top 10 %, one row per
+    (task, variant), with power numbers and an explanation wherever they differ on all trials
+    (`power.explain`; the top 10 % differences are explained in words)."""
     rows = []
-    ours = (
-        significance.set_index(["task", "subset", "variant"])["verdict"]
-        if len(significance)
-        else pd.Series(dtype=object)
-    )
+    sig = significance.set_index(["task", "subset", "variant"]) if len(significance) else None
     for task in tasks:
-        for variant, per_task in VARIANT_FINDINGS.items():
-            if task not in per_task:
+        for variant, fact in facts()["variants"].items():
+            if task not in fact["verdicts"]:
                 continue
-            paper = per_task[task]
-            row = {
+            paper = fact["verdicts"][task]
+            row: dict[str, object] = {
                 "task": task,
                 "variant": variant,
                 "paper": paper,
-                "tag": VARIANT_TAG,
-                "paper note": VARIANT_NOTES[variant],
+                "tag": fact["tag"],
             }
-            for subset, label in ((ALL, "all trials"), (TOP, "top 10%")):
-                found = ours.get((task, subset, variant), "not run")
-                row[f"this study ({label})"] = found
-                row[f"match ({label})"] = _match(paper, found)
-            row["stand-in data"] = _stand_in_text(stand_in.get(task))
+            notes = []
+            for subset, label in ((ALL, "all"), (TOP, "top 10%")):
+                key = (task, subset, variant)
+                found = sig.loc[key] if sig is not None and key in sig.index else None
+                ours = "not run" if found is None else str(found["verdict"])
+                row[f"ours ({label})"] = ours
+                row[f"n / n V ({label})"] = (
+                    "" if found is None else f"{found['n']} / {found['n_base']}"
+                )
+                row[f"match ({label})"] = _match(paper, ours)
+                if subset == ALL:
+                    row["Welch (all)"] = "" if found is None else found["verdict_welch"]
+                if row[f"match ({label})"] != "differs":
+                    continue
+                why = power.explain(
+                    paper,
+                    ours,
+                    int(found["n"]),
+                    int(found["n_base"]),
+                    float(found["g"]),
+                    float(found["g_lo"]),
+                    float(found["g_hi"]),
+                    paper_n(subset),
+                    alpha,
+                    int(found["diverged"]),
+                )
+                notes.append(f"{label}: {why.pop('explanation')}")
+                if subset == ALL:
+                    row.update(why)
+            if notes and stand_in.get(task):
+                notes.append("generated stand-in data, not the paper's corpus")
+            row["explanation"] = "; ".join(notes)
+            row["stand-in data"] = stand_in_text(stand_in.get(task))
+            row["paper note"] = fact["note"]
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    first = [c for c in out.columns if c not in POWER_KEYS + TAIL]
+    return out.reindex(columns=first + POWER_KEYS + TAIL)
+
+
+POWER_KEYS = [
+    "paper n",
+    "smallest d significant at paper n",
+    "power for that d here",
+    "power for observed g",
+    "n per group for 80% power (observed g)",
+]
+TAIL = ["explanation", "stand-in data", "paper note"]
 
 
 def _match(paper: str, found: str) -> str:
@@ -125,6 +120,88 @@ def _match(paper: str, found: str) -> str:
     return "differs"
 
 
+def best_results(
+    summary: pd.DataFrame, stand_in: dict[str, bool | None], tasks: list[str]
+) -> pd.DataFrame:
+    """Per task and variant: our best and median test metric (all trials), beside the paper's
+    best trial of the task and a reference number reached by that variant where one exists
+    (Chung et al.'s LSTM for V, GRU for GRU)."""
+    rows = []
+    allsum = summary[summary["subset"] == ALL] if len(summary) else summary
+    for task in tasks:
+        refs = facts()["best"].get(task, [])
+        greff = [f for f in refs if f["who"].startswith("Greff")]
+        ours = allsum[allsum["task"] == task] if len(allsum) else allsum
+        for r in ours.itertuples(index=False):
+            named = [f for f in refs if f.get("variant") == r.variant]
+            rows.append(
+                {
+                    "task": task,
+                    "variant": r.variant,
+                    "n": r.n,
+                    "best (ours)": r.best,
+                    "median (ours)": r.median,
+                    "paper's best (any variant)": greff[0]["value"] if greff else np.nan,
+                    "reference": named[0]["value"] if named else np.nan,
+                    "source": f"{named[0]['who']} [{named[0]['tag']}]" if named else "",
+                    "stand-in data": stand_in_text(stand_in.get(task)),
+                }
+            )
+    columns = ["task", "variant", "n", "best (ours)", "median (ours)"]
+    columns += ["paper's best (any variant)", "reference", "source"]
+    return pd.DataFrame(rows, columns=[*columns, "stand-in data"])
+
+
+def reference_results(
+    summary: pd.DataFrame, stand_in: dict[str, bool | None], tasks: list[str]
+) -> pd.DataFrame:
+    """Per task: every best result the paper and the references report, beside our best trial
+    of any variant (and which variant reached it)."""
+    rows = []
+    allsum = summary[summary["subset"] == ALL] if len(summary) else summary
+    for task in tasks:
+        ours = allsum[allsum["task"] == task] if len(allsum) else allsum
+        best = ours.loc[ours["best"].idxmin()] if len(ours) and ours["best"].notna().any() else None
+        for f in facts()["best"].get(task, []):
+            rows.append(
+                {
+                    "task": task,
+                    "source": f["who"],
+                    "tag": f["tag"],
+                    "their best": f["value"],
+                    "their variant": f.get("variant", ""),
+                    "our best": np.nan if best is None else best["best"],
+                    "our variant": "" if best is None else best["variant"],
+                    "note": f["note"],
+                    "stand-in data": stand_in_text(stand_in.get(task)),
+                }
+            )
+    columns = ["task", "source", "tag", "their best", "their variant", "our best", "our variant"]
+    return pd.DataFrame(rows, columns=[*columns, "note", "stand-in data"])
+
+
+def _check_hp(claim: str, imp: pd.DataFrame) -> tuple[bool, str]:
+    """Whether a claim holds on one task's pooled fANOVA table, and the number it rests on."""
+    main = imp[imp["kind"] == "main"].set_index("hp")["fraction"]
+    ranked = main.sort_values(ascending=False)
+    if claim == "lr_largest":
+        return bool(ranked.index[0] == "learning_rate"), f"largest: {ranked.index[0]}"
+    if claim == "lr_dominant":
+        return bool(main["learning_rate"] > 2 / 3), f"{100 * main['learning_rate']:.1f}%"
+    if claim == "hidden_second":
+        return bool(ranked.index[1] == "hidden_size"), f"second: {ranked.index[1]}"
+    if claim == "momentum_small":
+        return bool(main["momentum"] < 0.01), f"{100 * main['momentum']:.1f}%"
+    if claim == "interactions_small":
+        pairs = imp.loc[imp["kind"] == "pairwise", "fraction"].sum()
+        return bool(pairs < 0.10), f"{100 * pairs:.1f}%"
+    raise ValueError(f"unknown claim {claim!r}; known: {', '.join(_claims())}")
+
+
+def _claims() -> list[str]:
+    return [c["id"] for c in facts()["hyperparameters"]]
+
+
 def compare_hyperparameters(
     importance: pd.DataFrame, stand_in: dict[str, bool | None], tasks: list[str]
 ) -> pd.DataFrame:
@@ -132,30 +209,28 @@ def compare_hyperparameters(
     rows = []
     for task in tasks:
         imp = importance[(importance["task"] == task) & (importance["group"] == "all")]
-        for claim, text, tag, rule in HP_FINDINGS:
+        for c in facts()["hyperparameters"]:
             if imp.empty:
-                found, match = "no fANOVA (too few trials)", "not enough trials"
+                value, found, match = "", "no fANOVA (too few trials)", "not enough trials"
             else:
-                holds = _check_hp(claim, imp)
-                found, match = (
-                    ("holds" if holds else "does not hold"),
-                    ("agrees" if holds else "differs"),
-                )
+                holds, value = _check_hp(c["id"], imp)
+                found, match = ("holds", "agrees") if holds else ("does not hold", "differs")
             rows.append(
                 {
                     "task": task,
-                    "claim": text,
-                    "tag": tag,
-                    "rule": rule,
+                    "paper": c["text"],
+                    "tag": c["tag"],
+                    "rule": c["check"],
                     "this study": found,
-                    "stand-in data": _stand_in_text(stand_in.get(task)),
+                    "measured": value,
                     "match": match,
+                    "stand-in data": stand_in_text(stand_in.get(task)),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def _stand_in_text(flag: bool | None) -> str:
+def stand_in_text(flag: bool | None) -> str:
     if flag is None:
         return "unknown"
     return "YES - not comparable" if flag else "no"

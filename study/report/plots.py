@@ -17,13 +17,14 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from study.report.importance import HYPERPARAMETERS
 from study.report.stats import ALL, SUBSETS, TOP
+from study.report.stats import fence as stats_fence
 
 COLOURS = {
     "worse": "#e6550d",
     "better": "#3182bd",
     "n.s.": "#d9d9d9",
     "baseline": "#ffffff",
-    "other": "#f2f2f2",
+    "other": "#fff2c2",  # too few trials: pale yellow, never mistaken for the white baseline
 }
 PARAMS_GREY = "#9e9e9e"
 
@@ -34,16 +35,17 @@ def _verdict_colour(variant: str, baseline: str, verdict: str | None) -> str:
     return COLOURS.get(verdict or "", COLOURS["other"] if verdict != "n.s." else COLOURS["n.s."])
 
 
-def _clip_outliers(ax, data: list[np.ndarray], pos: np.ndarray) -> int:
+def _clip_outliers(ax, data: list[np.ndarray], pos: np.ndarray, fence: float | None = None) -> int:
     """Keep a few diverging trials (NLL in the thousands) from flattening every box: cut the axis
-    at Q3 + 3 IQR of the pooled values, as the paper's Fig. 3 cuts its axes, and write how many
-    trials of each variant lie above it. Returns how many were cut."""
+    at `fence` (default: Q3 + 3 IQR of the pooled values, `stats.fence`), as the paper's Fig. 3
+    cuts its axes, and write how many trials of each variant lie above it. Returns how many
+    were cut."""
     pooled = np.concatenate([d[np.isfinite(d)] for d in data if len(d)] or [np.array([])])
     if len(pooled) < 4:
         return 0
-    q1, q3 = np.percentile(pooled, [25, 75])
-    fence = q3 + 3 * (q3 - q1)
-    if not q3 > q1 or pooled.max() <= fence:
+    if fence is None or not np.isfinite(fence):
+        fence = stats_fence(pooled)
+    if not np.isfinite(fence) or pooled.max() <= fence:
         return 0
     low = pooled.min()
     ax.set_ylim(low - 0.05 * (fence - low), fence)
@@ -71,8 +73,10 @@ def variant_boxes(
     baseline: str,
     metric: str,
     title: str,
+    fence: float = np.inf,
 ) -> Figure:
-    """Two rows (all trials, top 10 %) of test-metric boxes per variant for one task."""
+    """Two rows (all trials, top 10 %) of test-metric boxes per variant for one task; the axis
+    is cut at the task's divergence `fence` (see `_clip_outliers`)."""
     fig = Figure(figsize=(max(7.0, 0.85 * len(variants) + 2), 7.2), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     top = long[long["subset"] == TOP]
@@ -117,7 +121,7 @@ def variant_boxes(
                     color="#b00",
                     fontsize=8,
                 )
-        clipped = _clip_outliers(ax, data, pos)
+        clipped = _clip_outliers(ax, data, pos, fence)
         ax.set_ylabel(f"test {metric}")
         ax.set_title(
             f"{subset}"
@@ -151,7 +155,9 @@ def variant_boxes(
             ("other", "too few trials"),
         )
     ] + [Patch(facecolor=PARAMS_GREY, alpha=0.6, label="mean parameters (top 10%)")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
+    # a narrow figure (few variants) stacks the legend in rows instead of running off the sides
+    ncol = 6 if fig.get_figwidth() >= 10 else 3
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     return fig
 
@@ -215,7 +221,8 @@ def _short(effect: str) -> str:
 
 
 def marginal_curves(curves: pd.DataFrame, metric: str, title: str) -> Figure:
-    """One panel per hyperparameter: the marginal test metric, mean +- std across trees."""
+    """One panel per hyperparameter: the marginal test metric, mean and the band `lo`-`hi`
+    (mean -+ std across trees, clipped to the metric's domain by `importance.analyse`)."""
     fig = Figure(figsize=(13, 3.4), layout="constrained")
     axes = fig.subplots(1, len(HYPERPARAMETERS), sharey=True)
     for ax, (key, (_, label, _)) in zip(axes, HYPERPARAMETERS.items(), strict=True):
@@ -223,8 +230,8 @@ def marginal_curves(curves: pd.DataFrame, metric: str, title: str) -> Figure:
         ax.plot(c["x"], c["mean"], color="#3182bd")
         ax.fill_between(
             c["x"],
-            c["mean"] - c["std"],
-            c["mean"] + c["std"],
+            c["lo"],
+            c["hi"],
             color="#3182bd",
             alpha=0.25,
             linewidth=0,

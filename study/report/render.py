@@ -10,15 +10,27 @@ import datetime as dt
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
-from study.report import plots, provenance
-from study.report.importance import MIN_TRIALS, wide
-from study.report.page import banner, document, esc, figure, note, notes_list, table
-from study.report.stats import MIN_PER_GROUP, SUBSETS
+from study.report import learning, plots, provenance
+from study.report.importance import wide
+from study.report.page import (
+    banner,
+    column_format,
+    document,
+    esc,
+    figure,
+    note,
+    notes_list,
+    table,
+)
+from study.report.render_paper import methods_section, paper_section, size_line
+from study.report.stats import SUBSETS, TOO_FEW, TOP, too_few_text
 
 matplotlib.use("Agg")
 
+STAND_IN_TAG = "\n[GENERATED STAND-IN DATA: not comparable with the paper]"
 STAND_IN_TEXT = (
     "{task}: these numbers come from a GENERATED STAND-IN corpus, not the real "
     "{title} data. They test the harness; they are NOT comparable with the paper's."
@@ -42,6 +54,7 @@ def render(a, figures_dir: Path) -> str:
         f'<p class="muted">Built {dt.datetime.now().isoformat(timespec="seconds")} from '
         f"{esc(res.folder)}/ (trials.parquet, config.yaml). After Greff et al., "
         "&ldquo;LSTM: A Search Space Odyssey&rdquo; (IEEE TNNLS 2017).</p>",
+        f'<p class="header"><b>{esc(size_line(a))}</b></p>',
     ]
     nav = ["<nav>", '<a href="#overview">Overview</a>']
     nav += [f'<a href="#task-{esc(t)}">{esc(t)}</a>' for t in res.tasks]
@@ -66,9 +79,9 @@ def render(a, figures_dir: Path) -> str:
     body += _overview(a)
     for task in res.tasks:
         body += _task_section(a, task, titles.get(task, task), figures_dir)
-    body += _paper_section(a)
+    body += paper_section(a)
     body += _provenance_section(a)
-    body += _methods_section(a)
+    body += methods_section(a)
     return document(f"odyssey report: {res.study}", body)
 
 
@@ -108,38 +121,81 @@ def _overview(a) -> list[str]:
     return out
 
 
-def _significance_table(sig: pd.DataFrame) -> pd.DataFrame:
-    def ci(v, lo, hi):
-        return "" if pd.isna(v) else f"{v:.4g} [{lo:.3g}, {hi:.3g}]"
+def ci_column(name: str, v: pd.Series, lo: pd.Series, hi: pd.Series) -> list[str]:
+    """'value [low, high]' strings, all three in the column's one number format."""
+    n = len(v)
+    texts = column_format(name, [*v.tolist(), *lo.tolist(), *hi.tolist()])
+    out = []
+    for i in range(n):
+        value, low, high = texts[i], texts[n + i], texts[2 * n + i]
+        out.append(f"{value} [{low}, {high}]" if value and low and high else value)
+    return out
 
+
+def significance_tables(sig: pd.DataFrame, baseline: str) -> list[str]:
+    """Per subset: one table of the tested variants, and one line naming those with too few
+    trials (instead of rows of empty cells)."""
+    out = []
+    for subset in SUBSETS:
+        part = sig[sig["subset"] == subset]
+        if part.empty:
+            continue
+        few = part[part["verdict"] == TOO_FEW]
+        tested = part[part["verdict"] != TOO_FEW]
+        out.append(
+            f"<h4>{esc(subset)}"
+            + (" (ranked by validation metric)" if subset == TOP else "")
+            + "</h4>"
+        )
+        if len(tested):
+            out.append(table(_significance_frame(tested, baseline), classed=("verdict",)))
+        if len(few):
+            groups = few.assign(k=few[["n", "n_base"]].min(axis=1)).groupby("k", sort=True)
+            out.append(
+                note(
+                    "; ".join(
+                        f"{too_few_text(int(k), int(g['n_needed'].iloc[0]))}: "
+                        + ", ".join(g["variant"])
+                        for k, g in groups
+                    )
+                    + ". No test, interval or effect size for "
+                    + ("these." if len(tested) else "any variant in this subset.")
+                )
+            )
+    return out
+
+
+def _significance_frame(sig: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "subset": sig["subset"],
             "variant": sig["variant"],
             "n": sig["n"],
-            "n base": sig["n_base"],
-            "mean": sig["mean"],
-            "base mean": sig["mean_base"],
-            "diff [95% CI]": [
-                ci(*r) for r in zip(sig["diff"], sig["diff_lo"], sig["diff_hi"], strict=True)
-            ],
-            "Hedges g [95% CI]": [
-                ci(*r) for r in zip(sig["g"], sig["g_lo"], sig["g_hi"], strict=True)
-            ],
-            "t": sig["t"],
-            "dof": sig["dof"],
+            f"n {baseline}": sig["n_base"],
+            "median": sig["median"],
+            f"median {baseline}": sig["median_base"],
+            "diverged": sig["diverged"],
+            f"P(worse than {baseline})": sig["prob_worse"],
             "p": sig["p"],
-            "p (Holm)": sig["p_holm"],
             "verdict": sig["verdict"],
+            "p (Holm)": sig["p_holm"],
             "verdict (Holm)": sig["verdict_holm"],
+            "diff of means [95% CI]": ci_column(
+                "diff", sig["diff"], sig["diff_lo"], sig["diff_hi"]
+            ),
+            "Hedges g [95% CI]": ci_column("g", sig["g"], sig["g_lo"], sig["g_hi"]),
+            "p (Welch)": sig["p_welch"],
+            "verdict (Welch)": sig["verdict_welch"],
         }
     )
 
 
-def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
-    from study.report.build import metric_name
+def titled(a, task: str, text: str) -> str:
+    """A figure title, with the stand-in label when the task's data was generated."""
+    return text + (STAND_IN_TAG if a.stand_in.get(task) else "")
 
-    res, metric = a.res, metric_name(a.res.trials, task)
+
+def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
+    res, metric = a.res, a.metrics.get(task, "metric")
     out = [f'<h2 id="task-{esc(task)}">{esc(title)} <span class="muted">({esc(task)})</span></h2>']
     if a.stand_in.get(task):
         out.append(banner(STAND_IN_TEXT.format(task=task, title=title), loud=True))
@@ -158,7 +214,13 @@ def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
         f"<h3>Variants against {esc(res.baseline)} (test {esc(metric)}, lower is better)</h3>",
         figure(
             plots.variant_boxes(
-                long, sig, res.variants, res.baseline, metric, f"{title}: test {metric} per variant"
+                long,
+                sig,
+                res.variants,
+                res.baseline,
+                metric,
+                titled(a, task, f"{title}: test {metric} per variant"),
+                a.fences.get(task, np.inf),
             ),
             f"boxes_{task}",
             figures_dir,
@@ -168,10 +230,13 @@ def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
     ]
     if (sig["verdict"] == "no baseline").any():
         out.append(banner(f"No complete {res.baseline} trial: no variant could be tested."))
-    out.append(table(_significance_table(sig), classed=("verdict",)))
+    out += significance_tables(sig, res.baseline)
+    out += _learning_part(a, task, title, metric, figures_dir)
     out += _importance_part(a, task, metric, figures_dir)
     done = a.done[a.done["task"] == task]
-    fig, b = plots.time_vs_hidden(done, res.variants, f"{task}: training time vs hidden size")
+    fig, b = plots.time_vs_hidden(
+        done, res.variants, titled(a, task, f"{task}: training time vs hidden size")
+    )
     out += [
         "<h3>Training time against hidden size</h3>",
         figure(
@@ -187,46 +252,63 @@ def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
     return out
 
 
+def _learning_part(a, task: str, title: str, metric: str, figures_dir: Path) -> list[str]:
+    part = a.learning[a.learning["task"] == task]
+    out = ["<h3>Learning curves (validation metric per epoch)</h3>"]
+    if part.empty:
+        return out + [note(f"No per-epoch history for {task} (epochs.parquet).")]
+    fig = learning.figure(
+        part,
+        a.res.variants,
+        a.res.baseline,
+        metric,
+        titled(a, task, f"{title}: validation {metric} per epoch"),
+        a.fences.get(task, np.inf),
+    )
+    return out + [
+        figure(fig, f"curves_{task}", figures_dir, f"{task}: learning curves per variant")
+    ]
+
+
 def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
     imp = a.fanova["importance"]
     imp = imp[imp["task"] == task]
     skipped = a.fanova["skipped"]
     skipped = skipped[skipped["task"] == task]
     out = ["<h3>Hyperparameter importance (fANOVA)</h3>"]
+    if len(skipped):
+        out.append(note("Not analysed: " + _skipped_text(skipped)))
     if imp.empty:
-        out.append(
-            note(
-                f"No fANOVA for {task}: "
-                + "; ".join(
-                    f"{g}: {r}" for g, r in zip(skipped["group"], skipped["reason"], strict=True)
-                )
-            )
-        )
         return out
     trees = sorted(set(imp["trees"]))
+    capped = imp[(imp["group"] == "all")]["capped"]
+    limit = a.fences.get(task, np.inf)
+    target = imp["target"].iloc[0] if "target" in imp else "metric"
+    what = (
+        f"test-{esc(metric)} ranks (within each group)"
+        if target == "rank"
+        else (f"test {esc(metric)} (capped at the fence)")
+    )
     out.append(
-        f"<p>Fraction of the test-{esc(metric)} variance explained by each "
+        f"<p>Fraction of the variance of the {what} explained by each "
         "hyperparameter (main effects), each pair (interactions) and the rest "
-        f"(higher order); mean over {', '.join(map(str, trees))} trees.</p>"
+        f"(higher order); mean over {', '.join(map(str, trees))} trees."
+        + (
+            f" {int(capped.iloc[0])} diverged trial(s) capped at the fence {limit:.4g}."
+            if len(capped) and capped.iloc[0]
+            else ""
+        )
+        + "</p>"
     )
     out.append(
         figure(
-            plots.importance_chart(imp, f"{task}: variance fractions"),
+            plots.importance_chart(imp, titled(a, task, f"{task}: variance fractions")),
             f"importance_{task}",
             figures_dir,
             f"{task}: fANOVA variance fractions",
         )
     )
-    out.append(table(wide(imp, task).round(4), index=True))
-    if len(skipped):
-        out.append(
-            note(
-                "Not analysed: "
-                + "; ".join(
-                    f"{g} ({r})" for g, r in zip(skipped["group"], skipped["reason"], strict=True)
-                )
-            )
-        )
+    out.append(table(wide(imp, task), index=True))
     curves = a.fanova["curves"]
     curves = curves[curves["task"] == task]
     if len(curves):
@@ -235,8 +317,12 @@ def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
                 plots.marginal_curves(
                     curves,
                     metric,
-                    f"{task}: marginal test {metric} "
-                    "(all variants pooled; band: +-1 std over trees)",
+                    titled(
+                        a,
+                        task,
+                        f"{task}: marginal test {metric} "
+                        "(all variants pooled; band: +-1 std over trees, clipped to the domain)",
+                    ),
                 ),
                 f"marginals_{task}",
                 figures_dir,
@@ -248,7 +334,11 @@ def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
         out.append(
             figure(
                 plots.pair_surface(
-                    g_lr, g_h, z, metric, f"{task}: learning rate x hidden size (pooled marginal)"
+                    g_lr,
+                    g_h,
+                    z,
+                    metric,
+                    titled(a, task, f"{task}: learning rate x hidden size (pooled marginal)"),
                 ),
                 f"lr_hidden_{task}",
                 figures_dir,
@@ -258,33 +348,11 @@ def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
     return out
 
 
-def _paper_section(a) -> list[str]:
-    out = [
-        '<h2 id="paper">The paper beside us</h2>',
-        "<p>The paper's findings (Greff et al. 2017, Fig. 3 and Figs. 4-6) with the "
-        "confidence tags of our reference: [V] verified, [C] corroborated, [R] recalled. "
-        "&lsquo;agrees&rsquo; compares significance and direction only.</p>",
-    ]
-    if any(a.stand_in.values()):
-        out.append(
-            banner(
-                "Rows marked 'YES - not comparable' come from generated stand-in "
-                "corpora: agreement or difference there says nothing about the paper.",
-                loud=True,
-            )
-        )
-    classed = ("match (all trials)", "match (top 10%)", "match", "stand-in data")
-    out += [
-        "<h3>Which variants are significantly worse than V</h3>",
-        table(a.paper_variants, classed=classed)
-        if len(a.paper_variants)
-        else note("None of this study's tasks is one of the paper's."),
-        "<h3>Hyperparameters</h3>",
-        table(a.paper_hp, classed=classed),
-    ]
-    if "GRU" in a.res.variants:
-        out.append('<p class="muted">GRU was not part of the paper; it has no paper verdict.</p>')
-    return out
+def _skipped_text(skipped: pd.DataFrame) -> str:
+    """Groups with the same reason listed once: 'too few trials (n = 4, needs >= 10): V, NIG'."""
+    return "; ".join(
+        f"{reason}: {', '.join(g['group'])}" for reason, g in skipped.groupby("reason", sort=False)
+    )
 
 
 def _provenance_section(a) -> list[str]:
@@ -305,40 +373,3 @@ def _provenance_section(a) -> list[str]:
         f"<pre>{esc(a.res.config_text) or '(no config.yaml)'}</pre>",
     ]
     return out
-
-
-def _methods_section(a) -> list[str]:
-    s = a.settings
-    per_variant = s.n_trees if s.n_trees_variant is None else s.n_trees_variant
-    items = [
-        "Only trials with status 'complete' and finite validation and test metrics are analysed.",
-        f"Top {100 * s.top_fraction:.0f}%: per (task, variant), the ceil({100 * s.top_fraction:.0f}% "
-        "of n) trials with the lowest validation metric (at least 1; ties by trial number).",
-        f"Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of each variant against "
-        f"{a.res.baseline}, separately for all trials and for the top {100 * s.top_fraction:.0f}%;"
-        f" needs at least {MIN_PER_GROUP} trials in both groups ('too few trials' otherwise).",
-        f"Holm's step-down correction over the variants of one (task, subset), our own "
-        f"implementation (tested against a hand-worked vector). 'verdict' uses the raw p at alpha "
-        f"= {s.alpha}, as the paper did (and so do the colours and the paper comparison); "
-        f"'verdict (Holm)' uses the Holm-adjusted p. All metrics are minimised: a higher mean "
-        f"is 'worse'.",
-        f"Effect sizes: difference of means (variant - {a.res.baseline}) and Hedges' g (pooled "
-        f"SD, small-sample corrected), with percentile bootstrap 95% CIs (scipy.stats.bootstrap,"
-        f" {s.n_resamples} resamples, np.random.Generator seeded from {s.seed}).",
-        "fANOVA (Hutter et al. 2014) of the test metric on log10(learning rate), log10(hidden "
-        "size), log10(1 - momentum) and the input-noise std, under the uniform measure on the "
-        "config's search box (widened to the data if needed): a scikit-learn random forest "
-        "(bootstrap, 70% of features per split, fully grown) decomposed exactly per tree by our "
-        "vectorised implementation of the automl/fanova algorithm (study/report/fanova.py; "
-        "checked against Optuna's tree code on the same trees). Fractions are raw shares of "
-        "the total variance, so mains + pairs + higher order = 1.",
-        f"Trees: {s.n_trees} per task (variants pooled), {per_variant} per (task, variant); "
-        f"groups with fewer than {MIN_TRIALS} complete trials or a constant metric are not "
-        "analysed. Marginal curves: mean and std across trees. The pooled analysis has no "
-        "variant feature: differences between variants act as noise for its forest.",
-        "Subsets: " + ", ".join(SUBSETS) + ". Tables as CSV in tables/, figures in figures/.",
-    ]
-    return [
-        '<h2 id="methods">Methods</h2>',
-        "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>",
-    ]

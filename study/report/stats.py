@@ -1,15 +1,26 @@
-"""Which variants differ from the baseline: the paper's Fig. 3 statistics (reference section 5).
+"""Which variants differ from the baseline: the paper's Fig. 3 statistics, made robust.
 
 Pure functions on tidy tables. Rules, stated once here and repeated on the page:
 - only `status == 'complete'` trials with finite validation and test metrics count;
 - top 10 % of a (task, variant) pair: the ceil(10 % of n) trials with the lowest validation
   metric (at least 1; ties broken by trial number), as in the paper's bottom row;
-- Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of each variant against the baseline,
-  per task and subset; Holm's step-down correction over the variants of one (task, subset);
-- a verdict needs >= 2 trials in both groups; all metrics are minimised, so a significantly
-  higher mean is 'worse';
-- effect sizes: difference of means (variant - baseline) and Hedges' g (pooled SD, small-sample
-  corrected), each with a percentile bootstrap 95 % CI from a seeded np.random.Generator.
+- the verdict is a two-sided Mann-Whitney U test (scipy.stats.mannwhitneyu; exact p for small
+  samples without ties) of each variant against the baseline, per task and subset. A rank test,
+  because a diverged-but-finite trial (an NLL of 10^4 among values near 8.5) inflates a variance
+  until Welch's test calls a catastrophically worse variant "n.s."; under a rank test such a trial
+  is simply the worst one. Welch's t-test (the paper's, scipy.stats.ttest_ind with
+  equal_var=False) is reported beside it, and Holm's step-down correction over the variants of
+  one (task, subset);
+- a verdict needs >= MIN_PER_GROUP = 4 trials in both groups: at 4 against 4 the exact two-sided
+  Mann-Whitney p can reach 2/70 = 0.029 < 0.05, at 3 against 3 its smallest value is 0.10, so
+  below 4 no outcome could be significant. All metrics are minimised: a variant whose values
+  rank higher is 'worse';
+- effect sizes: P(variant > baseline) (the U statistic / (n n_base), ties counted half; 0.5 is
+  no effect), difference of means (variant - baseline) and Hedges' g (pooled SD, small-sample
+  corrected), the latter two with a percentile bootstrap 95 % CI from a seeded Generator;
+- diverged trials: complete trials above the task's far-out fence Q3 + 3 IQR (Tukey) of all its
+  complete trials, counted per variant. They stay in every test; the fANOVA caps them at the
+  fence (study.report.importance).
 """
 
 from __future__ import annotations
@@ -23,8 +34,32 @@ from scipy import stats as sps
 
 ALL, TOP = "all trials", "top 10%"
 SUBSETS = (ALL, TOP)
-MIN_PER_GROUP = 2
+MIN_PER_GROUP = 4
 TOO_FEW = "too few trials"
+FENCE_IQR = 3.0  # Tukey's far-out fence: Q3 + 3 IQR
+
+
+def too_few_text(n: int, needed: int) -> str:
+    """The one message every small-sample cell and note uses."""
+    return f"{TOO_FEW} (n = {n}, needs >= {needed})"
+
+
+def fence(values: np.ndarray, k: float | None = FENCE_IQR) -> float:
+    """Q3 + k IQR of the finite values (inf when k is None, there are < 4 values or IQR = 0)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if k is None or len(v) < 4:
+        return np.inf
+    q1, q3 = np.percentile(v, [25, 75])
+    return float(q3 + k * (q3 - q1)) if q3 > q1 else np.inf
+
+
+def task_fences(done: pd.DataFrame, k: float | None = FENCE_IQR) -> dict[str, float]:
+    """Per task: the divergence fence over all its complete trials (all variants)."""
+    return {
+        str(task): fence(part["test_metric"].to_numpy(float), k)
+        for task, part in done.groupby("task", sort=False, observed=True)
+    }
 
 
 def complete(trials: pd.DataFrame) -> pd.DataFrame:
@@ -86,6 +121,12 @@ def welch(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(res.statistic), float(dof), float(res.pvalue)
 
 
+def rank_test(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test of x against y: (P(x > y) + P(x = y) / 2, p)."""
+    res = sps.mannwhitneyu(x, y, alternative="two-sided", method="auto")
+    return float(res.statistic) / (len(x) * len(y)), float(res.pvalue)
+
+
 def hedges_g(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """(mean x - mean y) / pooled SD, times the small-sample correction 1 - 3 / (4 dof - 1)."""
     nx, ny = x.shape[axis], y.shape[axis]
@@ -120,14 +161,63 @@ def bootstrap_ci(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def verdict(n: int, n_base: int, diff: float, p_adj: float, alpha: float) -> str:
+def verdict(n: int, n_base: int, direction: float, p: float, alpha: float) -> str:
+    """'worse' / 'better' / 'n.s.' from a p and the sign of the effect (> 0: variant higher)."""
     if n < MIN_PER_GROUP or n_base < MIN_PER_GROUP:
         return TOO_FEW
-    if not np.isfinite(p_adj):
+    if not np.isfinite(p):
         return "n.s. (no variance)"
-    if p_adj < alpha:
-        return "worse" if diff > 0 else "better"
+    if p < alpha:
+        return "worse" if direction > 0 else "better"
     return "n.s."
+
+
+COLUMNS = [
+    "task",
+    "subset",
+    "variant",
+    "n",
+    "n_base",
+    "n_needed",
+    "mean",
+    "mean_base",
+    "median",
+    "median_base",
+    "diverged",
+    "diverged_base",
+    "prob_worse",
+    "p",
+    "p_holm",
+    "verdict",
+    "verdict_holm",
+    "diff",
+    "diff_lo",
+    "diff_hi",
+    "g",
+    "g_lo",
+    "g_hi",
+    "t",
+    "dof",
+    "p_welch",
+    "verdict_welch",
+]
+
+
+def _test_row(
+    x: np.ndarray, base: np.ndarray, rng: np.random.Generator, n_resamples: int
+) -> dict[str, float]:
+    out = dict.fromkeys(("prob_worse", "p", "diff_lo", "diff_hi", "g", "g_lo", "g_hi"), np.nan)
+    out.update(t=np.nan, dof=np.nan, p_welch=np.nan)
+    if len(x) < MIN_PER_GROUP or len(base) < MIN_PER_GROUP:
+        return out
+    out["prob_worse"], out["p"] = rank_test(x, base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant samples: Welch's p is NaN, stated as such
+        out["t"], out["dof"], out["p_welch"] = welch(x, base)
+    out["g"] = float(hedges_g(x, base))
+    out["diff_lo"], out["diff_hi"] = bootstrap_ci(_mean_diff, x, base, rng, n_resamples)
+    out["g_lo"], out["g_hi"] = bootstrap_ci(hedges_g, x, base, rng, n_resamples)
+    return out
 
 
 def compare_to_baseline(
@@ -137,15 +227,19 @@ def compare_to_baseline(
     alpha: float = 0.05,
     seed: int = 0,
     n_resamples: int = 2000,
+    fences: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """One row per (task, subset, variant != baseline) from a `with_subsets` table.
+    """One row per (task, subset, variant != baseline) from a `with_subsets` table (COLUMNS).
 
-    Columns: task, subset, variant, n, n_base, mean, mean_base, diff, diff_lo, diff_hi, g, g_lo,
-    g_hi, t, dof, p, p_holm, verdict. A missing baseline gives 'no baseline' rows.
+    `p`, `p_holm`, `verdict`, `verdict_holm` are the rank test's; `p_welch`, `verdict_welch` the
+    paper's Welch test. `diverged` counts trials above the task's fence (`task_fences`). A
+    missing baseline gives 'no baseline' rows.
     """
+    fences = fences or {}
     rows = []
     tasks = list(dict.fromkeys(long["task"]))
     for ti, task in enumerate(tasks):
+        limit = fences.get(task, np.inf)
         for si, subset in enumerate(SUBSETS):
             part = long[(long["task"] == task) & (long["subset"] == subset)]
             base = part.loc[part["variant"] == baseline, "test_metric"].to_numpy(float)
@@ -154,71 +248,43 @@ def compare_to_baseline(
                 if variant == baseline:
                     continue
                 x = part.loc[part["variant"] == variant, "test_metric"].to_numpy(float)
+                rng = np.random.default_rng(np.random.SeedSequence([seed, ti, si, vi]))
                 row = {
                     "task": task,
                     "subset": subset,
                     "variant": variant,
                     "n": len(x),
                     "n_base": len(base),
+                    "n_needed": MIN_PER_GROUP,
                     "mean": _nanmean(x),
                     "mean_base": _nanmean(base),
+                    "median": float(np.median(x)) if len(x) else np.nan,
+                    "median_base": float(np.median(base)) if len(base) else np.nan,
+                    "diverged": int((x > limit).sum()),
+                    "diverged_base": int((base > limit).sum()),
+                    **_test_row(x, base, rng, n_resamples),
                 }
                 row["diff"] = row["mean"] - row["mean_base"]
-                row.update(
-                    diff_lo=np.nan,
-                    diff_hi=np.nan,
-                    g=np.nan,
-                    g_lo=np.nan,
-                    g_hi=np.nan,
-                    t=np.nan,
-                    dof=np.nan,
-                    p=np.nan,
-                )
-                if len(x) >= MIN_PER_GROUP and len(base) >= MIN_PER_GROUP:
-                    row["t"], row["dof"], row["p"] = welch(x, base)
-                    row["g"] = float(hedges_g(x, base))
-                    rng = np.random.default_rng(np.random.SeedSequence([seed, ti, si, vi]))
-                    row["diff_lo"], row["diff_hi"] = bootstrap_ci(
-                        _mean_diff, x, base, rng, n_resamples
-                    )
-                    row["g_lo"], row["g_hi"] = bootstrap_ci(hedges_g, x, base, rng, n_resamples)
                 block.append(row)
             if not block:
                 continue
             adjusted = holm([r["p"] for r in block])
             for r, p_adj in zip(block, adjusted, strict=True):
                 r["p_holm"] = p_adj
-                # `verdict` is the paper's test (Welch at alpha, uncorrected); `verdict_holm`
+                # `verdict`: the rank test at alpha, uncorrected like the paper's; `verdict_holm`
                 # controls the family-wise error over this task's comparisons.
-                for key, p_used in (("verdict", r["p"]), ("verdict_holm", p_adj)):
+                for key, p_used, sign in (
+                    ("verdict", r["p"], r["prob_worse"] - 0.5),
+                    ("verdict_holm", p_adj, r["prob_worse"] - 0.5),
+                    ("verdict_welch", r["p_welch"], r["diff"]),
+                ):
                     r[key] = (
                         "no baseline"
                         if len(base) == 0 and r["n"] > 0
-                        else verdict(r["n"], r["n_base"], r["diff"], p_used, alpha)
+                        else verdict(r["n"], r["n_base"], sign, p_used, alpha)
                     )
             rows.extend(block)
-    columns = [
-        "task",
-        "subset",
-        "variant",
-        "n",
-        "n_base",
-        "mean",
-        "mean_base",
-        "diff",
-        "diff_lo",
-        "diff_hi",
-        "g",
-        "g_lo",
-        "g_hi",
-        "t",
-        "dof",
-        "p",
-        "p_holm",
-        "verdict",
-        "verdict_holm",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _nanmean(x: np.ndarray) -> float:

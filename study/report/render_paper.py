@@ -1,0 +1,203 @@
+"""The page's closing sections: the paper beside us, and the methods (how every number was made).
+
+Kept apart from `render` (the per-task sections) so each file stays one screenful of purpose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from study.report import paper
+from study.report.importance import MIN_TRIALS
+from study.report.page import banner, esc, note, table
+from study.report.stats import FENCE_IQR, MIN_PER_GROUP, SUBSETS, TOO_FEW, too_few_text
+
+CLASSED = (
+    "match",
+    "match (all)",
+    "match (top 10%)",
+    "stand-in data",
+    "ours (all)",
+    "ours (top 10%)",
+    "Welch (all)",
+    "paper",
+)
+
+
+def size_line(a) -> str:
+    """The study's size against the paper's (200 trials per pair), in one sentence."""
+    per_pair = a.progress["complete"] if len(a.progress) else pd.Series(dtype=int)
+    per_pair = per_pair[a.progress["state"] != "not in this study"] if len(per_pair) else per_pair
+    want = paper.paper_n(SUBSETS[0])
+    if per_pair.empty:
+        return f"No trials yet; the paper ran {want} per (variant, dataset) pair."
+    lo, med, hi = int(per_pair.min()), int(per_pair.median()), int(per_pair.max())
+    size = f"{med}" if lo == hi else f"{lo}-{hi} (median {med})"
+    text = (
+        f"Study size: {size} complete trial(s) per (task, variant) pair; the paper ran {want} "
+        f"per pair [{paper.facts()['protocol']['trials_per_pair']['tag']}]."
+    )
+    if med < want:
+        text += (
+            f" With {med} per pair the tests can detect only large differences (see the power "
+            "numbers beside the paper's verdicts)"
+            + (
+                f" and below {MIN_PER_GROUP} per group there is no test at all."
+                if lo < MIN_PER_GROUP
+                else "."
+            )
+        )
+    return text
+
+
+def paper_section(a) -> list[str]:
+    out = [
+        '<h2 id="paper">The paper beside us</h2>',
+        "<p>The paper's findings (Greff et al. 2017, Fig. 3 and Figs. 4-6) and reference "
+        f"numbers, shipped with the report in <code>{paper.FACTS_NAME}</code>, each tagged: "
+        + ", ".join(f"[{k}] {v}" for k, v in paper.TAGS.items())
+        + ". &lsquo;agrees&rsquo; compares significance and direction only. Ours is the rank "
+        "test's verdict; the paper's own Welch test on our trials is shown beside it. Where "
+        "they differ, the power our test had at its n says how much the difference "
+        "means.</p>",
+    ]
+    if any(a.stand_in.values()):
+        out.append(
+            banner(
+                "Rows marked 'YES - not comparable' come from generated stand-in "
+                "corpora: agreement or difference there says nothing about the paper.",
+                loud=True,
+            )
+        )
+    pv = a.paper_variants
+    out.append("<h3>Which variants differ from V (Fig. 3)</h3>")
+    if len(pv):
+        out += _verdict_table(pv)
+        out.append(
+            '<p class="muted">Paper notes: '
+            + "; ".join(
+                f"<b>{esc(v)}</b> {esc(f['note'])}" for v, f in paper.facts()["variants"].items()
+            )
+            + ".</p>"
+        )
+    else:
+        out.append(note("None of this study's tasks is one of the paper's."))
+    out += [
+        "<h3>Best results: the paper's and the references' beside ours</h3>",
+        table(a.paper_reference, classed=CLASSED)
+        if len(a.paper_reference)
+        else note("None of this study's tasks has a reference result."),
+        "<h3>Best and median per variant (all trials)</h3>",
+        table(a.paper_best, classed=CLASSED)
+        if len(a.paper_best)
+        else note("No complete trials to compare."),
+        "<h3>Hyperparameters (Figs. 4-6)</h3>",
+        table(a.paper_hp, classed=CLASSED),
+    ]
+    if "GRU" in a.res.variants:
+        out.append(
+            '<p class="muted">GRU was not part of the paper; it has no Fig. 3 verdict '
+            "(Chung et al.'s GRU number is listed for JSB).</p>"
+        )
+    return out
+
+
+POWER_COLUMNS = {
+    "power for that d here": "power for the paper's smallest significant d",
+    "power for observed g": "power for our g",
+    "n per group for 80% power (observed g)": "n per group for 80% power",
+}
+
+
+def _verdict_table(pv: pd.DataFrame) -> list[str]:
+    """The Fig. 3 comparison: power as percentages; the top 10 % columns replaced by one line
+    when no variant has enough trials there."""
+    shown = pv.drop(
+        columns=["paper note", "paper n", "smallest d significant at paper n"], errors="ignore"
+    ).rename(columns=POWER_COLUMNS)
+    for col in POWER_COLUMNS.values():
+        if col.startswith("power") and col in shown:
+            shown[col] = [f"{100 * v:.0f}%" if pd.notna(v) else "" for v in shown[col]]
+    out = []
+    few = shown["ours (top 10%)"] == TOO_FEW
+    if few.all():
+        ks = sorted({int(t.split(" / ")[0]) for t in shown["n / n V (top 10%)"] if t})
+        out.append(
+            note(
+                f"Top 10%: {too_few_text(max(ks) if ks else 0, MIN_PER_GROUP)} in every pair, "
+                "so only the all-trials verdicts are compared."
+            )
+        )
+        shown = shown.drop(columns=["ours (top 10%)", "n / n V (top 10%)", "match (top 10%)"])
+    out.append(table(shown, classed=CLASSED, wide=("explanation",)))
+    return out
+
+
+def _target_text(target: str) -> str:
+    if target == "rank":
+        return (
+            "the rank of each trial's test metric within its group (a monotone transform: a "
+            "diverged trial is the worst one and no more, where on the raw metric one NLL of "
+            "10^4 would carry nearly all the variance; without divergence the fractions are "
+            "close to the raw metric's)"
+        )
+    return "the test metric, capped at the task's divergence fence"
+
+
+def methods_section(a) -> list[str]:
+    s = a.settings
+    per_variant = s.n_trees if s.n_trees_variant is None else s.n_trees_variant
+    top = f"{100 * s.top_fraction:.0f}%"
+    k = s.fence_iqr
+    fences = ", ".join(
+        f"{t}: {v:.4g}" if np.isfinite(v) else f"{t}: none" for t, v in a.fences.items()
+    )
+    items = [
+        "Only trials with status 'complete' and finite validation and test metrics are analysed.",
+        f"Top {top}: per (task, variant), the ceil({top} of n) trials with the lowest validation "
+        "metric (at least 1; ties by trial number).",
+        f"Verdict: two-sided Mann-Whitney U test (scipy.stats.mannwhitneyu, exact p for small "
+        f"samples without ties) of each variant against {a.res.baseline} at alpha = {s.alpha}, "
+        f"raw p as in the paper, separately for all trials and the top {top}. A rank test "
+        "because a diverged-but-finite trial (an NLL of 10^4 among values near 8.5) inflates "
+        "the variance until Welch's test calls a catastrophically worse variant 'n.s.'; ranked, "
+        "it is simply the worst trial. Effect: P(variant > baseline), 0.5 meaning none.",
+        f"At least {MIN_PER_GROUP} trials per group: at 4 against 4 the exact two-sided "
+        "Mann-Whitney p can reach 2/70 = 0.029, at 3 against 3 no outcome goes below 0.10. "
+        "Smaller groups get one 'too few trials (n = k, needs >= m)' line per table.",
+        "Beside it: Welch's t-test (scipy.stats.ttest_ind, equal_var=False), the paper's test; "
+        "Holm's step-down correction over the variants of one (task, subset); difference of "
+        "means and Hedges' g with percentile bootstrap 95% CIs (scipy.stats.bootstrap, "
+        f"{s.n_resamples} resamples, generator seeded from {s.seed}).",
+        f"Diverged trials: complete trials above the task's fence Q3 + {k} IQR of all its "
+        f"complete test metrics (Tukey's far-out fence; fences: {fences or 'none'}). They stay "
+        "in every test and are counted per variant; box plots and learning curves cut their "
+        "axes at the fence, as the paper's Fig. 3 cuts its axes, and count what lies above.",
+        "Power, where our verdict differs from the paper's: statsmodels TTestIndPower "
+        "(two-sided) at our n, for the smallest |d| the paper's Welch test could call "
+        "significant at its n (200 per pair, 20 in the top 10%), and for our observed g.",
+        f"fANOVA (Hutter et al. 2014) of {_target_text(s.fanova_target)}, on log10(learning rate), log10(hidden size), log10(1 - momentum) and the "
+        "input-noise std, under the uniform measure on the config's search box (widened to "
+        "the data if needed): a scikit-learn random forest (bootstrap, 70% of features per "
+        "split, fully grown) decomposed exactly per tree (study/report/fanova.py, checked "
+        "against Optuna's tree code). Fractions are raw shares: mains + pairs + higher order "
+        "= 1. Marginal curves and the pairwise surface are drawn in metric units (a rank maps "
+        "back through the empirical quantile function of the group's metric); bands (+-1 std "
+        "over trees) are clipped to the metric's domain.",
+        f"Trees: {s.n_trees} per task (variants pooled), {per_variant} per (task, variant); "
+        f"groups with fewer than {MIN_TRIALS} complete trials or a constant metric are not "
+        "analysed. The pooled analysis has no variant feature: differences between variants "
+        "act as noise for its forest.",
+        "Learning curves: median and quartiles of the validation metric per epoch over the "
+        "complete trials that reached that epoch (epochs.parquet).",
+        "Tables as CSV in tables/ (every table with a task column says whether its numbers "
+        "come from a stand-in corpus), figures in figures/.",
+    ]
+    return [
+        '<h2 id="methods">Methods</h2>',
+        "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>",
+    ]
+
+
+__all__ = ["FENCE_IQR", "methods_section", "paper_section", "size_line"]
