@@ -1,10 +1,12 @@
 """What the driver submits: trials one by one, or packs of trials (`study.pack`).
 
 Random search draws every trial's parameters independently of results, so all of a (task,
-variant)'s remaining trials can be asked up front and trained together: they are sorted by
-hidden size and cut into jobs of `PACK_QUEUE` x pack trials (so a job's layer, as wide as its
-widest trial, pads little), each trained with `pack` slots. Adaptive samplers (TPE) need each
-result before the next ask, so they run one trial per job (pack size 1).
+variant)'s remaining trials can be asked up front and trained together. They are taken in
+rounds of `PACK_ROUND` x pack trials by trial number (so that a study stopped part-way has
+finished whole rounds of random trials, not the small ones first), and each round is sorted by
+hidden size and cut into jobs of `PACK_QUEUE` x pack trials (so that a job's layer, as wide as
+its widest trial, pads little), each trained with `pack` slots. Adaptive samplers (TPE) need
+each result before the next ask, so they run one trial per job (pack size 1).
 
 Pack size: `training.pack` when given; otherwise `DEFAULT_PACK` for the device, the size chosen
 by measurement (`odyssey bench study --protocol paper`, benchmarks/README.md).
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PACK = {"cpu": 8, "cuda": 256}
 PACK_QUEUE = 2  # trials per job = PACK_QUEUE x pack: a stopped trial's slot takes the next
+PACK_ROUND = 4  # trials per round = PACK_ROUND x pack, in trial-number order
 
 
 def pack_size(cfg: StudyConfig, device: str) -> int:
@@ -81,17 +84,21 @@ def pack_job(
 def cut_into_packs(
     trials: list[Pending], pack: int, meaning: str, bidirectional: bool
 ) -> list[list[Pending]]:
-    """One (task, variant)'s trials sorted by hidden size (then number) and cut into jobs of
-    at most PACK_QUEUE x pack trials."""
+    """One (task, variant)'s trials in rounds of PACK_ROUND x pack by trial number, each round
+    sorted by hidden size (then number) and cut into jobs of at most PACK_QUEUE x pack trials."""
     from study.model import hidden_per_direction  # torch: imported only where packs are cut
 
-    size = max(1, PACK_QUEUE * pack)
+    size, round_size = max(1, PACK_QUEUE * pack), max(1, PACK_ROUND * pack)
 
     def hidden(p: Pending) -> int:
         return hidden_per_direction(int(p.params["hidden_size"]), meaning, bidirectional)
 
-    ordered = sorted(trials, key=lambda p: (hidden(p), p.number))
-    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    by_number = sorted(trials, key=lambda p: p.number)
+    jobs = []
+    for r in range(0, len(by_number), round_size):
+        ordered = sorted(by_number[r : r + round_size], key=lambda p: (hidden(p), p.number))
+        jobs += [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    return jobs
 
 
 def interleave(per_pair: list[list[list[Pending]]]) -> list[list[Pending]]:

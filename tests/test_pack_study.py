@@ -37,12 +37,15 @@ def test_packed_study_records_what_the_unpacked_one_does(tmp_path):
     assert len(epochs_a) == len(epochs_b) > 0
 
 
-def test_packs_group_similar_hidden_sizes(tmp_path):
+def test_packs_group_similar_hidden_sizes_within_rounds_of_trial_numbers(tmp_path):
+    """Pack 1: rounds of 4 trials by number, jobs of 2 by hidden size within a round."""
     from study.record import Pending
 
-    trials = [Pending("t", "V", k, {"hidden_size": h}) for k, h in enumerate([90, 20, 200, 21])]
+    sizes = [90, 20, 200, 21, 150, 30, 25, 180]
+    trials = [Pending("t", "V", k, {"hidden_size": h}) for k, h in enumerate(sizes)][::-1]
     packs = plan.cut_into_packs(trials, 1, "per_direction", False)
-    assert [[p.params["hidden_size"] for p in pk] for pk in packs] == [[20, 21], [90, 200]]
+    got = [[p.params["hidden_size"] for p in pk] for pk in packs]
+    assert got == [[20, 21], [90, 200], [25, 30], [150, 180]]
 
 
 def test_killed_in_the_middle_of_a_pack_resumes_exactly_once(tmp_path):
