@@ -27,6 +27,16 @@ def load_splits(data_path: str):
     return _DATA[data_path]
 
 
+def variant_of(job: dict[str, Any]) -> Any:
+    """The job's variant: its registry name, or the spec of a variant declared in the study
+    file (`variant_spec`, flags as `variants.spec_from_dict` takes them)."""
+    if job.get("variant_spec"):
+        import variants
+
+        return variants.spec_from_dict(job["variant_spec"])
+    return job["variant"]
+
+
 def run_trial(job: dict[str, Any]) -> dict[str, Any]:
     """`job`: task, variant, trial, hparams, data_path, training (TrainConfig fields), seed,
     device, hidden_size_meaning. Returns the train() result plus history, started_at,
@@ -43,7 +53,7 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
     try:
         result = train(
             tasks.get(job["task"]),
-            job["variant"],
+            variant_of(job),
             job["hparams"],
             load_splits(job["data_path"]),
             TrainConfig(**job["training"]),
@@ -85,7 +95,7 @@ def run_pack(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
         trials = [PackTrial(t["trial"], t["hparams"], t["seed"]) for t in job["trials"]]
         results = train_pack(
             tasks.get(job["task"]),
-            job["variant"],
+            variant_of(job),
             trials,
             load_splits(job["data_path"]),
             TrainConfig(**job["training"]),

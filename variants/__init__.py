@@ -4,7 +4,18 @@
 paper's order, and the GRU; `build(name, input_size, hidden_size, bidirectional)` makes a layer.
 """
 
-from variants.registry import VARIANTS, build, build_spec, get_spec
+from variants.registry import VARIANTS, build, build_spec, get_spec, spec_from_dict, spec_to_dict
 from variants.spec import GRUSpec, LSTMSpec, gru, lstm
 
-__all__ = ["VARIANTS", "GRUSpec", "LSTMSpec", "build", "build_spec", "get_spec", "gru", "lstm"]
+__all__ = [
+    "VARIANTS",
+    "GRUSpec",
+    "LSTMSpec",
+    "build",
+    "build_spec",
+    "get_spec",
+    "gru",
+    "lstm",
+    "spec_from_dict",
+    "spec_to_dict",
+]

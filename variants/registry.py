@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -30,8 +34,39 @@ def get_spec(name: str) -> LSTMSpec | GRUSpec:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
 
 
+def spec_from_dict(settings: Mapping[str, Any]) -> LSTMSpec | GRUSpec:
+    """A variant declared as data, e.g. `{"coupled_input_forget": True, "peepholes": False}`
+    (an LSTM; `kind: gru` for a GRU form): the flags of `LSTMSpec` / `GRUSpec`, checked."""
+    settings = dict(settings)
+    kind = settings.pop("kind", "lstm")
+    cls = {"lstm": LSTMSpec, "gru": GRUSpec}.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown variant kind {kind!r}; valid: lstm, gru")
+    flags = [f.name for f in dataclasses.fields(cls) if f.name != "change"]
+    unknown = [k for k in settings if k not in flags and k != "change"]
+    if unknown:
+        raise ValueError(
+            f"unknown {kind} flag(s) {', '.join(map(repr, unknown))}; valid: {', '.join(flags)}"
+        )
+    bad = {k: v for k, v in settings.items() if k != "change" and not isinstance(v, bool)}
+    if bad:
+        k, v = next(iter(bad.items()))
+        raise ValueError(f"variant flag {k} must be true or false, got {v!r}")
+    return cls(**settings)
+
+
+def spec_to_dict(spec: LSTMSpec | GRUSpec) -> dict[str, Any]:
+    """The flags of `spec` that differ from the vanilla LSTM / GRU (inverse of `spec_from_dict`)."""
+    base = type(spec)()
+    out: dict[str, Any] = {"kind": spec.kind} if spec.kind != "lstm" else {}
+    for f in dataclasses.fields(spec):
+        if f.name != "change" and getattr(spec, f.name) != getattr(base, f.name):
+            out[f.name] = getattr(spec, f.name)
+    return out
+
+
 def build(
-    name: str,
+    name: str | LSTMSpec | GRUSpec,
     input_size: int,
     hidden_size: int,
     bidirectional: bool = False,
@@ -46,6 +81,10 @@ def build(
     `generator` when given; `forget_bias` is added to b_f for users who want Jozefowicz et al.'s
     +1 (not the paper's protocol).
     """
+    if not isinstance(name, str):  # a spec object (a variant outside the registry)
+        return build_spec(
+            name, input_size, hidden_size, bidirectional, forget_bias, trials, generator
+        )
     return build_spec(
         get_spec(name), input_size, hidden_size, bidirectional, forget_bias, trials, generator, name
     )
