@@ -282,3 +282,83 @@ def test_history_kept_nowhere_else_is_reported_lost(study, caplog):
     assert "per-epoch history of 6 recorded trials is in no store" in caplog.text
     pd.testing.assert_frame_equal(_sorted(results.read_trials(cfg.study_dir)), table)
     assert len(_mlflow_runs(cfg)[2]) == 6
+
+
+def test_two_results_folders_on_one_storage_take_turns(finished, tmp_path, caplog):
+    """The lease in the shared storage refuses a second driver, naming the first; once the
+    first is done, the second folder's table is rebuilt from the shared record, nothing is run
+    twice and the trial budget is not doubled."""
+    base = finished[0]
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = _cfg(tmp_path / "res1", base / "data", storage=shared)
+    second = _cfg(tmp_path / "res2", base / "data", storage=shared)
+    refused = []
+
+    def start_second_meanwhile(job):
+        if not refused:
+            with pytest.raises(ValueError, match="is being run by another driver") as e:
+                _run(second)
+            refused.append(str(e.value))
+        return run_trial(job)
+
+    assert _run(first, start_second_meanwhile)["ran"] == 6
+    assert f"results {first.study_dir.resolve()}" in refused[0] and shared in refused[0]
+    caplog.set_level("INFO")
+    assert _run(second) == {"complete": 6, "failed": 0, "expected": 6, "ran": 0}
+    assert "trials.parquet: rebuilt 6 rows (6 from Optuna)" in caplog.text
+    assert [len(_optuna(first, v).get_trials()) for v in VARIANTS] == [TRIALS, TRIALS]
+    pd.testing.assert_frame_equal(
+        _sorted(results.read_trials(second.study_dir)),
+        _sorted(results.read_trials(first.study_dir)),
+    )
+    assert len(_mlflow_runs(second)[2]) == 6
+
+
+def test_a_lease_left_by_a_killed_driver_expires(tmp_path, caplog):
+    from study import stores
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = stores.DriverLease(url, "s", tmp_path / "a")
+    a.acquire()
+    a._stop.set()  # killed: no more heartbeats, no release
+    b = stores.DriverLease(url, "s", tmp_path / "b")
+    with pytest.raises(
+        ValueError, match=r"'s' in storage .* by another driver \(host .*results .*/a;"
+    ):
+        b.acquire()
+    with b.engine.begin() as c:
+        c.execute(b.table.update().values(heartbeat=b.table.c.heartbeat - stores.LEASE_TTL_S - 1))
+    with b:
+        assert "took over the lease of a driver that stopped" in caplog.text
+    with stores.DriverLease(url, "s", tmp_path / "c"):  # b released it
+        pass
+
+
+def test_unusable_results_folders_are_one_line_errors(finished, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    base = finished[0]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"--results: .*/file is a file, not a folder"):
+        _run(_cfg(tmp_path / "file", base / "data"))
+    odd = os.fsdecode(bytes(tmp_path) + b"/r\xe9s")
+    with pytest.raises(ValueError, match=r"is not UTF-8 \(byte 0xe9 at position \d+\)"):
+        _run(_cfg(odd, base / "data"))
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    if os.access(tmp_path / "ro", os.W_OK):  # root writes anyway: let the OS refuse it here
+
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(ValueError, match=r"--results: cannot create the study folder .*Permission"):
+        _run(_cfg(tmp_path / "ro", base / "data"))
+
+
+def test_a_spec_file_that_is_not_utf8_names_the_file_and_byte(tmp_path):
+    spec = tmp_path / "mine.yaml"
+    spec.write_bytes(b"preset: smoke\n# caf\xe9\n")
+    with pytest.raises(ValueError, match=r"mine.yaml: byte 0xe9 at position 19 is not UTF-8"):
+        config.resolve(str(spec), {})
