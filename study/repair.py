@@ -68,7 +68,7 @@ def load_table(study_dir: Path, found: Findings) -> Any:
             dest = stores.aside(e.path, study_dir)
             found.say(f"{e}: kept it as {dest}; rebuilding it from Optuna, MLflow and epochs")
         else:
-            found.say("", f"{e}: `odyssey doctor` would rebuild it from Optuna and MLflow")
+            found.say("", f"{e}: would rebuild it from Optuna and MLflow")
         return results.empty()
 
 
@@ -194,8 +194,11 @@ def rebuild_rows(
         f"trials.parquet: rebuilt {len(got)} rows ({what})",
         f"trials.parquet lacks {len(got)} recorded trials ({what}); would rebuild them",
     )
-    if not found.fix:
-        return df
+    if not found.fix:  # what the table would hold, for the checks that follow
+        import pandas as pd
+
+        new = pd.DataFrame(list(got.values()), columns=list(results.COLUMNS))
+        return pd.concat([df, new], ignore_index=True) if len(df) else new
     for key in sorted(got, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):
         df = results.append_trial(study_dir, got[key])
     return df

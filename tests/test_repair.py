@@ -362,3 +362,30 @@ def test_a_spec_file_that_is_not_utf8_names_the_file_and_byte(tmp_path):
     spec.write_bytes(b"preset: smoke\n# caf\xe9\n")
     with pytest.raises(ValueError, match=r"mine.yaml: byte 0xe9 at position 19 is not UTF-8"):
         config.resolve(str(spec), {})
+
+
+def test_doctor_checks_then_repairs_the_four_stores(study, capsys):
+    from study import cli
+
+    cfg, table, epochs = study
+    duplicate_mlflow_run(cfg)
+    truncate_table(cfg)
+    remove_optuna(cfg)
+    damage_epoch_part(cfg)
+    before = sorted(p.name for p in cfg.study_dir.iterdir())
+    args = ["doctor", cfg.name, "--results", str(cfg.results)]
+    assert cli.main([*args, "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "to repair: " in out and "trials.parquet is damaged" in out
+    assert "optuna.db is missing; would rebuild it" in out
+    assert "MLflow holds 1 second runs of trials; would delete them" in out
+    assert "epochs.parquet: 1 damaged part files" in out
+    assert sorted(p.name for p in cfg.study_dir.iterdir()) == before  # --check changed nothing
+
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "repaired: " in out and "rebuilt 6 rows" in out and "cannot recover" not in out
+    check_all_stores(cfg, table, epochs)
+    assert cli.main([*args, "--check"]) == 0
+    assert "the four stores agree; nothing to repair" in capsys.readouterr().out
+    assert _run(cfg)["ran"] == 0
