@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,20 @@ WORKER_ENV = {
     "MKL_NUM_THREADS": "1",
 }
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def die_with_parent() -> None:
+    """Ray's worker setup hook: the kernel kills this worker when its parent (the raylet) dies.
+    A local instance's raylet already dies with the driver (Ray's fate sharing), but a worker
+    busy in a training loop could outlive both after `kill -9` of the driver, holding a CPU."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the line above: follow it now
+        os._exit(1)
 
 
 class InlineExecutor:
@@ -96,7 +111,11 @@ class RayExecutor:
             check_reachable(address)
         sigterm = signal.getsignal(signal.SIGTERM)
         env = dict(WORKER_ENV)
-        runtime_env: dict[str, Any] = {"env_vars": env}
+        # workers die with the raylet that started them (which dies with a local driver)
+        runtime_env: dict[str, Any] = {
+            "env_vars": env,
+            "worker_process_setup_hook": "study.scheduler.die_with_parent",
+        }
         if address is None:
             # local workers import our packages from this checkout
             path = os.pathsep.join(

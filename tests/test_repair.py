@@ -389,3 +389,54 @@ def test_doctor_checks_then_repairs_the_four_stores(study, capsys):
     assert cli.main([*args, "--check"]) == 0
     assert "the four stores agree; nothing to repair" in capsys.readouterr().out
     assert _run(cfg)["ran"] == 0
+
+
+DRIVER = """
+import ctypes, os, signal, sys, time
+from study.scheduler import RayExecutor
+RayExecutor(None, 1, "cpu", 0.0)
+import ray
+
+def spin(path):
+    sig = ctypes.c_int(0)
+    ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+    open(path + ".tmp", "w").write(f"{os.getpid()} {sig.value}")
+    os.replace(path + ".tmp", path)
+    while True:
+        sum(i * i for i in range(100000))
+
+ray.remote(num_cpus=1)(spin).remote(sys.argv[1])
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_ray_workers_die_with_a_killed_driver(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script, pidfile = tmp_path / "driver.py", tmp_path / "worker.pid"
+    script.write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(runner.PROJECT_ROOT)}
+    driver = subprocess.Popen([sys.executable, str(script), str(pidfile)], env=env)
+    try:
+        for _ in range(120):
+            if pidfile.exists() or driver.poll() is not None:
+                break
+            time.sleep(1)
+        pid, deathsig = map(int, pidfile.read_text().split())
+        assert deathsig == signal.SIGKILL  # the worker setup hook ran in the worker
+    finally:
+        driver.kill()  # kill -9
+        driver.wait()
+    for _ in range(30):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"Ray worker {pid} outlived its driver by 15 s")
