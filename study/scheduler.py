@@ -47,6 +47,39 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+RAY_DETAILS = "odyssey-ray-messages.log"  # in Ray's session log folder
+
+
+def one_line_ray_messages() -> None:
+    """Ray prints what its raylets and GCS report (a node died, a worker was killed for memory)
+    to the driver's output as blocks of dozens of lines of cluster state. Keep the first line
+    there, naming the file in Ray's session log folder that gets the whole block. Installed
+    before `ray.init`, which hands Ray's printer to its log listeners (a Ray internal)."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "one_line", False):
+        return
+
+    def printer(data: dict, ignore_prefix: bool) -> None:
+        text = "\n".join(data.get("lines", []))
+        if data.get("pid") != "raylet" or "\n" not in text.strip():
+            return original(data, ignore_prefix)
+        first = next(line for line in text.splitlines() if line.strip()).strip()
+        node = getattr(ray_worker, "_global_node", None)
+        folder = Path(node.get_logs_dir_path()) if node is not None else Path(os.getcwd())
+        path = folder / RAY_DETAILS
+        try:
+            with open(path, "a") as f:
+                f.write(text.rstrip() + "\n\n")
+        except OSError:
+            path = None
+        log.warning("Ray: %s%s", first[:300], f" (details: {path})" if path else "")
+
+    printer.one_line = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = printer
+
+
 class InlineExecutor:
     """Runs each trial in this process when it is submitted (sequential; no Ray)."""
 
@@ -110,6 +143,7 @@ class RayExecutor:
         if address is not None:
             check_reachable(address)
         sigterm = signal.getsignal(signal.SIGTERM)
+        one_line_ray_messages()
         env = dict(WORKER_ENV)
         # workers die with the raylet that started them (which dies with a local driver)
         runtime_env: dict[str, Any] = {

@@ -440,3 +440,27 @@ def test_ray_workers_die_with_a_killed_driver(tmp_path):
         time.sleep(0.5)
     os.kill(pid, signal.SIGKILL)
     pytest.fail(f"Ray worker {pid} outlived its driver by 15 s")
+
+
+def test_a_block_of_ray_cluster_state_is_one_line_with_the_detail_in_a_file(tmp_path, caplog):
+    import ray._private.worker as ray_worker
+
+    from study import scheduler
+
+    printed = []
+    original = ray_worker.print_to_stdstream
+    try:
+        ray_worker.print_to_stdstream = lambda data, ignore_prefix: printed.append(data)
+        scheduler.one_line_ray_messages()
+        block = "A node died: 10.0.0.2 (node id abc)\n" + "\n".join(f"state {i}" for i in range(40))
+        with pytest.MonkeyPatch.context() as m:
+            m.chdir(tmp_path)
+            ray_worker.print_to_stdstream({"lines": [block], "pid": "raylet"}, False)
+            ray_worker.print_to_stdstream({"lines": ["one line"], "pid": "raylet"}, False)
+            ray_worker.print_to_stdstream({"lines": ["a\nb"], "pid": 42}, False)
+    finally:
+        ray_worker.print_to_stdstream = original
+    assert [d["lines"] for d in printed] == [["one line"], ["a\nb"]]  # the rest passes through
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Ray:")]
+    assert line.startswith("Ray: A node died: 10.0.0.2 (node id abc) (details: ")
+    assert (tmp_path / scheduler.RAY_DETAILS).read_text().count("state") == 40
