@@ -68,6 +68,7 @@ class DamagedFile(ValueError):
 
     def __init__(self, path: Path, error: Exception) -> None:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first.split("': ", 1)[-1].split(". ")[0]  # Arrow repeats the path, then advises
         super().__init__(f"{path} is damaged ({first})")
         self.path = Path(path)
 

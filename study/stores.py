@@ -221,7 +221,7 @@ def open_optuna(cfg, directions: dict[str, str], found, held, open_store) -> dic
 
     def opener() -> dict:
         store = open_store("Optuna storage", cfg.optuna_storage, record.storage, default_db)
-        if cfg.storage and held is not None:
+        if cfg.storage and held is not None and found.fix:  # --check reads only: no lease
             lease = DriverLease(cfg.optuna_storage, cfg.name, cfg.study_dir, store.engine)
             held.enter_context(lease)
         studies = {}

@@ -59,7 +59,7 @@ def doctor(args: argparse.Namespace) -> int:
         raise ValueError(
             f"no study {args.study!r} in {sdir.parent}; known: {', '.join(known) or 'none'}"
         )
-    logging.getLogger("study").setLevel(logging.INFO)
+    logging.getLogger("study.repair").setLevel(logging.CRITICAL)  # its lines are printed below
     cfg = config.load_saved(sdir / "config.yaml")
     cfg = dataclasses.replace(cfg, results=str(Path(args.results).expanduser()))
     found = repair.Findings(fix=not args.check)
@@ -74,9 +74,13 @@ def doctor(args: argparse.Namespace) -> int:
             )
         else:
             db = None if cfg.tracking_uri else sdir / "mlflow.db"
-            tracker = repair.open_own_db(
-                "MLflow tracking URI", db, sdir, lambda: _Runs(cfg.mlflow_uri, cfg.name), found
-            )
+            if db is not None and not db.exists():
+                found.say("", f"MLflow store {db} is missing; would log every trial into a new one")
+                tracker = None
+            else:
+                tracker = repair.open_own_db(
+                    "MLflow tracking URI", db, sdir, lambda: _Runs(cfg.mlflow_uri, cfg.name), found
+                )
         runs = tracker.trial_runs() if tracker else []
         df = repair.rebuild_rows(sdir, cfg.name, df, studies or {}, runs, found)
         by_pair = runner._rows_by_pair(df)
@@ -121,7 +125,7 @@ def doctor(args: argparse.Namespace) -> int:
                 found.say("", f"MLflow holds {extra} second runs of trials; would delete them")
     n_runs = len(tracker.trial_runs()) if tracker else 0
     print(
-        f"study {cfg.name}: {len(df)} rows in trials.parquet, "
+        f"study {cfg.name}: {len(df)} trials recorded{'' if found.fix else ' (once repaired)'}, "
         f"{sum(len(s.get_trials(deepcopy=False)) for s in (studies or {}).values())} Optuna "
         f"trials, {n_runs} MLflow trial runs; {interrupted} interrupted trials (`odyssey run` "
         f"reruns them)"
