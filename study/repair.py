@@ -87,7 +87,9 @@ def open_own_db(
         return opener()
     except Exception as e:  # noqa: BLE001 - decided below: damage, or the user's to fix
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if default_db is None or not default_db.exists() or "upgrade" in str(e):
+        # a store that is busy, or too old for the installed library, is not damaged
+        busy_or_old = any(w in str(e) for w in ("upgrade", "database is locked", "busy"))
+        if default_db is None or not default_db.exists() or busy_or_old:
             if isinstance(e, ValueError):  # already one line naming the store
                 raise
             raise ValueError(f"could not read the {what}: {first}") from e
@@ -255,15 +257,24 @@ def restore_optuna(
                     user_attrs=attrs,
                 )
             )
-        assert len(s.get_trials(deepcopy=False)) == k + 1, "Optuna numbered a restored trial anew"
+        assert s._storage.get_n_trials(s._study_id) == k + 1, "Optuna renumbered a trial"
 
 
-def repair_epochs(study_dir: Path, df: Any, tracker: Any, found: Findings) -> None:
+def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found: Findings) -> None:
     """Every trial's per-epoch history readable in `epochs.parquet/`: a damaged part file moves
-    aside, and a missing one is written again from the MLflow run's per-epoch metrics."""
-    runs = {r.data.tags.get("key"): r for r in tracker.trial_runs()} if tracker else {}
+    aside, and a missing one is written again from the MLflow run's per-epoch metrics (`runs`:
+    the study's trial runs). The folder is read as one table first; only when that fails is
+    each part file read on its own."""
+    by_key = {r.data.tags.get("key"): r for r in runs}
+    try:
+        whole = results.read_epochs(study_dir)
+        sound = {trial_key(t, v, int(k)) for t, v, k in set(zip(*_key_cols(whole), strict=True))}
+    except results.DamagedFile:
+        sound = None
     rebuilt, damaged, nowhere = 0, [], 0
     for t, v, k, n in zip(df["task"], df["variant"], df["trial"], df["epochs"], strict=True):
+        if sound is not None and trial_key(t, v, int(k)) in sound:
+            continue
         path = results.epochs_path(study_dir, t, v, int(k))
         was_damaged = False
         if path.exists():
@@ -276,7 +287,7 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, found: Findings) -> No
                 if not found.fix:
                     continue
                 stores.aside(path, study_dir)
-        run = runs.get(trial_key(t, v, int(k)))
+        run = by_key.get(trial_key(t, v, int(k)))
         if run is None:
             if was_damaged:
                 found.unrecoverable(f"{path}: damaged and no MLflow run to rebuild it from")
@@ -306,3 +317,7 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, found: Findings) -> No
             f"epochs.parquet: {len(damaged)} damaged part files, {rebuilt} trials' history "
             f"missing; would rebuild them from MLflow",
         )
+
+
+def _key_cols(df: Any) -> tuple:
+    return df["task"], df["variant"], df["trial"]

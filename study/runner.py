@@ -400,7 +400,8 @@ def _run_locked(
     studies = stores.open_optuna(cfg, directions, found, held, open_store)
     tracker = stores.open_tracker(cfg, version, found, open_store, init_mlflow_store)
     save_config(cfg)
-    df = repair.rebuild_rows(sdir, cfg.name, df, studies, tracker.trial_runs(), found)
+    runs = tracker.trial_runs()
+    df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found)
     by_pair = _rows_by_pair(df)
     queue: deque = deque()
     new_counts: dict[tuple[str, str], int] = {}
@@ -431,7 +432,7 @@ def _run_locked(
     for k in range(max(new_counts.values(), default=0)):
         queue.extend(pair for pair, n in new_counts.items() if k < n)
 
-    repair.repair_epochs(sdir, df, tracker, found)  # before MLflow logs runs from the history
+    repair.repair_epochs(sdir, df, tracker, runs, found)  # before MLflow logs runs from history
     relogged = tracker.reconcile(
         df.to_dict("records"),
         lambda t, v, k: results.history_records(results.read_epochs(sdir, t, v, k)),

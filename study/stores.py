@@ -262,7 +262,7 @@ def open_tracker(cfg, version: str, found, open_store, init) -> object:
             default_db,
             init=init,
         )
-        tracker.trial_runs()
+        tracker.client.search_runs([tracker.experiment_id], max_results=1)  # reads the store
         return tracker
 
     return repair.open_own_db("MLflow tracking URI", default_db, cfg.study_dir, opener, found)

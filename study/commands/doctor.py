@@ -104,7 +104,7 @@ def doctor(args: argparse.Namespace) -> int:
                     f"{task}/{variant}: Optuna trials {orphans} finished but no store holds "
                     "their results"
                 )
-        repair.repair_epochs(sdir, df, tracker, found)
+        repair.repair_epochs(sdir, df, tracker, runs, found)
         if found.fix:
             relogged = tracker.reconcile(
                 df.to_dict("records"),
