@@ -8,7 +8,8 @@
 - `DriverLease`: one driver per study also when several results folders share one `--storage`:
   a row in the storage's own database (table `odyssey_driver_lease`, keyed by study name) that
   a driver inserts atomically, keeps alive with a heartbeat, and deletes when it stops. A lease
-  whose heartbeat is older than `LEASE_TTL_S` (a driver killed with `kill -9`) is taken over.
+  whose heartbeat is older than `LEASE_TTL_S`, or whose holder is a process of this host that
+  has ended (a driver killed with `kill -9`), is taken over.
 """
 
 from __future__ import annotations
@@ -106,6 +107,23 @@ def holder_name(study_dir: Path) -> str:
     return f"host {socket.gethostname()} pid {os.getpid()}, results {study_dir.resolve()}"
 
 
+def _dead_here(holder: str) -> bool:
+    """Whether a lease holder (see `holder_name`) is a process of this host that has ended
+    (a driver killed with `kill -9`): its lease need not wait for the heartbeat to expire."""
+    import re
+
+    m = re.match(r"host (\S+) pid (\d+),", holder)
+    if not m or m.group(1) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(m.group(2)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class DriverLease:
     """The lease of study `name` in the database behind `url` (see the module docstring)."""
 
@@ -141,7 +159,8 @@ class DriverLease:
                 row = c.execute(sa.select(t).where(t.c.study == self.name)).first()
                 if row is None:
                     continue
-                if row.holder != self.holder and now - row.heartbeat < LEASE_TTL_S:
+                alive = now - row.heartbeat < LEASE_TTL_S and not _dead_here(row.holder)
+                if row.holder != self.holder and alive:
                     self._refuse(row, now)
                 took = c.execute(
                     t.update()

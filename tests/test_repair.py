@@ -8,7 +8,9 @@ One study is trained once per module; each case works on a copy of its results f
 from __future__ import annotations
 
 import shutil
+import socket
 import sqlite3
+import time
 
 import optuna
 import pandas as pd
@@ -332,6 +334,23 @@ def test_a_lease_left_by_a_killed_driver_expires(tmp_path, caplog):
         assert "took over the lease of a driver that stopped" in caplog.text
     with stores.DriverLease(url, "s", tmp_path / "c"):  # b released it
         pass
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], text=True, capture_output=True
+    ).stdout.strip()
+    with b.engine.begin() as c:  # a driver of this host, killed a moment ago: no need to wait
+        c.execute(
+            b.table.insert().values(
+                study="s",
+                holder=f"host {socket.gethostname()} pid {dead}, results x",
+                heartbeat=time.time(),
+            )
+        )
+    caplog.clear()
+    with stores.DriverLease(url, "s", tmp_path / "d"):
+        assert f"pid {dead}, results x; last heartbeat 0 s ago" in caplog.text
 
 
 def test_unusable_results_folders_are_one_line_errors(finished, tmp_path, monkeypatch):
