@@ -143,7 +143,7 @@ def record_data(study_dir: Path, metas: dict[str, dict]) -> None:
 
     path = study_dir / DATA_SUMMARY
     if path.is_file():
-        seen = json.loads(path.read_text())
+        seen = json.loads(config_mod.read_text(path))
         versions = {t: int(s["data_version"]) for t, s in seen.items()}
     else:
         seen = {}
