@@ -201,9 +201,7 @@ def rebuild_rows(
 
         new = pd.DataFrame(list(got.values()), columns=list(results.COLUMNS))
         return pd.concat([df, new], ignore_index=True) if len(df) else new
-    for key in sorted(got, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):
-        df = results.append_trial(study_dir, got[key])
-    return df
+    return results.add_trials(study_dir, list(got.values()))
 
 
 def raw_params(row: dict[str, Any], space: dict[str, BaseDistribution]) -> dict[str, Any]:

@@ -129,6 +129,19 @@ def append_trial(study_dir: Path, row: dict[str, Any]) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def add_trials(study_dir: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Add many rows (by task/variant/trial, replacing any) in one atomic rewrite (a rebuild)."""
+    df = read_trials(study_dir)
+    new = pd.DataFrame(rows, columns=list(COLUMNS))
+    keys = set(zip(new["task"], new["variant"], new["trial"], strict=True))
+    keep = [k not in keys for k in zip(df["task"], df["variant"], df["trial"], strict=True)]
+    df = pd.concat([df[keep], new], ignore_index=True) if any(keep) else new
+    df = df.sort_values(list(KEY), kind="stable", ignore_index=True)
+    table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
+    _atomic_write(table, Path(study_dir) / TRIALS_FILE)
+    return table.to_pandas()
+
+
 EPOCH_SCHEMA = pa.schema(
     [
         ("task", pa.string()),
