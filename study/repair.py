@@ -241,7 +241,7 @@ def restore_optuna(
         if row is None:
             s._storage.create_new_trial(s._study_id)  # RUNNING: rerun with its seeded parameters
         else:
-            ok = row["status"] == "complete"
+            ok = row["status"] == "complete" and math.isfinite(float(row["val_metric"]))
             attrs = {"status": row["status"], "momentum": float(row["hp_momentum"])}
             if row.get("error"):
                 attrs["error"] = str(row["error"])[:2000]
