@@ -270,7 +270,8 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found
     except results.DamagedFile:
         sound = None
     rebuilt, damaged, nowhere = 0, [], 0
-    for t, v, k, n in zip(df["task"], df["variant"], df["trial"], df["epochs"], strict=True):
+    cols = (df["task"], df["variant"], df["trial"], df["status"])
+    for t, v, k, status in zip(*cols, strict=True):
         if sound is not None and trial_key(t, v, int(k)) in sound:
             continue
         path = results.epochs_path(study_dir, t, v, int(k))
@@ -289,7 +290,7 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found
         if run is None:
             if was_damaged:
                 found.unrecoverable(f"{path}: damaged and no MLflow run to rebuild it from")
-            elif n > 0:
+            elif status == "complete":  # a diverged trial may have stopped before any epoch
                 nowhere += 1
             continue
         history: dict[int, dict[str, Any]] = {}

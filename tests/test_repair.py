@@ -7,6 +7,7 @@ One study is trained once per module; each case works on a copy of its results f
 
 from __future__ import annotations
 
+import math
 import shutil
 import socket
 import sqlite3
@@ -40,11 +41,19 @@ def _run(cfg, fn=None):
     return runner.run(cfg, executor_factory=lambda c, d: InlineExecutor(fn or retrain), live=False)
 
 
+def diverge_v1(job):
+    """Trial V/1 diverges: the study holds a failed trial (NaN metrics, an error) too."""
+    if (job["variant"], job["trial"]) == ("V", 1):
+        job = {**job, "hparams": {**job["hparams"], "learning_rate": math.inf}}
+    return run_trial(job)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     base = tmp_path_factory.mktemp("finished")
     cfg = _cfg(base / "res", base / "data")
-    assert runner.run(cfg, lambda c, d: InlineExecutor(run_trial), live=False)["ran"] == 6
+    counts = runner.run(cfg, lambda c, d: InlineExecutor(diverge_v1), live=False)
+    assert counts == {"complete": 5, "failed": 1, "expected": 6, "ran": 6}
     table = _sorted(results.read_trials(cfg.study_dir))
     epochs = _sorted_epochs(results.read_epochs(cfg.study_dir))
     return base, table, epochs
@@ -91,20 +100,25 @@ def check_all_stores(cfg, table, epochs, exact_extra=True):
             assert t.params["hidden_size"] == row["hp_hidden_size"]
             assert t.params["learning_rate"] == row["hp_learning_rate"]
             assert 1 - t.params["one_minus_momentum"] == pytest.approx(row["hp_momentum"])
-            assert t.state == TrialState.COMPLETE and t.value == row["val_metric"]
+            if row["status"] == "complete":
+                assert t.state == TrialState.COMPLETE and t.value == row["val_metric"]
+            else:
+                assert t.state == TrialState.FAIL and t.user_attrs["error"] == row["error"]
     client, exp, runs = _mlflow_runs(cfg)
     keys = sorted(r.data.tags["key"] for r in runs)
     assert keys == sorted(f"jsb_chorales/{v}/{k}" for v in VARIANTS for k in range(TRIALS))
-    assert all(r.info.status == "FINISHED" for r in runs)
+    status = {r.data.tags["key"]: r.info.status for r in runs}
+    assert status.pop("jsb_chorales/V/1") == "FAILED" and set(status.values()) == {"FINISHED"}
     parent = client.search_runs([exp.experiment_id], "tags.role = 'study'")
     assert len(parent) == 1
     for r in runs:
         assert r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
         _, variant, k = r.data.tags["key"].split("/")
         row = df[(df["variant"] == variant) & (df["trial"] == int(k))].iloc[0]
-        assert r.data.metrics["best/test_metric"] == row["test_metric"]
-        steps = client.get_metric_history(r.info.run_id, "val/nll")
-        assert [m.step for m in steps] == list(range(1, row["epochs"] + 1))
+        if row["status"] == "complete":
+            assert r.data.metrics["best/test_metric"] == row["test_metric"]
+            steps = client.get_metric_history(r.info.run_id, "val/nll")
+            assert [m.step for m in steps] == list(range(1, row["epochs"] + 1))
 
 
 def _scramble(path, start_fraction=0.0, n=None):
@@ -212,7 +226,7 @@ CASES = [
     (remove_mlflow, "MLflow: logged 6 recorded trials that had no run"),
     (duplicate_mlflow_run, "MLflow: deleted a second run of trial jsb_chorales/V/0"),
     (damage_epoch_part, "rebuilt 1 trials' history from MLflow"),
-    (remove_epochs, "rebuilt 6 trials' history from MLflow"),
+    (remove_epochs, "rebuilt 5 trials' history from MLflow"),
     (remove_table_and_optuna, "trials.parquet: rebuilt 6 rows (6 from MLflow)"),
     (remove_table_and_mlflow, "trials.parquet: rebuilt 6 rows (6 from Optuna)"),
     (remove_optuna_and_mlflow, "MLflow: logged 6 recorded trials that had no run"),
@@ -225,7 +239,7 @@ def test_damage_is_repaired_without_retraining(study, caplog, damage, says):
     damage(cfg)
     caplog.set_level("INFO")
     counts = _run(cfg)
-    assert counts == {"complete": 6, "failed": 0, "expected": 6, "ran": 0}
+    assert counts == {"complete": 5, "failed": 1, "expected": 6, "ran": 0}
     assert says in caplog.text
     check_all_stores(cfg, table, epochs)
     if not damage.__name__.startswith(("remove", "duplicate")):  # the damaged file is kept
@@ -246,25 +260,25 @@ def test_a_study_from_before_the_row_attribute_is_rebuilt_from_mlflow_tags(study
 
 
 def test_a_trial_running_when_optuna_was_lost_is_rerun_with_its_parameters(study, caplog):
-    """Table, history and MLflow lack trial V/1 (it was running), and optuna.db is lost: the
+    """Table, history and MLflow lack trial V/2 (it was running), and optuna.db is lost: the
     restored record keeps number 1 for it and reruns it with the same seeded parameters."""
     cfg, table, epochs = study
     df = results.read_trials(cfg.study_dir)
-    df = df[~((df["variant"] == "V") & (df["trial"] == 1))]
+    df = df[~((df["variant"] == "V") & (df["trial"] == 2))]
     import pyarrow as pa
 
     results._atomic_write(
         pa.Table.from_pandas(df, schema=results.SCHEMA, preserve_index=False),
         cfg.study_dir / "trials.parquet",
     )
-    results.epochs_path(cfg.study_dir, "jsb_chorales", "V", 1).unlink()
+    results.epochs_path(cfg.study_dir, "jsb_chorales", "V", 2).unlink()
     client, _, runs = _mlflow_runs(cfg)
-    client.delete_run(next(r for r in runs if r.data.tags["key"] == "jsb_chorales/V/1").info.run_id)
+    client.delete_run(next(r for r in runs if r.data.tags["key"] == "jsb_chorales/V/2").info.run_id)
     remove_optuna(cfg)
     jobs = []
     counts = _run(cfg, lambda job: jobs.append(job) or run_trial(job))
-    assert counts["ran"] == 1 and [(j["variant"], j["trial"]) for j in jobs] == [("V", 1)]
-    old = table[(table["variant"] == "V") & (table["trial"] == 1)].iloc[0]
+    assert counts["ran"] == 1 and [(j["variant"], j["trial"]) for j in jobs] == [("V", 2)]
+    old = table[(table["variant"] == "V") & (table["trial"] == 2)].iloc[0]
     assert jobs[0]["hparams"]["hidden_size"] == old["hp_hidden_size"]
     assert jobs[0]["hparams"]["learning_rate"] == old["hp_learning_rate"]
     new = _sorted(results.read_trials(cfg.study_dir))
@@ -281,7 +295,7 @@ def test_history_kept_nowhere_else_is_reported_lost(study, caplog):
     shutil.rmtree(cfg.study_dir / "epochs.parquet")
     caplog.set_level("INFO")
     assert _run(cfg)["ran"] == 0
-    assert "per-epoch history of 6 recorded trials is in no store" in caplog.text
+    assert "per-epoch history of 5 recorded trials is in no store" in caplog.text
     pd.testing.assert_frame_equal(_sorted(results.read_trials(cfg.study_dir)), table)
     assert len(_mlflow_runs(cfg)[2]) == 6
 
@@ -301,12 +315,12 @@ def test_two_results_folders_on_one_storage_take_turns(finished, tmp_path, caplo
             with pytest.raises(ValueError, match="is being run by another driver") as e:
                 _run(second)
             refused.append(str(e.value))
-        return run_trial(job)
+        return diverge_v1(job)
 
     assert _run(first, start_second_meanwhile)["ran"] == 6
     assert f"results {first.study_dir.resolve()}" in refused[0] and shared in refused[0]
     caplog.set_level("INFO")
-    assert _run(second) == {"complete": 6, "failed": 0, "expected": 6, "ran": 0}
+    assert _run(second) == {"complete": 5, "failed": 1, "expected": 6, "ran": 0}
     assert "trials.parquet: rebuilt 6 rows (6 from Optuna)" in caplog.text
     assert [len(_optuna(first, v).get_trials()) for v in VARIANTS] == [TRIALS, TRIALS]
     pd.testing.assert_frame_equal(
