@@ -66,9 +66,9 @@ def load_table(study_dir: Path, found: Findings) -> Any:
     except results.DamagedFile as e:
         if found.fix:
             dest = stores.aside(e.path, study_dir)
-            found.say(f"{e}: kept it as {dest}; rebuilding it from Optuna, MLflow and epochs")
+            found.say(f"{e.what}: kept it as {dest}; rebuilding it from Optuna, MLflow and epochs")
         else:
-            found.say("", f"{e}: would rebuild it from Optuna and MLflow")
+            found.say("", f"{e.what}: would rebuild it from Optuna and MLflow")
         return results.empty()
 
 
@@ -281,7 +281,7 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found
                 results.read_epochs(study_dir, t, v, int(k))
                 continue
             except results.DamagedFile as e:
-                damaged.append(str(e))
+                damaged.append(e.what)
                 was_damaged = True
                 if not found.fix:
                     continue

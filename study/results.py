@@ -69,8 +69,12 @@ class DamagedFile(ValueError):
     def __init__(self, path: Path, error: Exception) -> None:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         first = first.split("': ", 1)[-1].split(". ")[0]  # Arrow repeats the path, then advises
-        super().__init__(f"{path} is damaged ({first})")
-        self.path = Path(path)
+        self.path, self.what = Path(path), f"{path} is damaged ({first})"
+        study = self.path.parent.parent if self.path.parent.name == EPOCHS_DIR else self.path.parent
+        super().__init__(
+            f"{self.what}; `odyssey doctor {study.name} --results {study.parent}` rebuilds it "
+            f"from the study's other stores (so does the next `odyssey run` of the study)"
+        )
 
 
 def _read(path: Path, schema: pa.Schema) -> pa.Table:
