@@ -418,6 +418,7 @@ def test_doctor_checks_then_repairs_the_four_stores(study, capsys):
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "repaired: " in out and "rebuilt 6 rows" in out and "cannot recover" not in out
+    assert "repaired: MLflow: deleted 1 second runs of trials" in out
     check_all_stores(cfg, table, epochs)
     assert cli.main([*args, "--check"]) == 0
     assert "the four stores agree; nothing to repair" in capsys.readouterr().out

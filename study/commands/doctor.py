@@ -105,6 +105,13 @@ def doctor(args: argparse.Namespace) -> int:
                     "their results"
                 )
         repair.repair_epochs(sdir, df, tracker, runs, found)
+        keys = [r.data.tags.get("key") for r in runs if r.info.status in ("FINISHED", "FAILED")]
+        extra = len(keys) - len(set(keys))
+        if extra:
+            found.say(
+                f"MLflow: deleted {extra} second runs of trials",
+                f"MLflow holds {extra} second runs of trials; would delete them",
+            )
         if found.fix:
             relogged = tracker.reconcile(
                 df.to_dict("records"),
@@ -114,15 +121,12 @@ def doctor(args: argparse.Namespace) -> int:
                 found.say(f"MLflow: logged {relogged} recorded trials that had no run")
             tracker.close(finished=interrupted == 0)
         else:
-            keys = [r.data.tags.get("key") for r in runs if r.info.status in ("FINISHED", "FAILED")]
             rows_keys = {trial_key(t, v, int(k)) for t, v, k in zip(*_key_cols(df), strict=True)}
-            missing, extra = rows_keys - set(keys), len(keys) - len(set(keys))
+            missing = rows_keys - set(keys)
             if tracker is not None and missing:
                 found.say(
                     "", f"MLflow lacks runs of {len(missing)} recorded trials; would log them"
                 )
-            if extra:
-                found.say("", f"MLflow holds {extra} second runs of trials; would delete them")
     n_runs = len(tracker.trial_runs()) if tracker else 0
     print(
         f"study {cfg.name}: {len(df)} trials recorded{'' if found.fix else ' (once repaired)'}, "
