@@ -10,7 +10,7 @@ import signal
 import sys
 
 # module -> commands it registers, in the order `odyssey --help` lists them
-COMMAND_MODULES = ("variants", "data", "run", "report", "bench")
+COMMAND_MODULES = ("variants", "data", "run", "report", "bench", "doctor")
 
 
 class UserError(Exception):

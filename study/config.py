@@ -130,6 +130,18 @@ def preset_text(name: str) -> str:
     return (resources.files("study") / "presets" / f"{name}.yaml").read_text()
 
 
+def read_text(path: Path) -> str:
+    """A settings file's text; one that is not UTF-8 is an error naming the file and the byte."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: byte 0x{data[e.start]:02x} at position {e.start} is not UTF-8; "
+            f"save the file as UTF-8"
+        ) from None
+
+
 def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(text)
@@ -163,7 +175,7 @@ def raw_config(spec: str) -> tuple[dict[str, Any], str]:
         raise ValueError(
             f"{spec!r} is neither a preset ({', '.join(PRESETS)}) nor an existing .yaml file"
         )
-    raw = _read_yaml(path.read_text(), str(path))
+    raw = _read_yaml(read_text(path), str(path))
     base = raw.pop("preset", None)
     if base is not None:
         raw = _merge(_read_yaml(preset_text(str(base)), f"preset {base}"), raw)
@@ -367,7 +379,7 @@ def dump(cfg: StudyConfig) -> str:
 
 def load_saved(path: Path) -> StudyConfig:
     """A study's saved `config.yaml` (validated again)."""
-    return from_dict(_read_yaml(path.read_text(), str(path)))
+    return from_dict(_read_yaml(read_text(path), str(path)))
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

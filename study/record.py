@@ -20,9 +20,11 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from study import results
 from study.space import make_sampler
 
 log = logging.getLogger(__name__)
+ROW_ATTR = "row"  # trial user attribute: the trial's result row as JSON
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ def tell(s: optuna.Study, number: int, row: dict[str, Any]) -> None:
     if row.get("error"):
         s._storage.set_trial_user_attr(trial_id, "error", str(row["error"])[:2000])
     s._storage.set_trial_user_attr(trial_id, "momentum", float(row["hp_momentum"]))
+    # the whole row, so that a lost or damaged results table is rebuilt exactly (study.repair)
+    s._storage.set_trial_user_attr(trial_id, ROW_ATTR, results.row_to_json(row))
     if row["status"] == "complete":
         s.tell(number, float(row["val_metric"]), skip_if_finished=True)
     else:

@@ -2,7 +2,10 @@
 
 This table is the study's source of truth: the Optuna record and the MLflow runs are reconciled
 from it on every start, and every report reads only it. It is rewritten atomically (temp file +
-`os.replace`) after each finished trial, so a crash leaves either the old or the new table.
+`os.replace`) after each finished trial, so a crash leaves either the old or the new table; its
+pages carry CRC checksums, so a file damaged later (a torn copy, a bad disk) reads as
+`DamagedFile`, never as wrong numbers. A damaged or missing table is rebuilt from the other
+stores (study.repair).
 Per-epoch history goes to `epochs.parquet/`, a folder of one part file per trial in tidy long form
 (task, variant, trial, epoch, name, value; readable as one table with `pandas.read_parquet`),
 written before the trial's row.
@@ -60,16 +63,38 @@ def empty() -> pd.DataFrame:
     return SCHEMA.empty_table().to_pandas()
 
 
+class DamagedFile(ValueError):
+    """A results file that exists but does not read back (truncated, overwritten, bad checksum)."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first.split("': ", 1)[-1].split(". ")[0]  # Arrow repeats the path, then advises
+        self.path, self.what = Path(path), f"{path} is damaged ({first})"
+        study = self.path.parent.parent if self.path.parent.name == EPOCHS_DIR else self.path.parent
+        super().__init__(
+            f"{self.what}; `odyssey doctor {study.name} --results {study.parent}` rebuilds it "
+            f"from the study's other stores (so does the next `odyssey run` of the study)"
+        )
+
+
+def _read(path: Path, schema: pa.Schema) -> pa.Table:
+    try:
+        return pq.read_table(path, schema=schema, page_checksum_verification=True)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DamagedFile(path, e) from e
+
+
 def read_trials(study_dir: Path) -> pd.DataFrame:
+    """The table (empty if there is none yet); `DamagedFile` if it does not read back."""
     path = Path(study_dir) / TRIALS_FILE
     if not path.is_file():
         return empty()
-    return pq.read_table(path, schema=SCHEMA).to_pandas()
+    return _read(path, SCHEMA).to_pandas()
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, write_page_checksum=True)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -103,6 +128,19 @@ def append_trial(study_dir: Path, row: dict[str, Any]) -> pd.DataFrame:
     keep = ~((df["task"] == key[0]) & (df["variant"] == key[1]) & (df["trial"] == key[2]))
     new = pd.DataFrame([row], columns=list(COLUMNS))
     df = pd.concat([df[keep], new], ignore_index=True) if keep.any() else new
+    table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
+    _atomic_write(table, Path(study_dir) / TRIALS_FILE)
+    return table.to_pandas()
+
+
+def add_trials(study_dir: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Add many rows (by task/variant/trial, replacing any) in one atomic rewrite (a rebuild)."""
+    df = read_trials(study_dir)
+    new = pd.DataFrame(rows, columns=list(COLUMNS))
+    keys = set(zip(new["task"], new["variant"], new["trial"], strict=True))
+    keep = [k not in keys for k in zip(df["task"], df["variant"], df["trial"], strict=True)]
+    df = pd.concat([df[keep], new], ignore_index=True) if any(keep) else new
+    df = df.sort_values(list(KEY), kind="stable", ignore_index=True)
     table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
     _atomic_write(table, Path(study_dir) / TRIALS_FILE)
     return table.to_pandas()
@@ -158,7 +196,11 @@ def read_epochs(
         path = folder
     if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
         return EPOCH_SCHEMA.empty_table().to_pandas()
-    return pq.read_table(path, schema=EPOCH_SCHEMA).to_pandas()
+    return _read(path, EPOCH_SCHEMA).to_pandas()
+
+
+def epochs_path(study_dir: Path, task: str, variant: str, trial: int) -> Path:
+    return Path(study_dir) / EPOCHS_DIR / f"{task}__{variant}__{trial:05d}.parquet"
 
 
 def history_records(epochs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -167,3 +209,24 @@ def history_records(epochs: pd.DataFrame) -> list[dict[str, Any]]:
     for epoch, sub in epochs.groupby("epoch", sort=True):
         out.append({"epoch": int(epoch), **dict(zip(sub["name"], sub["value"], strict=True))})
     return out
+
+
+def row_to_json(row: dict[str, Any], max_chars: int | None = None) -> str:
+    """A result row as JSON (what Optuna and MLflow keep of it, to rebuild the table from).
+    With `max_chars`, a long error text is shortened to fit."""
+
+    def plain(v: Any) -> Any:
+        return v.item() if hasattr(v, "item") else str(v)
+
+    values = {k: row[k] for k in COLUMNS}
+    text = json.dumps(values, default=plain, sort_keys=True)
+    if max_chars is not None and len(text) > max_chars and values.get("error"):
+        cut = len(str(values["error"])) - (len(text) - max_chars) - 20
+        values["error"] = str(values["error"])[: max(cut, 0)] + " [shortened]"
+        text = json.dumps(values, default=plain, sort_keys=True)
+    return text
+
+
+def row_from_json(text: str) -> dict[str, Any]:
+    values = json.loads(text)
+    return make_row(**{k: values.get(k) for k in COLUMNS})

@@ -24,12 +24,12 @@ import os
 import subprocess
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from study import config as config_mod
-from study import plan, record, results
+from study import plan, record, repair, results, stores
 from study.cli import UserError, die_if_forked
 from study.config import StudyConfig
 from study.space import hyperparameters, search_space
@@ -143,7 +143,7 @@ def record_data(study_dir: Path, metas: dict[str, dict]) -> None:
 
     path = study_dir / DATA_SUMMARY
     if path.is_file():
-        seen = json.loads(path.read_text())
+        seen = json.loads(config_mod.read_text(path))
         versions = {t: int(s["data_version"]) for t, s in seen.items()}
     else:
         seen = {}
@@ -359,10 +359,10 @@ def run(
     live: bool | None = None,
 ) -> dict[str, Any]:
     """Run or resume a study; returns counts {'complete', 'failed', 'expected', 'ran'}."""
-    cfg.study_dir.mkdir(parents=True, exist_ok=True)
-    with study_lock(cfg.study_dir):
+    stores.check_results_dir(cfg.study_dir)
+    with study_lock(cfg.study_dir), ExitStack() as held:  # held: the lease of a shared storage
         check_config(cfg)
-        return _run_locked(cfg, executor_factory, live)
+        return _run_locked(cfg, executor_factory, live, held)
 
 
 def _ray_executor(cfg: StudyConfig, device: str):
@@ -371,10 +371,11 @@ def _ray_executor(cfg: StudyConfig, device: str):
     return RayExecutor(cfg.ray_address, cfg.workers, device, cfg.gpus_per_trial)
 
 
-def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[str, Any]:
+def _run_locked(
+    cfg: StudyConfig, executor_factory, live: bool | None, held: ExitStack | None = None
+) -> dict[str, Any]:
     import tasks
     from study.progress import Display
-    from study.tracking import Tracker
 
     device = resolve_device(cfg.device)
     version = code_version()
@@ -387,29 +388,31 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     )
     data = prepare_data(cfg)
     record_data(sdir, {t: meta for t, (_, meta) in data.items()})
-    df = results.read_trials(sdir)
-    by_pair = _rows_by_pair(df)
+    found = repair.Findings(fix=True)
+    df = repair.load_table(sdir, found)
     space = search_space(cfg.space)
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
-
-    default_db = None if cfg.storage else cfg.study_dir / "optuna.db"
-    store = open_store("Optuna storage", cfg.optuna_storage, record.storage, default_db)
-    studies, queue = {}, deque()
+    studies = stores.open_optuna(cfg, directions, found, held, open_store)
+    tracker = stores.open_tracker(cfg, version, found, open_store, init_mlflow_store)
+    save_config(cfg)
+    runs = tracker.trial_runs()
+    df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found)
+    by_pair = _rows_by_pair(df)
+    queue: deque = deque()
     new_counts: dict[tuple[str, str], int] = {}
-    for task, variant in _pairs(cfg):
-        s = record.open_study(
-            store, cfg.name, task, variant, directions[task], cfg.sampler, cfg.seed
-        )
-        studies[(task, variant)] = s
-        rerun, orphans = record.reconcile(s, task, variant, by_pair.get((task, variant), {}), space)
+    for (task, variant), s in studies.items():
+        rows = by_pair.get((task, variant), {})
+        repair.restore_optuna(s, (task, variant), rows, space, found)
+        rerun, orphans = record.reconcile(s, task, variant, rows, space)
         if orphans:
             log.warning(
-                "%s/%s: Optuna trials %s finished but have no results row (table edited "
-                "or replaced?); they cannot be rerun: put the study's trials.parquet back, or "
-                "start a new study with --study NEW_NAME",
+                "%s/%s: Optuna trials %s finished but no store holds their results (no results "
+                "row, no row in Optuna or MLflow); they cannot be rerun. `odyssey doctor %s` "
+                "lists what each store holds; or start a new study with --study NEW_NAME",
                 task,
                 variant,
                 orphans,
+                cfg.name,
             )
         queue.extend(rerun)
         if rerun:
@@ -424,18 +427,7 @@ def _run_locked(cfg: StudyConfig, executor_factory, live: bool | None) -> dict[s
     for k in range(max(new_counts.values(), default=0)):
         queue.extend(pair for pair, n in new_counts.items() if k < n)
 
-    artifacts = None if cfg.tracking_uri else (sdir / "mlartifacts").resolve().as_uri()
-    default_db = None if cfg.tracking_uri else cfg.study_dir / "mlflow.db"
-    tracker = open_store(
-        "MLflow tracking URI",
-        cfg.mlflow_uri,
-        lambda uri: Tracker(uri, cfg.name, cfg.to_dict(), version, artifacts),
-        default_db,
-        init=init_mlflow_store,
-        if_broken="; nothing is lost if you move it away: the next run logs every trial of "
-        "trials.parquet into a new one",
-    )
-    save_config(cfg)
+    repair.repair_epochs(sdir, df, tracker, runs, found)  # before MLflow logs runs from history
     relogged = tracker.reconcile(
         df.to_dict("records"),
         lambda t, v, k: results.history_records(results.read_epochs(sdir, t, v, k)),

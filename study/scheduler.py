@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,53 @@ WORKER_ENV = {
     "MKL_NUM_THREADS": "1",
 }
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def die_with_parent() -> None:
+    """Ray's worker setup hook: the kernel kills this worker when its parent (the raylet) dies.
+    A local instance's raylet already dies with the driver (Ray's fate sharing), but a worker
+    busy in a training loop could outlive both after `kill -9` of the driver, holding a CPU."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the line above: follow it now
+        os._exit(1)
+
+
+RAY_DETAILS = "odyssey-ray-messages.log"  # in Ray's session log folder
+
+
+def one_line_ray_messages() -> None:
+    """Ray prints what its raylets and GCS report (a node died, a worker was killed for memory)
+    to the driver's output as blocks of dozens of lines of cluster state. Keep the first line
+    there, naming the file in Ray's session log folder that gets the whole block. Installed
+    before `ray.init`, which hands Ray's printer to its log listeners (a Ray internal)."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "one_line", False):
+        return
+
+    def printer(data: dict, ignore_prefix: bool) -> None:
+        text = "\n".join(data.get("lines", []))
+        if data.get("pid") != "raylet" or "\n" not in text.strip():
+            return original(data, ignore_prefix)
+        first = next(line for line in text.splitlines() if line.strip()).strip()
+        node = getattr(ray_worker, "_global_node", None)
+        folder = Path(node.get_logs_dir_path()) if node is not None else Path(os.getcwd())
+        path = folder / RAY_DETAILS
+        try:
+            with open(path, "a") as f:
+                f.write(text.rstrip() + "\n\n")
+        except OSError:
+            path = None
+        log.warning("Ray: %s%s", first[:300], f" (details: {path})" if path else "")
+
+    printer.one_line = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = printer
 
 
 def pack_tags(tags: list[Any], job: dict[str, Any]) -> dict[int, Any]:
@@ -133,8 +181,13 @@ class RayExecutor:
         if address is not None:
             check_reachable(address)
         sigterm = signal.getsignal(signal.SIGTERM)
+        one_line_ray_messages()
         env = dict(WORKER_ENV)
-        runtime_env: dict[str, Any] = {"env_vars": env}
+        # workers die with the raylet that started them (which dies with a local driver)
+        runtime_env: dict[str, Any] = {
+            "env_vars": env,
+            "worker_process_setup_hook": "study.scheduler.die_with_parent",
+        }
         if address is None:
             # local workers import our packages from this checkout
             path = os.pathsep.join(

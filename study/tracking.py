@@ -7,6 +7,9 @@ finished trial (tags task, variant, seed, trial, key, code_version, device, stat
 the four hyperparameters; metrics per epoch with step = epoch plus the final `best/*` values).
 A trial's child run is logged in one batch and then terminated, so `reconcile` can tell complete
 runs (FINISHED / FAILED) from runs cut off by a crash (RUNNING: deleted and logged again).
+A trial has at most one run: `reconcile` matches runs to rows on the `key` tag
+(task/variant/trial; the experiment is the study) and deletes any second run of a key. The tag
+`row` keeps the trial's whole result row (JSON), so a lost results table is rebuilt exactly.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from study.config import flatten
+from study.results import row_to_json
 
 log = logging.getLogger(__name__)
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
+ROW_TAG = "row"  # a trial run's tag holding its result row as JSON
 
 
 def trial_key(task: str, variant: str, trial: int) -> str:
@@ -71,7 +76,7 @@ class Tracker:
             for i in range(0, len(params), 100):
                 self.client.log_batch(self.parent_id, params=params[i : i + 100])
 
-    def _trial_runs(self) -> list:
+    def trial_runs(self) -> list:
         runs, token = [], None
         while True:
             page = self.client.search_runs(
@@ -86,10 +91,13 @@ class Tracker:
         """Log every result row that has no terminated child run; returns how many were logged.
         `history(task, variant, trial)` gives a trial's per-epoch records."""
         done = set()
-        for run in self._trial_runs():
-            if run.info.status in ("FINISHED", "FAILED"):
-                done.add(run.data.tags.get("key"))
-            else:
+        for run in sorted(self.trial_runs(), key=lambda r: r.info.start_time or 0):
+            key = run.data.tags.get("key")
+            if run.info.status in ("FINISHED", "FAILED") and key not in done:
+                done.add(key)
+            else:  # cut off by a crash, or a second run of a trial: one run per trial
+                if key in done:
+                    log.info("MLflow: deleted a second run of trial %s", key)
                 self.client.delete_run(run.info.run_id)
         missing = [r for r in rows if trial_key(r["task"], r["variant"], r["trial"]) not in done]
         for r in missing:
@@ -119,6 +127,7 @@ class Tracker:
         }
         if row.get("error"):
             tags["error"] = str(row["error"])[:5000]
+        tags[ROW_TAG] = row_to_json(row, max_chars=8000)  # MLflow's tag length limit
         run = self.client.create_run(
             self.experiment_id, run_name=key, tags=tags, start_time=_ms(row.get("started_at"))
         )

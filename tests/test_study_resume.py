@@ -305,12 +305,13 @@ def test_a_failed_first_start_does_not_bind_the_study_to_its_settings(tmp_path):
     assert _run(_cfg(tmp_path, trials=1, variants=["V"]))["complete"] == 1
 
 
-def test_a_broken_mlflow_store_is_named_with_what_to_do(tmp_path):
+def test_a_broken_mlflow_store_is_kept_aside_and_rebuilt(tmp_path):
     cfg = _cfg(tmp_path, trials=1, variants=["V"])
     cfg.study_dir.mkdir(parents=True)
     (cfg.study_dir / "mlflow.db").write_bytes(b"not a database")
-    with pytest.raises(ValueError, match=r"could not open the MLflow tracking URI .*move it away"):
-        _run(cfg)
+    assert _run(cfg)["complete"] == 1
+    (kept,) = (cfg.study_dir / "damaged").glob("mlflow.db.*")
+    assert kept.read_bytes() == b"not a database"
 
 
 def test_sigterm_stops_the_study_between_recordings(tmp_path):
