@@ -34,6 +34,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="prepared-data cache folder")
     p.add_argument("--seed", type=int, help="study seed (parameters and initial weights)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where trials train")
+    t = p.add_argument_group("training protocol (the `training:` section of the config)")
+    t.add_argument(
+        "--batch-size", dest="training.batch_size", metavar="N", type=int, help="sequences per step"
+    )
+    t.add_argument(
+        "--max-epochs",
+        dest="training.max_epochs",
+        metavar="N",
+        type=int,
+        help="most epochs a trial trains",
+    )
+    t.add_argument(
+        "--patience",
+        dest="training.patience",
+        metavar="N",
+        type=int,
+        help="stop a trial after this many epochs without a validation improvement",
+    )
+    t.add_argument(
+        "--pack",
+        dest="training.pack",
+        metavar="N",
+        type=int,
+        help="trials of one (task, variant) trained together (default: chosen per device); "
+        "execution only, results are the same",
+    )
     p.add_argument("--no-live", action="store_true", help="log lines instead of a live table")
     p.set_defaults(func=run)
 
@@ -56,6 +82,10 @@ OVERRIDES = (
     "data_dir",
     "seed",
     "device",
+    "training.batch_size",
+    "training.max_epochs",
+    "training.patience",
+    "training.pack",
 )
 
 
