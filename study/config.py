@@ -181,6 +181,15 @@ def layers(spec: str) -> tuple[list[tuple[str, dict[str, Any]]], str]:
     return out + [(str(path), raw)], path.stem
 
 
+def raw_config(spec: str) -> tuple[dict[str, Any], str]:
+    """The merged settings of a preset name or a YAML file and the default study name."""
+    found, name = layers(spec)
+    raw: dict[str, Any] = {}
+    for _, settings in found:
+        raw = _merge(raw, settings)
+    return raw, name
+
+
 def flag_name(key: str) -> str:
     """The `odyssey run` flag that sets a dotted setting: training.max_epochs -> --max-epochs."""
     return "--study" if key == "name" else "--" + key.split(".")[-1].replace("_", "-")
