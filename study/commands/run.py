@@ -90,11 +90,16 @@ OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
+    from study.cli import RUN_LOG, noise_to_file
     from study.config import resolve
     from study.runner import run as run_study
 
     cfg = resolve(args.spec, {k: getattr(args, k) for k in OVERRIDES})
-    counts = run_study(cfg, live=False if args.no_live else None)
+    if args.verbose:  # everything on the screen
+        counts = run_study(cfg, live=False if args.no_live else None)
+    else:
+        with noise_to_file(cfg.study_dir / RUN_LOG):
+            counts = run_study(cfg, live=False if args.no_live else None)
     return 0 if counts["complete"] + counts["failed"] >= counts["expected"] else 1
 
 
@@ -139,11 +144,13 @@ def status(args: argparse.Namespace) -> int:
         f"ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers"
     )
     console.print(table(s))
-    failures = [(r.task, r.variant, e) for r in s.itertuples() for e in r.errors]
+    failures = [(r.task, r.variant, n, e) for r in s.itertuples() for n, e in r.errors]
     if failures:
         console.print(f"\n{len(failures)} failed trials:")
-        for task, variant, e in failures[:50]:
-            console.print(f"  {task}/{variant}: {e}")
+        for task, variant, n, e in failures[:50]:
+            console.print(f"  {task}/{variant} trial {n}: {e}", markup=False, highlight=False)
+        if len(failures) > 50:
+            console.print(f"  ... and {len(failures) - 50} more (trials.parquet, column error)")
     mean = s["mean_wall_s"].dropna()
     if len(mean):
         console.print(f"\nmean trial time {float(mean.mean()):.1f} s; results in {sdir}")
