@@ -110,10 +110,10 @@ def noise_to_file(path: Path) -> Iterator[None]:
             lines, bad = third_party_lines(path, start)
             if lines:
                 logging.getLogger("odyssey").info(
-                    "Ray, MLflow and the workers wrote %d lines (%d warnings or errors) to %s",
+                    "Ray, MLflow and the workers wrote %d lines to %s (warnings or errors: %d)",
                     lines,
-                    bad,
                     path,
+                    bad,
                 )
 
 

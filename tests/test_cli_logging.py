@@ -36,7 +36,7 @@ def test_third_party_output_goes_to_the_log_file(tmp_path, capfd):
     assert [line.split(" ", 1)[1] for line in lines] == [
         "INFO study.runner: ours 1",
         "INFO study.progress: ours 2",
-        f"INFO odyssey: Ray, MLflow and the workers wrote 5 lines (3 warnings or errors) to {log}",
+        f"INFO odyssey: Ray, MLflow and the workers wrote 5 lines to {log} (warnings or errors: 3)",
         "INFO study.runner: after",
     ]
     text = log.read_text()
