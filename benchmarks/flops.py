@@ -61,23 +61,59 @@ def step_flops(module: torch.nn.Module, steps: int, batch: int) -> int:
     return total
 
 
-def peak_gflops(device: torch.device | str = "cpu", repeats: int = 5) -> float:
-    """This machine's float32 matrix-product rate with the threads torch has now: the best of
-    `repeats` timings of one large square product (1024 on CPU, 8192 on CUDA), in GFLOP/s."""
+# (m, k, n) of the products timed for the reference rate: squares, and the shapes of the cells'
+# own products (per-step recurrent rows x N x 4N, the input projection and the weight gradients
+# over all T x B rows); on CPU one thread, on CUDA larger squares
+RATE_SHAPES = {
+    "cpu": (
+        (128, 128, 128),
+        (256, 256, 256),
+        (512, 512, 512),
+        (1024, 1024, 1024),
+        (16, 128, 512),
+        (16, 256, 1024),
+        (4800, 39, 1024),
+        (4800, 256, 1024),
+        (1024, 4800, 256),
+    ),
+    "cuda": ((4096, 4096, 4096), (8192, 8192, 8192), (16, 1024, 4096), (4800, 1024, 4096)),
+}
+
+
+def gemm_rates(
+    device: torch.device | str = "cpu",
+    shapes: tuple[tuple[int, int, int], ...] | None = None,
+    repeats: int = 5,
+    min_sample_s: float = 0.02,
+) -> dict[tuple[int, int, int], float]:
+    """float32 GFLOP/s of `a @ b` for each (m, k, n), with the threads torch has now: the best of
+    `repeats` samples, each at least `min_sample_s` long, after a warm-up."""
     import time
 
     dev = torch.device(device)
-    size = 8192 if dev.type == "cuda" else 1024
-    a = torch.randn(size, size, device=dev)
-    b = torch.randn(size, size, device=dev)
-    best = float("inf")
-    for i in range(repeats + 1):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        start = time.perf_counter()
-        a @ b
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if i:  # the first is a warm-up
-            best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    out = {}
+    for m, k, n in shapes or RATE_SHAPES["cuda" if dev.type == "cuda" else "cpu"]:
+        a = torch.randn(m, k, device=dev)
+        b = torch.randn(k, n, device=dev)
+
+        def timed(times: int, a=a, b=b) -> float:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            for _ in range(times):
+                a @ b
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            return time.perf_counter() - start
+
+        inner = max(1, round(min_sample_s / max(timed(1), 1e-7)))  # also the warm-up
+        best = min(timed(inner) / inner for _ in range(repeats))
+        out[(m, k, n)] = 2 * m * k * n / best / 1e9
+    return out
+
+
+def peak_gflops(device: torch.device | str = "cpu", repeats: int = 5) -> float:
+    """A reference matrix-product rate for this machine: the best of `gemm_rates` over
+    `RATE_SHAPES`. Not a hard bound: a fused kernel whose weights stay in cache, or a quieter
+    moment on a shared machine, can run faster."""
+    return max(gemm_rates(device, repeats=repeats).values())

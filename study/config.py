@@ -26,6 +26,15 @@ SAMPLERS = ("random", "tpe")
 HIDDEN_MEANINGS = ("per_direction", "total")
 
 
+class ConfigError(ValueError):
+    """A bad setting; `key` is its dotted name (`training.batch_size`), so that `resolve` can say
+    where the value came from (a flag, a file, a preset)."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class SpaceConfig:
     """Ranges of the random search (reference section 4); bounds are inclusive."""
@@ -165,11 +174,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def raw_config(spec: str) -> tuple[dict[str, Any], str]:
-    """The merged settings of a preset name or a YAML file (which may name a `preset`) and the
-    default study name (the preset or file stem)."""
+def layers(spec: str) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """The settings of a preset name or a YAML file (which may name a `preset`), as layers
+    `(where, settings)` in the order they apply, and the default study name (the preset or file
+    stem)."""
     if spec in PRESETS:
-        return _read_yaml(preset_text(spec), f"preset {spec}"), spec
+        return [(f"preset {spec}", _read_yaml(preset_text(spec), f"preset {spec}"))], spec
     path = Path(spec).expanduser()
     if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
         raise ValueError(
@@ -177,19 +187,67 @@ def raw_config(spec: str) -> tuple[dict[str, Any], str]:
         )
     raw = _read_yaml(read_text(path), str(path))
     base = raw.pop("preset", None)
+    out = []
     if base is not None:
-        raw = _merge(_read_yaml(preset_text(str(base)), f"preset {base}"), raw)
-    return raw, path.stem
+        out.append((f"preset {base}", _read_yaml(preset_text(str(base)), f"preset {base}")))
+    return out + [(str(path), raw)], path.stem
+
+
+def raw_config(spec: str) -> tuple[dict[str, Any], str]:
+    """The merged settings of a preset name or a YAML file and the default study name."""
+    found, name = layers(spec)
+    raw: dict[str, Any] = {}
+    for _, settings in found:
+        raw = _merge(raw, settings)
+    return raw, name
+
+
+def flag_name(key: str) -> str:
+    """The `odyssey run` flag that sets a dotted setting: training.max_epochs -> --max-epochs."""
+    return "--study" if key == "name" else "--" + key.split(".")[-1].replace("_", "-")
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        *parents, last = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return out
+
+
+def _where(key: str, found: list[tuple[str, dict[str, Any]]]) -> str:
+    """Where the value of `key` came from: the last layer that sets it (or a part of it)."""
+    for origin, settings in reversed(found):
+        for k in flatten(settings):
+            if k == key or k.startswith(key + ".") or key.startswith(k + "."):
+                if origin == "flags":
+                    return f"from {flag_name(k)}"
+                return f"from {origin}" if origin.startswith("preset ") else f"in {origin}, key {k}"
+    return "the default"
 
 
 def resolve(spec: str, overrides: Mapping[str, Any] | None = None) -> StudyConfig:
-    """preset -> file -> flags; `overrides` holds CLI values, None meaning 'not given'."""
-    raw, default_name = raw_config(spec)
-    raw.setdefault("name", default_name)
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            raw[k] = v
-    return from_dict(raw)
+    """preset -> file -> flags; `overrides` holds CLI values by (dotted) setting name, None
+    meaning 'not given'. An error names where the bad value came from."""
+    found, default_name = layers(spec)
+    flags = _unflatten({k: v for k, v in (overrides or {}).items() if v is not None})
+    found = [("default", {"name": default_name}), *found, ("flags", flags)]
+    raw: dict[str, Any] = {}
+    for _, settings in found:
+        raw = _merge(raw, settings)
+    try:
+        cfg = from_dict(raw)
+        for task in cfg.tasks:
+            path = cfg.data_for(task).path
+            if path is not None and not Path(path).expanduser().exists():
+                raise ConfigError(f"data.{task}.path {path} does not exist", f"data.{task}.path")
+    except ConfigError as e:
+        where = _where(e.key, found[1:])
+        raise ConfigError(f"{e} ({where})", e.key) from None
+    return cfg
 
 
 # ----------------------------------------------------------------------------- validation
@@ -199,8 +257,10 @@ def _known(kind: str, got: Mapping[str, Any], cls: type) -> None:
     valid = [f.name for f in dataclasses.fields(cls)]
     bad = [k for k in got if k not in valid]
     if bad:
-        raise ValueError(
-            f"unknown {kind} setting(s) {', '.join(map(repr, bad))}; valid: {', '.join(valid)}"
+        prefix = "" if kind == "study" else f"{kind}."
+        raise ConfigError(
+            f"unknown {kind} setting(s) {', '.join(map(repr, bad))}; valid: {', '.join(valid)}",
+            prefix + bad[0],
         )
 
 
@@ -208,7 +268,7 @@ def _mapping(name: str, value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{name} must be a mapping of settings, got {value!r}")
+        raise ConfigError(f"{name} must be a mapping of settings, got {value!r}", name)
     return value
 
 
@@ -216,45 +276,50 @@ def _text(name: str, value: Any, what: str = "a string") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ConfigError(f"{name} must be {what}, got {value!r}", name)
     return value
 
 
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ConfigError(f"{name} must be true or false, got {value!r}", name)
     return value
 
 
 def _names(value: Any, kind: str, registry: Mapping[str, Any]) -> tuple[str, ...]:
     if value is not None and not isinstance(value, (str, list, tuple)):
-        raise ValueError(
+        raise ConfigError(
             f"{kind} must be a list or a comma-separated string, got {value!r}; "
-            f"known: {', '.join(registry)}"
+            f"known: {', '.join(registry)}",
+            kind,
         )
     items = value.split(",") if isinstance(value, str) else list(value or [])
     items = [str(i).strip() for i in items if str(i).strip()]
     if items == ["all"]:
         return tuple(registry)
     if not items:
-        raise ValueError(f"no {kind} given; known: {', '.join(registry)}")
+        raise ConfigError(f"no {kind} given; known: {', '.join(registry)}", kind)
     bad = [i for i in items if i not in registry]
     if bad:
-        raise ValueError(f"unknown {kind[:-1]} {bad[0]!r}; known: {', '.join(registry)}")
+        raise ConfigError(f"unknown {kind[:-1]} {bad[0]!r}; known: {', '.join(registry)}", kind)
     return tuple(dict.fromkeys(items))  # dedupe, keep order
 
 
 def _range(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> tuple:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ValueError(f"space.{name} must be a [low, high] pair, got {value!r}")
+        raise ConfigError(
+            f"space.{name} must be a [low, high] pair, got {value!r}", f"space.{name}"
+        )
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value) or (
         integer and any(float(v) != int(v) for v in value if math.isfinite(v))
     ):
         kind = "integers" if integer else "numbers"
-        raise ValueError(f"space.{name} must hold two {kind}, got {value!r}")
+        raise ConfigError(f"space.{name} must hold two {kind}, got {value!r}", f"space.{name}")
     a, b = (int(v) if integer else float(v) for v in value)
     if not (lo <= a <= b <= hi) or not all(math.isfinite(v) for v in (a, b)):
-        raise ValueError(f"space.{name} = [{a}, {b}] must satisfy {lo} <= low <= high <= {hi}")
+        raise ConfigError(
+            f"space.{name} = [{a}, {b}] must satisfy {lo} <= low <= high <= {hi}", f"space.{name}"
+        )
     return (a, b)
 
 
@@ -264,8 +329,9 @@ def _space(raw: Any) -> SpaceConfig:
     d = SpaceConfig()
     meaning = raw.get("hidden_size_meaning", d.hidden_size_meaning)
     if meaning not in HIDDEN_MEANINGS:
-        raise ValueError(
-            f"space.hidden_size_meaning {meaning!r}; valid: {', '.join(HIDDEN_MEANINGS)}"
+        raise ConfigError(
+            f"space.hidden_size_meaning {meaning!r}; valid: {', '.join(HIDDEN_MEANINGS)}",
+            "space.hidden_size_meaning",
         )
     return SpaceConfig(
         hidden_size=_range("hidden_size", raw.get("hidden_size", d.hidden_size), 2, 100_000, True),
@@ -282,7 +348,9 @@ def _space(raw: Any) -> SpaceConfig:
 
 def _positive_int(section: str, name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{section}{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(
+            f"{section}{name} must be an integer >= {minimum}, got {value!r}", f"{section}{name}"
+        )
     return value
 
 
@@ -301,11 +369,13 @@ def _training(raw: Any) -> TrainConfig:
 
 def _data(raw: Mapping[str, Any], task_names: tuple[str, ...], registry: Mapping[str, Any]) -> dict:
     if not isinstance(raw, Mapping):
-        raise ValueError(f"data must map task names to settings, got {raw!r}")
+        raise ConfigError(f"data must map task names to settings, got {raw!r}", "data")
     out = {}
     for task, settings in raw.items():
         if task not in registry:
-            raise ValueError(f"data: unknown task {task!r}; known: {', '.join(registry)}")
+            raise ConfigError(
+                f"data: unknown task {task!r}; known: {', '.join(registry)}", f"data.{task}"
+            )
         settings = dict(_mapping(f"data.{task}", settings))
         _known(f"data.{task}", settings, DataConfig)
         dc = DataConfig(**settings)
@@ -314,7 +384,10 @@ def _data(raw: Mapping[str, Any], task_names: tuple[str, ...], registry: Mapping
         _positive_int(f"data.{task}.", "seed", dc.seed, minimum=0)
         spec = registry[task]
         if dc.source is not None and dc.source not in spec.sources:
-            raise ValueError(f"data.{task}.source {dc.source!r}; valid: {', '.join(spec.sources)}")
+            raise ConfigError(
+                f"data.{task}.source {dc.source!r}; valid: {', '.join(spec.sources)}",
+                f"data.{task}.source",
+            )
         if dc.size is not None:
             _positive_int(f"data.{task}.", "size", dc.size)
         out[task] = dc
@@ -330,7 +403,9 @@ def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
     _known("study", raw, StudyConfig)
     name = str(raw.get("name") or "").strip()
     if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"study name {name!r} must be a non-empty folder name without '/'")
+        raise ConfigError(
+            f"study name {name!r} must be a non-empty folder name without '/'", "name"
+        )
     task_names = _names(raw.get("tasks"), "tasks", tasks.TASKS)
     variant_names = _names(raw.get("variants"), "variants", variants.VARIANTS)
     trials = _positive_int("", "trials", raw.get("trials", 200))
@@ -339,16 +414,18 @@ def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
         workers = _positive_int("", "workers", workers)
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}", "seed")
     device = raw.get("device", "cpu")
     if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+        raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}", "device")
     sampler = raw.get("sampler", "random")
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}", "sampler")
     gpus = raw.get("gpus_per_trial", 0.25)
     if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not 0 < gpus <= 1:
-        raise ValueError(f"gpus_per_trial must be a number in (0, 1], got {gpus!r}")
+        raise ConfigError(
+            f"gpus_per_trial must be a number in (0, 1], got {gpus!r}", "gpus_per_trial"
+        )
     return StudyConfig(
         name=name,
         tasks=task_names,

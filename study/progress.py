@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from typing import Any
 
 import pandas as pd
@@ -24,7 +23,8 @@ def summarize(
     metrics: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per (task, variant): done, failed, expected, best validation and its test value,
-    mean trial seconds, and the failure reasons. Pairs only in the table are included too."""
+    mean trial seconds, and the failed trials as (trial number, first line of the reason). Pairs
+    only in the table are included too."""
     seen = list(dict.fromkeys(pairs + list(zip(df["task"], df["variant"], strict=True))))
     out = []
     for task, variant in seen:
@@ -47,7 +47,10 @@ def summarize(
                 "best_val": best_val,
                 "best_test": best_test,
                 "mean_wall_s": float(sub["wall_s"].mean()) if len(sub) else math.nan,
-                "errors": [str(e).splitlines()[0] for e in failed["error"].fillna("")],
+                "errors": [
+                    (int(n), (str(e).strip().splitlines() or ["no reason recorded"])[0])
+                    for n, e in zip(failed["trial"], failed["error"].fillna(""), strict=True)
+                ],
             }
         )
     return pd.DataFrame(out)
@@ -116,8 +119,12 @@ class Display:
         self.directions, self.workers = directions, workers
         self.running: dict[tuple[str, str], int] = {}
         self.df = pd.DataFrame()
-        use_live = sys.stderr.isatty() if live is None else live
-        self._live = Live(console=Console(stderr=True), refresh_per_second=2) if use_live else None
+        from study.cli import screen  # the terminal, also while third-party output goes to a file
+
+        use_live = screen().isatty() if live is None else live
+        self._live = (
+            Live(console=Console(file=screen()), refresh_per_second=2) if use_live else None
+        )
 
     def __enter__(self) -> Display:
         if self._live is not None:

@@ -21,6 +21,7 @@ import fcntl
 import logging
 import math
 import os
+import shutil
 import subprocess
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from typing import Any
 
 from study import config as config_mod
 from study import plan, record, repair, results, stores
-from study.cli import UserError, die_if_forked
+from study.cli import RUN_LOG, UserError, die_if_forked
 from study.config import StudyConfig
 from study.space import hyperparameters, search_space
 
@@ -72,12 +73,20 @@ def resolve_device(device: str) -> str:
 
 @contextmanager
 def study_lock(study_dir: Path) -> Iterator[None]:
-    """Refuse a second driver on the same study (released by the OS even after kill -9)."""
+    """Refuse a second driver on the same study (released by the OS even after kill -9).
+
+    A start that ends before the study's config was saved (a wrong data path, a bad URL,
+    Ctrl-C during data preparation) recorded nothing: it leaves no lock file, and a folder it
+    found empty is removed again, so that `status` and `report` do not take it for a study."""
+    study_dir.mkdir(parents=True, exist_ok=True)
     path = study_dir / ".lock"
+    fresh = not any(p.name not in (".lock", RUN_LOG) for p in study_dir.iterdir())
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if not path.is_file() or os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:
+                raise FileNotFoundError  # a failed start removed the file we opened: one at a time
+        except (BlockingIOError, FileNotFoundError):
             f.seek(0)
             raise ValueError(
                 f"study {study_dir} is already being run by another driver "
@@ -90,6 +99,10 @@ def study_lock(study_dir: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            if not (study_dir / "config.yaml").is_file():  # still held: nobody can be starting
+                path.unlink(missing_ok=True)
+                if fresh and not (study_dir / results.TRIALS_FILE).exists():
+                    shutil.rmtree(study_dir, ignore_errors=True)
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

@@ -82,3 +82,71 @@ def test_profiler_noise_is_dropped_and_other_stderr_kept(capfd):
         )
     err = capfd.readouterr().err
     assert err == "a real error\n"
+
+
+@pytest.mark.parametrize("path", ["fast", "python", "reference"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_bench_labels_name_the_implementation_that_ran(monkeypatch, path, bidirectional):
+    """`bench cells` labels each row with what its step ran; checked against spies on every
+    implementation (PyTorch's fused kernels, our kernels through their autograd functions, the
+    reference loops), for every variant."""
+    from benchmarks.cells import _step_fn, _wrap, impl_of
+    from variants.gru_cell import GRUCell
+    from variants.lstm_cell import LSTMCell
+
+    ran: list[str] = []
+
+    def spy(label, fn):
+        def wrapper(*args, **kwargs):
+            ran.append(label(args) if callable(label) else label)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    def kernel_label(args):
+        return "python" if args[-1] is fast.pykernel else "compiled"
+
+    monkeypatch.setattr(torch, "lstm", spy("torch.lstm", torch.lstm))
+    monkeypatch.setattr(torch, "gru", spy("torch.gru", torch.gru))
+    for cls in (fast.LSTMSequence, fast.GRUSequence):
+        monkeypatch.setattr(cls, "apply", spy(kernel_label, cls.apply))
+    for cls in (LSTMCell, GRUCell):
+        monkeypatch.setattr(cls, "scan_reference", spy("reference", cls.scan_reference))
+    t_len, batch = 5, 2
+    x = torch.randn(t_len, batch, 3)
+    lengths = torch.full((batch,), t_len)
+    for name in VARIANTS:
+        module = variants.build(name, 3, 4, bidirectional=bidirectional)
+        step = _wrap(_step_fn(module, x, lengths), path)
+        ran.clear()
+        label = impl_of(step)
+        assert label == "+".join(dict.fromkeys(ran)), name
+        assert len(ran) == (2 if bidirectional else 1)
+    if path == "fast":  # on CPU: NP in torch's fused LSTM, the GRU in our kernel, not torch.gru
+        for name, want in (("NP", "torch.lstm"), ("GRU", "compiled")):
+            step = _wrap(_step_fn(variants.build(name, 3, 4), x, lengths), path)
+            if want == "compiled" and fast.build.load() is None:
+                want = "python"  # the extension could not be built here
+            assert impl_of(step) == want
+
+
+@pytest.mark.parametrize(("rate", "above"), [(1e-3, True), (1e9, False)])
+def test_rows_say_when_they_beat_the_reference_rate(monkeypatch, rate, above):
+    from benchmarks import cells
+
+    monkeypatch.setattr(cells, "peak_gflops", lambda device: rate)
+    rows = cells.run(["NP"], ["jsb32"], repeats=1, memory=False)
+    assert [r["variant"] for r in rows] == ["nn.LSTM", "NP"]
+    assert all(r["above_peak"] is above and r["peak_gflops"] == round(rate, 1) for r in rows)
+    assert rows[1]["impl"] == "torch.lstm"
+
+
+def test_reference_rate_is_the_best_of_its_shapes(monkeypatch):
+    from benchmarks import flops
+
+    rates = flops.gemm_rates("cpu", shapes=((64, 64, 64), (16, 32, 128)), repeats=1)
+    assert set(rates) == {(64, 64, 64), (16, 32, 128)} and all(r > 0 for r in rates.values())
+    monkeypatch.setattr(
+        flops, "gemm_rates", lambda device, repeats: {(1, 1, 1): 3.0, (2, 2, 2): 7.0}
+    )
+    assert flops.peak_gflops("cpu") == 7.0

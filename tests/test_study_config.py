@@ -146,3 +146,59 @@ def test_existing_study_refuses_a_different_meaning(tmp_path):
         raw = config._merge(raw, {"name": "smoke", "results": str(tmp_path), **override})
         with pytest.raises(ValueError, match=f"different {key}.*--study NEW_NAME"):
             runner.check_config(config.from_dict(raw))
+
+
+def _run_args(*argv: str) -> dict:
+    from study.cli import build_parser
+    from study.commands.run import OVERRIDES
+
+    args = build_parser().parse_args(["run", *argv])
+    return args.spec, {k: getattr(args, k) for k in OVERRIDES}
+
+
+def test_training_flags_set_the_training_section(tmp_path):
+    spec, over = _run_args(
+        "smoke", "--batch-size", "8", "--max-epochs", "5", "--patience", "3", "--pack", "4"
+    )
+    t = config.resolve(spec, over).training
+    assert (t.batch_size, t.max_epochs, t.patience, t.pack) == (8, 5, 3, 4)
+    # not given: the preset's values, and pack chosen per device
+    t = config.resolve(*_run_args("smoke", "--patience", "1")).training
+    assert (t.batch_size, t.max_epochs, t.patience, t.pack) == (4, 3, 1, None)
+    # a flag overrides one key of a file's training section and keeps the others
+    f = tmp_path / "mine.yaml"
+    f.write_text("preset: smoke\ntraining: {max_epochs: 9, batch_size: 2}\n")
+    t = config.resolve(*_run_args(str(f), "--batch-size", "16")).training
+    assert (t.batch_size, t.max_epochs, t.patience) == (16, 9, 2)
+
+
+def test_errors_name_where_the_bad_value_came_from(tmp_path):
+    def error(spec, *argv):
+        with pytest.raises(ValueError) as e:
+            config.resolve(*_run_args(spec, *argv))
+        return str(e.value)
+
+    assert error("smoke", "--batch-size", "0").endswith(
+        "training.batch_size must be an integer >= 1, got 0 (from --batch-size)"
+    )
+    assert error("smoke", "--pack", "-2").endswith("(from --pack)")
+    assert error("smoke", "--trials", "0").endswith("(from --trials)")
+    f = tmp_path / "mine.yaml"
+    f.write_text("preset: smoke\ntraining: {patience: 0}\ndata: {jsb_chorales: {path: /no/such}}\n")
+    assert error(str(f)).endswith(f"(in {f}, key training.patience)")
+    # the file's bad patience is overridden by a flag: then the data path is what is wrong
+    msg = error(str(f), "--patience", "3")
+    assert (
+        msg
+        == f"data.jsb_chorales.path /no/such does not exist (in {f}, key data.jsb_chorales.path)"
+    )
+    assert "--path" not in msg
+    # a bad value a preset gives (the file names the preset, sets nothing wrong itself)
+    g = tmp_path / "fine.yaml"
+    g.write_text("preset: smoke\nvariants: [V]\n")
+    import unittest.mock
+
+    bad_smoke = config.preset_text("smoke").replace("max_epochs: 3", "max_epochs: 0")
+    with unittest.mock.patch.object(config, "preset_text", lambda name: bad_smoke):
+        assert error(str(g)).endswith("(from preset smoke)")
+        assert config.resolve(*_run_args(str(g), "--max-epochs", "2")).training.max_epochs == 2

@@ -88,6 +88,10 @@ def test_kill_9_mid_study_then_resume(tmp_path):
         start_new_session=True,
     )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # the screen: our lines only; Ray's token warning and the rest went to the study's log file
+    assert "Token authentication" not in second.stderr + second.stdout
+    assert "Token authentication" in (study_dir / "odyssey.log").read_text()
+    assert "wrote" in second.stderr and "odyssey.log" in second.stderr
 
     df = results.read_trials(study_dir)
     assert len(df) == 6 and not df.duplicated(["task", "variant", "trial"]).any()

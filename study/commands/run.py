@@ -34,6 +34,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="prepared-data cache folder")
     p.add_argument("--seed", type=int, help="study seed (parameters and initial weights)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where trials train")
+    t = p.add_argument_group("training protocol (the `training:` section of the config)")
+    t.add_argument(
+        "--batch-size", dest="training.batch_size", metavar="N", type=int, help="sequences per step"
+    )
+    t.add_argument(
+        "--max-epochs",
+        dest="training.max_epochs",
+        metavar="N",
+        type=int,
+        help="most epochs a trial trains",
+    )
+    t.add_argument(
+        "--patience",
+        dest="training.patience",
+        metavar="N",
+        type=int,
+        help="stop a trial after this many epochs without a validation improvement",
+    )
+    t.add_argument(
+        "--pack",
+        dest="training.pack",
+        metavar="N",
+        type=int,
+        help="trials of one (task, variant) trained together (default: chosen per device); "
+        "execution only, results are the same",
+    )
     p.add_argument("--no-live", action="store_true", help="log lines instead of a live table")
     p.set_defaults(func=run)
 
@@ -56,15 +82,24 @@ OVERRIDES = (
     "data_dir",
     "seed",
     "device",
+    "training.batch_size",
+    "training.max_epochs",
+    "training.patience",
+    "training.pack",
 )
 
 
 def run(args: argparse.Namespace) -> int:
+    from study.cli import RUN_LOG, noise_to_file
     from study.config import resolve
     from study.runner import run as run_study
 
     cfg = resolve(args.spec, {k: getattr(args, k) for k in OVERRIDES})
-    counts = run_study(cfg, live=False if args.no_live else None)
+    if args.verbose:  # everything on the screen
+        counts = run_study(cfg, live=False if args.no_live else None)
+    else:
+        with noise_to_file(cfg.study_dir / RUN_LOG):
+            counts = run_study(cfg, live=False if args.no_live else None)
     return 0 if counts["complete"] + counts["failed"] >= counts["expected"] else 1
 
 
@@ -109,11 +144,13 @@ def status(args: argparse.Namespace) -> int:
         f"ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers"
     )
     console.print(table(s))
-    failures = [(r.task, r.variant, e) for r in s.itertuples() for e in r.errors]
+    failures = [(r.task, r.variant, n, e) for r in s.itertuples() for n, e in r.errors]
     if failures:
         console.print(f"\n{len(failures)} failed trials:")
-        for task, variant, e in failures[:50]:
-            console.print(f"  {task}/{variant}: {e}")
+        for task, variant, n, e in failures[:50]:
+            console.print(f"  {task}/{variant} trial {n}: {e}", markup=False, highlight=False)
+        if len(failures) > 50:
+            console.print(f"  ... and {len(failures) - 50} more (trials.parquet, column error)")
     mean = s["mean_wall_s"].dropna()
     if len(mean):
         console.print(f"\nmean trial time {float(mean.mean()):.1f} s; results in {sdir}")
