@@ -90,6 +90,8 @@ class StudyConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     data: Mapping[str, DataConfig] = field(default_factory=dict)
+    # variants declared in the study file: name -> flags (`variants.spec_from_dict`)
+    custom_variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def study_dir(self) -> Path:
@@ -111,6 +113,7 @@ class StudyConfig:
         out["tasks"], out["variants"] = list(self.tasks), list(self.variants)
         out["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["space"].items()}
         out["data"] = {t: dataclasses.asdict(d) for t, d in self.data.items()}
+        out["custom_variants"] = {n: dict(f) for n, f in self.custom_variants.items()}
         return out
 
     def fingerprint(self) -> dict[str, Any]:
@@ -121,13 +124,16 @@ class StudyConfig:
             for k, v in d["training"].items()
             if k not in ("eval_batch_size", "threads", "pack")
         }
-        return {
+        out = {
             "seed": d["seed"],
             "sampler": d["sampler"],
             "space": d["space"],
             "training": training,
             "data": d["data"],
         }
+        if d["custom_variants"]:  # what a declared variant's name means
+            out["custom_variants"] = d["custom_variants"]
+        return out
 
 
 # ----------------------------------------------------------------------------- loading
@@ -397,7 +403,6 @@ def _data(raw: Mapping[str, Any], task_names: tuple[str, ...], registry: Mapping
 def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
     """Validate plain settings (as read from YAML) into a `StudyConfig`."""
     import tasks
-    import variants
 
     raw = dict(raw)
     _known("study", raw, StudyConfig)
@@ -407,7 +412,7 @@ def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
             f"study name {name!r} must be a non-empty folder name without '/'", "name"
         )
     task_names = _names(raw.get("tasks"), "tasks", tasks.TASKS)
-    variant_names = _names(raw.get("variants"), "variants", variants.VARIANTS)
+    variant_names, custom = _variants(raw.get("variants"), raw.get("custom_variants"))
     trials = _positive_int("", "trials", raw.get("trials", 200))
     workers = raw.get("workers")
     if workers is not None:
@@ -447,7 +452,57 @@ def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
         space=_space(raw.get("space")),
         training=_training(raw.get("training")),
         data=_data(raw.get("data") or {}, task_names, tasks.TASKS),
+        custom_variants=custom,
     )
+
+
+def _variants(value: Any, declared: Any) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
+    """Variant names, and the flags of those declared in the file: an item of `variants` may be
+    a mapping `{name: CIFG-NP, coupled_input_forget: true, peepholes: false}` (a saved
+    config.yaml lists names and keeps the flags under `custom_variants`)."""
+    import variants
+
+    custom: dict[str, dict[str, Any]] = {}
+    for name, flags in _mapping("custom_variants", declared).items():
+        custom[str(name)] = _declared(str(name), _mapping(f"custom_variants.{name}", flags))
+    items = value
+    if isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            if isinstance(item, Mapping):
+                flags = dict(item)
+                name = flags.pop("name", None)
+                if not isinstance(name, str) or not name.strip():
+                    raise ConfigError(
+                        f"a declared variant needs a name, e.g. {{name: CIFG-NP, "
+                        f"coupled_input_forget: true, peepholes: false}}; got {dict(item)!r}",
+                        "variants",
+                    )
+                name = name.strip()
+                custom[name] = _declared(name, flags)
+                item = name
+            items.append(item)
+    names = _names(items, "variants", {**variants.VARIANTS, **custom})
+    return names, {n: custom[n] for n in names if n in custom}
+
+
+def _declared(name: str, flags: Mapping[str, Any]) -> dict[str, Any]:
+    import variants
+
+    if name in variants.VARIANTS:
+        raise ConfigError(
+            f"variant name {name!r} is the registry's; name your own variant differently "
+            f"(registry: {', '.join(variants.VARIANTS)})",
+            "variants",
+        )
+    if any(c in name for c in "/,") or name.startswith("."):
+        raise ConfigError(
+            f"variant name {name!r} may not hold '/' or ',' or start with '.'", "variants"
+        )
+    try:
+        return variants.spec_to_dict(variants.spec_from_dict(flags))
+    except ValueError as e:
+        raise ConfigError(f"variant {name!r}: {e}", "variants") from None
 
 
 def dump(cfg: StudyConfig) -> str:

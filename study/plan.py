@@ -24,7 +24,10 @@ from study.space import hyperparameters, stable_seed
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PACK = {"cpu": 8, "cuda": 256}
+DEFAULT_PACK = {
+    "cpu": 4,
+    "cuda": 256,
+}  # cpu: fastest of 1, 4, 8, 16 in `bench study --protocol paper`
 PACK_QUEUE = 2  # trials per job = PACK_QUEUE x pack: a stopped trial's slot takes the next
 PACK_ROUND = 4  # trials per round = PACK_ROUND x pack, in trial-number order
 
@@ -51,6 +54,10 @@ def _base(cfg: StudyConfig, task: str, variant: str, data_path: str, device: str
         "training": dataclasses.asdict(cfg.training),
         "device": device,
         "hidden_size_meaning": cfg.space.hidden_size_meaning,
+        # a variant declared in the study file travels as its flags (None: the registry's)
+        "variant_spec": (
+            dict(cfg.custom_variants[variant]) if variant in cfg.custom_variants else None
+        ),
     }
 
 

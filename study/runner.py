@@ -133,6 +133,7 @@ def save_config(cfg: StudyConfig) -> None:
             cfg,
             tasks=tuple(dict.fromkeys(old.tasks + cfg.tasks)),
             variants=tuple(dict.fromkeys(old.variants + cfg.variants)),
+            custom_variants={**old.custom_variants, **cfg.custom_variants},
             trials=max(old.trials, cfg.trials),
         )
     tmp = path.with_name(".config.yaml.tmp")

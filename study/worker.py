@@ -30,7 +30,7 @@ def load_splits(data_path: str):
 def variant_of(job: dict[str, Any]) -> Any:
     """The job's variant: its registry name, or the spec of a variant declared in the study
     file (`variant_spec`, flags as `variants.spec_from_dict` takes them)."""
-    if job.get("variant_spec"):
+    if job.get("variant_spec") is not None:
         import variants
 
         return variants.spec_from_dict(job["variant_spec"])

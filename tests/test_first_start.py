@@ -17,10 +17,9 @@ from study.worker import run_trial
 
 
 def _cfg(tmp_path, **kw):
-    return config.resolve(
-        "smoke",
-        {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data"), **kw},
-    )
+    """The smoke study, one trial per job (the per-trial functions injected here run then)."""
+    over = {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data")}
+    return config.resolve("smoke", {**over, "training.pack": 1, **kw})
 
 
 def _run(cfg, fn=run_trial):

@@ -29,9 +29,9 @@ TRIALS = 3
 
 
 def _cfg(res, data, **kw):
-    return config.resolve(
-        "smoke", {"results": str(res), "data_dir": str(data), "trials": TRIALS, **kw}
-    )
+    """The smoke study, one trial per job (the per-trial functions injected here run then)."""
+    over = {"results": str(res), "data_dir": str(data), "trials": TRIALS, "training.pack": 1}
+    return config.resolve("smoke", {**over, **kw})
 
 
 def _run(cfg, fn=None):
