@@ -117,19 +117,23 @@ struct FixedRight {
   const T* w;
   bool tw;
   int64_t m, n, k, ldw;
-  static constexpr int64_t kFewRows = 2;
+  // a plain loop for one or two rows, or a few rows against a small matrix (cache-resident:
+  // evaluation batches of small trials), where a BLAS call costs more than the product
+  static constexpr int64_t kFewRows = 2, kSmallRows = 16, kSmallMatrix = 64 * 256;
+  bool few;
   std::vector<float> packed;
   std::vector<T> wk;  // few rows: op(W) stored (k x n), so every product is a run of axpys
   FixedRight(const T* w_, bool tw_, int64_t m_, int64_t n_, int64_t k_, int64_t ldw_)
-      : w(w_), tw(tw_), m(m_), n(n_), k(k_), ldw(ldw_) {
-    if (m <= kFewRows) {
+      : w(w_), tw(tw_), m(m_), n(n_), k(k_), ldw(ldw_),
+        few(m <= kFewRows || (m <= kSmallRows && n * k <= kSmallMatrix)) {
+    if (few) {
       wk.resize(k * n);
       for (int64_t r = 0; r < k; ++r)
         for (int64_t j = 0; j < n; ++j) wk[r * n + j] = tw ? w[j * ldw + r] : w[r * ldw + j];
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
-      if (m > kFewRows && cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute) {
+      if (cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute) {
         packed.resize(cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1);
         cblas_sgemm_pack(kRowMajor, kBMatrix, tw ? kTrans : kNoTrans, m, n, k, 1.0f, w, ldw,
                          packed.data());
@@ -137,7 +141,7 @@ struct FixedRight {
     }
   }
   void operator()(const T* a, int64_t lda, T beta, T* c, int64_t ldc) const {
-    if (m <= kFewRows) {
+    if (few) {
       few_rows(a, lda, beta, c, ldc);
       return;
     }
