@@ -374,3 +374,15 @@ def test_cuda_pack_equals_cpu_pack(name):
     want = run_pack(pack, x, lengths, "fast")
     got = run_pack(pack.cuda(), x.cuda(), lengths, "fast")
     assert_all_close([g.cpu() for g in got], want, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["V", "FGR", "GRU"])
+def test_kernels_blas_path_equals_reference(name, compiled):
+    """Rows against a large recurrent matrix go through BLAS (MKL's packed GEMM where present),
+    not the plain loop the small shapes above take: both paths are held to the reference."""
+    torch.manual_seed(11)
+    pack = variants.build(name, 5, 80, trials=2).double()  # 320 x 80: past the small-matrix loop
+    x = torch.randn(2, 6, 20, 5, dtype=torch.float64)  # 20 rows: past the few-rows loop
+    lengths = torch.tensor([[6] * 20, [4] * 20])
+    want = run_pack(pack, x, lengths, "reference")
+    assert_all_close(run_pack(pack, x, lengths, "fast"), want, atol=1e-10, rtol=1e-9)
