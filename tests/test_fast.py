@@ -309,10 +309,14 @@ def test_bench_cells_cli_json(capsys, compiled):
     assert rows["nn.LSTM"]["work"] == rows["NP"]["work"] == 1.0 and rows["GRU"]["work"] < 1
     base_ms = rows["nn.LSTM"]["ms"]
     for r in rows.values():
-        assert r["gflops"] == pytest.approx(r["gflop"] / r["ms"] * 1e3, rel=1e-2)
+        # the printed numbers are rounded (gflops to 0.1, gflop to 1e-4, ms to 1e-3): compare
+        # within what rounding allows, whatever the machine's load made them
+        gflops = r["gflop"] / r["ms"] * 1e3
+        slack = gflops * (0.5e-4 / r["gflop"] + 0.5e-3 / r["ms"]) + 0.05
+        assert abs(r["gflops"] - gflops) <= slack + 1e-9
         assert r["peak_gflops"] > 0
         at_peak = r["gflop"] * 1e3 / r["peak_gflops"] / base_ms
-        assert r["ratio_at_peak"] == pytest.approx(at_peak, rel=1e-2)
+        assert r["ratio_at_peak"] == pytest.approx(at_peak, rel=2e-2, abs=2e-3)
     assert all(r["ms"] > 0 and r["shape"] == "jsb32" for r in rows.values())
     assert out["env"]["threads"] == 1
 

@@ -38,10 +38,20 @@ def parallel_map(
             bar.update()
     else:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers) as pool:
+        # close + join when every result is in, so that the workers leave on their own: a
+        # pool's terminate() (what `with Pool` does) SIGTERMs them, and a worker caught blocked
+        # on the task queue's lock could miss it and hang the join (seen once in 2 demo runs)
+        pool = ctx.Pool(workers)
+        try:
             for out in pool.imap(fn, items, chunksize=16):
                 yield out
                 bar.update()
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     bar.close()
 
 
