@@ -476,6 +476,8 @@ def _run_locked(
                     terminate.check()  # between recordings: nothing is half written
                     while queue and executor.in_flight < executor.workers:
                         item = queue.popleft()
+                        if pack > 1 and isinstance(item, record.Pending):  # retried trials:
+                            item = _repack(item, queue)  # packed again with their pair's
                         if isinstance(item, list):  # a pack of asked trials of one pair
                             job = plan.pack_job(cfg, item, data[item[0].task][0], device, pack)
                             executor.submit(item, job)
@@ -564,6 +566,15 @@ def _ask_packs(cfg: StudyConfig, studies: dict, space: dict, queue: deque, pack:
         for (task, _), trials in by_pair.items()
     ]
     return deque(plan.interleave(per_pair))
+
+
+def _repack(first: record.Pending, queue: deque) -> list[record.Pending]:
+    """`first` and the other retried trials of its pair waiting in `queue`, as one pack."""
+    pair = (first.task, first.variant)
+    same = [q for q in queue if isinstance(q, record.Pending) and (q.task, q.variant) == pair]
+    for q in same:
+        queue.remove(q)
+    return [first, *same]
 
 
 MAX_ATTEMPTS = 3  # a trial hit by a system error (not a divergence) runs at most this often

@@ -98,7 +98,10 @@ def test_a_pack_whose_worker_fails_reruns_only_its_unreported_trials(tmp_path):
     cfg = _cfg(tmp_path, pack=3)
     failed_once = []
 
+    jobs = []
+
     def fails_after_one(job):
+        jobs.append(job)
         for k, result in enumerate(run_pack(job)):
             if k == 1 and job["variant"] == "NP" and not failed_once:
                 failed_once.append(job)
@@ -108,3 +111,6 @@ def test_a_pack_whose_worker_fails_reruns_only_its_unreported_trials(tmp_path):
     counts = _run(cfg, fails_after_one)
     assert counts == {"complete": 6, "failed": 0, "expected": 6, "ran": 6}
     _check_exactly_once(cfg)
+    retried = jobs[jobs.index(failed_once[0]) + 1 :]
+    retried = [j for j in retried if j["variant"] == "NP"]
+    assert len(retried) == 1 and len(retried[0]["trials"]) == 2  # packed again, together
