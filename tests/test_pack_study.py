@@ -13,6 +13,8 @@ from study import plan, results, runner
 from study.scheduler import InlineExecutor
 from study.worker import run_pack
 
+pytestmark = pytest.mark.integration  # whole studies
+
 
 def _run(cfg, pack_fn=run_pack):
     return runner.run(

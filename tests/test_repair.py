@@ -24,6 +24,8 @@ from study.scheduler import InlineExecutor
 from study.tracking import Tracker
 from study.worker import run_trial
 
+pytestmark = pytest.mark.integration  # whole studies
+
 VARIANTS = ("V", "NP")
 TRIALS = 3
 

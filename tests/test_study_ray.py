@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from study import results
+
+pytestmark = pytest.mark.integration  # whole studies
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "study.cli"]

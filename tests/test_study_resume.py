@@ -18,6 +18,8 @@ from study.scheduler import InlineExecutor
 from study.tracking import Tracker
 from study.worker import run_trial
 
+pytestmark = pytest.mark.integration  # whole studies
+
 
 class Killed(BaseException):
     """Stands in for the driver dying (BaseException: nothing in the driver may catch it)."""
