@@ -36,7 +36,7 @@ import torch
 
 from study.config import TrainConfig
 from study.model import SequenceModel, build_model, count_parameters, hidden_per_direction
-from study.train import _better
+from study.train import _better, trial_result
 from tasks.base import Splits, Task
 
 
@@ -237,24 +237,11 @@ def train_pack(
     def finish(s: int, error: str | None) -> None:
         st = slot[s]
         assert st is not None
-        best, failed = st.best, error is not None and st.best["epoch"] == 0
-        if error is not None and not failed:
-            error = f"{error}; kept the best epoch {best['epoch']}"
-        result = {
-            "status": "failed" if failed else "complete",
-            "error": error,
-            "n_params": st.n_params,
-            "epochs": st.epoch,
-            "best_epoch": best["epoch"],
-            "val_metric": math.nan if failed else best["val"],
-            "test_metric": math.nan if failed else best["test"].get(metric, math.nan),
-            "train_loss": math.nan if failed else best["train_loss"],
-            "test_extra": {} if failed else {m: v for m, v in best["test"].items() if m != metric},
-            "wall_s": time.perf_counter() - st.started,
-            "device": str(device),
-            "hidden_per_direction": st.hidden,
-            "started_at": st.started_at,
-        }
+        wall = time.perf_counter() - st.started
+        result = trial_result(
+            st.best, error, st.epoch, st.n_params, wall, str(device), st.hidden, metric
+        )
+        result["started_at"] = st.started_at
         slot[s] = None
         pack.clear(s)
         ready.append((st.trial.key, result))

@@ -227,7 +227,7 @@ class RayExecutor:
         self._refs: dict[Any, Any] = {}  # ObjectRef -> tag
         self._packs: dict[Any, dict[int, Any]] = {}  # ObjectRefGenerator -> {trial: tag} left
         log.info(
-            "Ray: %s, %d CPUs, %d trials in parallel",
+            "Ray: %s, %d CPUs, %d jobs (trials or packs) in parallel",
             address or "local instance",
             cpus,
             self.workers,

@@ -140,22 +140,46 @@ def train(
     except Diverged as e:
         error = str(e)
 
-    # Diverging after a good epoch keeps that epoch's result (as early stopping on validation
-    # would); a trial fails only when no epoch produced a finite validation metric.
+    return trial_result(
+        best,
+        error,
+        epoch,
+        count_parameters(model),
+        time.perf_counter() - t0,
+        str(device),
+        hidden,
+        metric,
+    )
+
+
+def trial_result(
+    best: dict[str, Any],
+    error: str | None,
+    epochs: int,
+    n_params: int,
+    wall_s: float,
+    device: str,
+    hidden: int,
+    metric: str,
+) -> dict[str, Any]:
+    """A finished trial's result from its best epoch (`epoch`, `val`, `test` metrics,
+    `train_loss`) and the error that ended it, if any. Diverging after a good epoch keeps that
+    epoch's result (as early stopping on validation would); a trial fails only when no epoch
+    produced a finite validation metric."""
     failed = error is not None and best["epoch"] == 0
     if error is not None and not failed:
         error = f"{error}; kept the best epoch {best['epoch']}"
     return {
         "status": "failed" if failed else "complete",
         "error": error,
-        "n_params": count_parameters(model),
-        "epochs": epoch,
+        "n_params": n_params,
+        "epochs": epochs,
         "best_epoch": best["epoch"],
         "val_metric": math.nan if failed else best["val"],
         "test_metric": math.nan if failed else best["test"].get(metric, math.nan),
         "train_loss": math.nan if failed else best["train_loss"],
         "test_extra": {} if failed else {k: v for k, v in best["test"].items() if k != metric},
-        "wall_s": time.perf_counter() - t0,
-        "device": str(device),
+        "wall_s": wall_s,
+        "device": device,
         "hidden_per_direction": hidden,
     }
