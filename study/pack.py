@@ -36,7 +36,7 @@ import torch
 
 from study.config import TrainConfig
 from study.model import SequenceModel, build_model, count_parameters, hidden_per_direction
-from study.train import _better, trial_result
+from study.train import _better, epoch_metrics, trial_result
 from tasks.base import Splits, Task
 
 
@@ -297,16 +297,9 @@ def train_pack(
             if st.best["epoch"] == 0 or _better(val[s][metric], st.best["val"], direction):
                 st.best = {"epoch": st.epoch, "val": val[s][metric], "test": test[s]}
                 st.best["train_loss"] = train_loss
-            if on_epoch is not None:
+            if on_epoch is not None:  # the pack's epoch time, shared by its trials
                 on_epoch(
-                    st.trial.key,
-                    {
-                        "epoch": st.epoch,
-                        "train/loss": train_loss,
-                        **{f"val/{m}": v for m, v in val[s].items()},
-                        **{f"test/{m}": v for m, v in test[s].items()},
-                        "time_s": seconds,  # the pack's epoch time, shared by its trials
-                    },
+                    st.trial.key, epoch_metrics(st.epoch, train_loss, val[s], test[s], seconds)
                 )
             if st.epoch - st.best["epoch"] >= settings.patience or st.epoch >= settings.max_epochs:
                 finish(s, None)

@@ -126,15 +126,7 @@ def train(
             if best["epoch"] == 0 or _better(val[metric], best["val"], direction):
                 best = {"epoch": epoch, "val": val[metric], "test": test, "train_loss": train_loss}
             if report is not None:
-                report(
-                    {
-                        "epoch": epoch,
-                        "train/loss": train_loss,
-                        **{f"val/{k}": v for k, v in val.items()},
-                        **{f"test/{k}": v for k, v in test.items()},
-                        "time_s": time.perf_counter() - t_epoch,
-                    }
-                )
+                report(epoch_metrics(epoch, train_loss, val, test, time.perf_counter() - t_epoch))
             if epoch - best["epoch"] >= settings.patience:
                 break
     except Diverged as e:
@@ -150,6 +142,19 @@ def train(
         hidden,
         metric,
     )
+
+
+def epoch_metrics(
+    epoch: int, train_loss: float, val: dict, test: dict, seconds: float
+) -> dict[str, Any]:
+    """One epoch's flat metrics dict, as the `report` callback gets it."""
+    return {
+        "epoch": epoch,
+        "train/loss": train_loss,
+        **{f"val/{k}": v for k, v in val.items()},
+        **{f"test/{k}": v for k, v in test.items()},
+        "time_s": seconds,
+    }
 
 
 def trial_result(
