@@ -68,6 +68,7 @@ class _Slot:
 
 
 OnEpoch = Callable[[Any, dict[str, Any]], None]
+EVAL_ELEMENTS = 2**26  # off the CPU: the largest evaluation activation of a pack, in elements
 
 
 def pack_hidden(trials: list[PackTrial], meaning: str, bidirectional: bool) -> int:
@@ -181,6 +182,16 @@ def _unit_index(blocks: tuple[int | None, ...], units: int) -> tuple[slice, ...]
     return tuple(index)
 
 
+def eval_rows(device_type: str, trials: int, batch_size: int, longest: int, width: int) -> int:
+    """Sequences per evaluation batch of a pack of `trials`: on the CPU the kernels run trial by
+    trial, so a few rows each stay in cache (`batch_size` shared out); elsewhere one launch per
+    operation and step serves all trials, so as many rows as keep the largest activation
+    (trials x rows x `longest` steps x `width`) under EVAL_ELEMENTS, at most `batch_size`."""
+    if device_type == "cpu":
+        return max(1, batch_size // trials)
+    return max(1, min(batch_size, EVAL_ELEMENTS // (trials * longest * width)))
+
+
 @torch.no_grad()
 def evaluate_pack(
     pack: _Pack, data, batch_size: int, active: torch.Tensor
@@ -190,7 +201,9 @@ def evaluate_pack(
     task, k = pack.task, pack.k
     pack.model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.inputs[i]))  # less padding
-    rows = max(1, batch_size // k)  # a pack evaluates K trials at once: keep memory bounded
+    longest = max(len(x) for x in data.inputs)
+    width = 4 * pack.hidden * pack.model.rnn.directions
+    rows = eval_rows(pack.device.type, k, batch_size, longest, width)
     sums: list[dict[str, list[float]]] = [{} for _ in range(k)]
     for start in range(0, len(order), rows):
         idx = order[start : start + rows]

@@ -183,3 +183,13 @@ def test_pack_on_the_device_equals_single_trials_on_the_cpu(device, variant):
     for k, (single, history) in enumerate(want):
         assert done[k]["device"] == device
         assert_same_trial(single, history, done[k], histories[k], rel=1e-3)
+
+
+def test_evaluation_rows_per_device():
+    from study.pack import EVAL_ELEMENTS, eval_rows
+
+    assert eval_rows("cpu", 4, 64, 160, 800) == 16 and eval_rows("cpu", 256, 64, 160, 800) == 1
+    # CUDA: a pack of 256 JSB trials at N = 200 still evaluates several sequences at a time
+    rows = eval_rows("cuda", 256, 64, 160, 800)
+    assert 1 < rows < 64 and 256 * rows * 160 * 800 <= EVAL_ELEMENTS
+    assert eval_rows("cuda", 4, 64, 160, 80) == 64
