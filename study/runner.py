@@ -544,8 +544,6 @@ def _run_locked(
         counts["expected"],
         ran,
     )
-    if cfg.report:
-        build_report(cfg)
     return counts
 
 
@@ -607,15 +605,3 @@ def _retry_or_stop(p: record.Pending, result: dict[str, Any], attempts: dict, qu
         MAX_ATTEMPTS,
     )
     queue.appendleft(p)
-
-
-def build_report(cfg: StudyConfig) -> None:
-    try:
-        import study.report as report
-    except ModuleNotFoundError as e:
-        if e.name != "study.report":
-            raise
-        log.info("no report builder installed (study.report is missing); skipped the report")
-        return
-    out = report.build(cfg.name, Path(cfg.results), None)
-    log.info("report: %s", out)

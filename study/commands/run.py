@@ -97,10 +97,32 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args.spec, {k: getattr(args, k) for k in OVERRIDES})
     if args.verbose:  # everything on the screen
         counts = run_study(cfg, live=False if args.no_live else None)
+        _report(cfg)
     else:
         with noise_to_file(cfg.study_dir / RUN_LOG):
             counts = run_study(cfg, live=False if args.no_live else None)
+            _report(cfg)
     return 0 if counts["complete"] + counts["failed"] >= counts["expected"] else 1
+
+
+def _report(cfg) -> None:
+    """The study's report, when its config asks for one (the runner knows nothing of reports)."""
+    if not cfg.report:
+        return
+    import logging
+    from pathlib import Path
+
+    try:
+        import study.report as report
+    except ModuleNotFoundError as e:
+        if e.name != "study.report":
+            raise
+        logging.getLogger("study.runner").info(
+            "no report builder installed (study.report is missing); skipped the report"
+        )
+        return
+    out = report.build(cfg.name, Path(cfg.results), None)
+    logging.getLogger("study.runner").info("report: %s", out)
 
 
 def status(args: argparse.Namespace) -> int:
