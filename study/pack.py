@@ -56,7 +56,7 @@ class _Slot:
     hidden: int
     gen: torch.Generator
     n_params: int
-    started: float = field(default_factory=time.perf_counter)
+    share_s: float = 0.0  # its share of the pack's time (each epoch's time / trials in it)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     epoch: int = 0
     best: dict[str, Any] = field(
@@ -250,7 +250,7 @@ def train_pack(
     def finish(s: int, error: str | None) -> None:
         st = slot[s]
         assert st is not None
-        wall = time.perf_counter() - st.started
+        wall = st.share_s  # so that summed wall_s is core time, as for single trials
         result = trial_result(
             st.best, error, st.epoch, st.n_params, wall, str(device), st.hidden, metric
         )
@@ -301,6 +301,8 @@ def train_pack(
         val = evaluate_pack(pack, splits["valid"], settings.eval_batch_size, active)
         test = evaluate_pack(pack, splits["test"], settings.eval_batch_size, active)
         seconds = (time.perf_counter() - t_epoch) / len(live)
+        for s in live:
+            slot[s].share_s += seconds
         for s in live:
             st = slot[s]
             train_loss = st.loss_total / max(st.seqs, 1)

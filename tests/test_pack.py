@@ -5,6 +5,7 @@ whatever its slot, its neighbours' sizes or the order in which slots are refille
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -158,8 +159,12 @@ def test_padded_units_stay_exactly_zero(variant):
 def test_slots_refill_and_every_trial_finishes_once():
     splits = JSB.tiny(np.random.default_rng(0))
     hparams = [{**HPARAMS[k % 4], "hidden_size": 3 + k} for k in range(5)]
+    start = time.perf_counter()
     done, _, order = packed(JSB, "NP", splits, hparams, slots=2)
+    elapsed = time.perf_counter() - start
     assert sorted(order) == list(range(5)) and len(order) == 5
+    # each trial's wall_s is its share of the pack's time: summed, they are the time spent
+    assert 0 < sum(r["wall_s"] for r in done.values()) <= elapsed
     assert all(r["status"] == "complete" for r in done.values())
     assert all(math.isfinite(r["val_metric"]) for r in done.values())
 
