@@ -8,8 +8,8 @@ hidden size and cut into jobs of `PACK_QUEUE` x pack trials (so that a job's lay
 its widest trial, pads little), each trained with `pack` slots. Adaptive samplers (TPE) need
 each result before the next ask, so they run one trial per job (pack size 1).
 
-Pack size: `training.pack` when given; otherwise `DEFAULT_PACK` for the device, the size chosen
-by measurement (`odyssey bench study --protocol paper`, benchmarks/README.md).
+Pack size: `training.pack` when given; otherwise the measured default for the device and the
+task's directionality (`DEFAULT_PACK`, `DEFAULT_PACK_BIDIRECTIONAL`).
 """
 
 from __future__ import annotations
@@ -24,21 +24,25 @@ from study.space import hyperparameters, stable_seed
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PACK = {
-    "cpu": 4,
-    "cuda": 256,
-}  # cpu: fastest of 1, 4, 8, 16 in `bench study --protocol paper`
+# measured with `odyssey bench study --protocol paper` (benchmarks/README.md): on the CPU packs of
+# 4 are the fastest for one-direction tasks (JSB Chorales 1.2-1.7x) and slower than single trials
+# for the bidirectional ones (TIMIT, IAM-OnDB stand-ins: 0.9x), so those run one at a time there
+DEFAULT_PACK = {"cpu": 4, "cuda": 256}
+DEFAULT_PACK_BIDIRECTIONAL = {"cpu": 1, "cuda": 256}
 PACK_QUEUE = 2  # trials per job = PACK_QUEUE x pack: a stopped trial's slot takes the next
 PACK_ROUND = 4  # trials per round = PACK_ROUND x pack, in trial-number order
 
 
-def pack_size(cfg: StudyConfig, device: str) -> int:
-    """The pack size a study runs with on `device` (1: one trial per job, as before packs)."""
+def pack_size(cfg: StudyConfig, device: str, bidirectional: bool = False) -> int:
+    """The pack size of a task's trials on `device` (1: one trial per job, as before packs):
+    `training.pack` when given, else the measured default for the device and the task's
+    directionality; always 1 for an adaptive sampler."""
     if cfg.sampler != "random":
         if (cfg.training.pack or 1) > 1:
             log.info("sampler %s asks after each result: trials run one at a time", cfg.sampler)
         return 1
-    return cfg.training.pack or DEFAULT_PACK.get(device, 1)
+    defaults = DEFAULT_PACK_BIDIRECTIONAL if bidirectional else DEFAULT_PACK
+    return cfg.training.pack or defaults.get(device, 1)
 
 
 def trial_seed(cfg: StudyConfig, p: Pending) -> int:

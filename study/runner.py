@@ -219,11 +219,12 @@ def _run_locked(
     attempts: dict[tuple[str, str, int], int] = {}
     executor = None
     terminate = _DeferredTerminate()
-    pack = plan.pack_size(cfg, device)
+    packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
+    pack = max(packs.values())
     try:
         if queue:
             if pack > 1:
-                queue = _ask_packs(cfg, studies, space, queue, pack)
+                queue = _ask_packs(cfg, studies, space, queue, packs)
             log.info(
                 "%d trials to run on %s%s",
                 sum(len(i) if isinstance(i, list) else 1 for i in queue),
@@ -240,10 +241,11 @@ def _run_locked(
                     terminate.check()  # between recordings: nothing is half written
                     while queue and executor.in_flight < executor.workers:
                         item = queue.popleft()
-                        if pack > 1 and isinstance(item, record.Pending):  # retried trials:
-                            item = _repack(item, queue)  # packed again with their pair's
+                        if packs[_task(item)] > 1 and isinstance(item, record.Pending):
+                            item = _repack(item, queue)  # retried: packed again with its pair
                         if isinstance(item, list):  # a pack of asked trials of one pair
-                            job = plan.pack_job(cfg, item, data[item[0].task][0], device, pack)
+                            task = item[0].task
+                            job = plan.pack_job(cfg, item, data[task][0], device, packs[task])
                             executor.submit(item, job)
                             for p in item:
                                 display.started(p.task, p.variant)
@@ -311,23 +313,37 @@ def _run_locked(
     return counts
 
 
-def _ask_packs(cfg: StudyConfig, studies: dict, space: dict, queue: deque, pack: int) -> deque:
-    """Turn the queue (interrupted trials and pairs to ask) into packs: every remaining trial
-    of a pair is asked now (random search draws them independently of results), then the
-    pair's trials are cut into packs of similar hidden size, round-robin over the pairs."""
+def _task(item) -> str:
+    """The task of a queue item: a Pending trial, a (task, variant) pair or a pack."""
+    if isinstance(item, list):
+        return item[0].task
+    return item.task if isinstance(item, record.Pending) else item[0]
+
+
+def _ask_packs(
+    cfg: StudyConfig, studies: dict, space: dict, queue: deque, packs: dict[str, int]
+) -> deque:
+    """Turn the queue (interrupted trials and pairs to ask) into packs where a task's pack size
+    is above 1: every remaining trial of such a pair is asked now (random search draws them
+    independently of results), then the pair's trials are cut into packs of similar hidden
+    size, round-robin over the pairs. Tasks that run one trial per job keep their items."""
     import tasks
 
     by_pair: dict[tuple[str, str], list[record.Pending]] = {}
+    single: deque = deque()
     for item in queue:
+        if packs[_task(item)] == 1:
+            single.append(item)
+            continue
         p = item if isinstance(item, record.Pending) else record.ask(studies[item], space, *item)
         by_pair.setdefault((p.task, p.variant), []).append(p)
     per_pair = [
         plan.cut_into_packs(
-            trials, pack, cfg.space.hidden_size_meaning, tasks.get(task).bidirectional
+            trials, packs[task], cfg.space.hidden_size_meaning, tasks.get(task).bidirectional
         )
         for (task, _), trials in by_pair.items()
     ]
-    return deque(plan.interleave(per_pair))
+    return deque(plan.interleave(per_pair)) + single
 
 
 def _repack(first: record.Pending, queue: deque) -> list[record.Pending]:

@@ -116,3 +116,12 @@ def test_a_pack_whose_worker_fails_reruns_only_its_unreported_trials(tmp_path):
     retried = jobs[jobs.index(failed_once[0]) + 1 :]
     retried = [j for j in retried if j["variant"] == "NP"]
     assert len(retried) == 1 and len(retried[0]["trials"]) == 2  # packed again, together
+
+
+def test_pack_sizes_by_device_and_task(tmp_path):
+    cfg = _cfg(tmp_path, pack=None)
+    assert plan.pack_size(cfg, "cpu") == 4 and plan.pack_size(cfg, "cpu", bidirectional=True) == 1
+    assert plan.pack_size(cfg, "cuda", bidirectional=True) == 256
+    assert plan.pack_size(_cfg(tmp_path, pack=8), "cpu", bidirectional=True) == 8  # as asked
+    tpe = _cfg(tmp_path, pack=8, sampler="tpe")
+    assert plan.pack_size(tpe, "cuda") == 1  # an adaptive sampler asks after each result
