@@ -11,7 +11,8 @@ thread, for each pack size, on the same trials, and reports per (task, pack size
   mean epochs of a measured paper-protocol sample (the shipped reference study's table for JSB
   Chorales, when present) or a stated assumption (100).
 The trials of a task row are a seeded sample of the paper's space (hidden sizes log-uniform in
-[20, 200]), sorted by hidden size and cut into packs, as the study engine does.
+[20, 200]), sorted by hidden size and cut into packs of `pack` trials with one slot each (the
+study engine also takes rounds by trial number and refills freed slots: `study.plan`).
 
 The *standard mix* (JSB Chorales, V, hidden sizes 20, 64, 100 and 200) is reported per pack size
 as the mean microseconds per trial-frame over the four sizes, beside its arithmetic floor: the
@@ -91,7 +92,7 @@ def _frames(split) -> int:
 
 def floor_us(task, splits, hidden: int, peak: float) -> float:
     """Arithmetic floor of one trial-frame (see the module docstring), in microseconds."""
-    from benchmarks.flops import step_flops
+    from benchmarks.flops import _KINDS, step_flops
     from study.model import build_model
 
     model = build_model(task, "V", hidden, torch.Generator().manual_seed(0))
@@ -103,7 +104,7 @@ def floor_us(task, splits, hidden: int, peak: float) -> float:
     fwd = sum(
         2 * p[0].numel()
         for n, p in model.rnn.named_parameters()
-        if n.split(".")[-1] in ("W", "R", "Rg")
+        if _KINDS.get(n.split(".")[-1]) in ("input", "recurrent")  # forward: one product each
     )
     eval_ratio = (_frames(splits["valid"]) + _frames(splits["test"])) / train_f
     total = train_flop + eval_ratio * (fwd + 2 * out)

@@ -509,6 +509,16 @@ def dump(cfg: StudyConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
+def saved_study(results: str | Path, name: str) -> tuple[Path, StudyConfig]:
+    """The folder and saved config of study `name` under `results`; an error naming the studies
+    that are there when it is not one."""
+    sdir = Path(results).expanduser() / name
+    if not (sdir / "config.yaml").is_file():
+        known = sorted(p.parent.name for p in sdir.parent.glob("*/config.yaml"))
+        raise ValueError(f"no study {name!r} in {sdir.parent}; known: {', '.join(known) or 'none'}")
+    return sdir, load_saved(sdir / "config.yaml")
+
+
 def load_saved(path: Path) -> StudyConfig:
     """A study's saved `config.yaml` (validated again)."""
     return from_dict(_read_yaml(read_text(path), str(path)))

@@ -17,8 +17,8 @@ So a trial in a pack gives the result it gives alone (`study.train.train`), up t
 (tests/test_pack.py compares them epoch by epoch).
 
 Slots: a trial that stops (early stopping, max epochs, divergence) is yielded at once (with the
-dict `study.train.train` returns) and frees its slot; the next trial of the queue takes it at the start of the next pack
-epoch. Every trial's epoch has the same number of steps, so the trials stay in phase and one
+dict `study.train.train` returns) and frees its slot; the next trial of the queue takes it at
+the start of the next pack epoch. Every trial's epoch has the same number of steps, so the trials stay in phase and one
 evaluation pass serves all of them. Empty slots are skipped by the compiled kernels.
 """
 
@@ -82,13 +82,7 @@ class _Pack:
     """The model of K slots, its masks and velocities, and the per-slot optimizer settings."""
 
     def __init__(self, task: Task, variant: str, hidden: int, slots: int, device: torch.device):
-        self.task, self.variant, self.hidden, self.k, self.device = (
-            task,
-            variant,
-            hidden,
-            slots,
-            device,
-        )
+        self.task, self.hidden, self.k, self.device = task, hidden, slots, device
         self.model: SequenceModel = build_model(
             task, variant, hidden, torch.Generator().manual_seed(0), trials=slots
         ).to(device)
@@ -302,9 +296,8 @@ def train_pack(
         test = evaluate_pack(pack, splits["test"], settings.eval_batch_size, active)
         seconds = (time.perf_counter() - t_epoch) / len(live)
         for s in live:
-            slot[s].share_s += seconds
-        for s in live:
             st = slot[s]
+            st.share_s += seconds
             train_loss = st.loss_total / max(st.seqs, 1)
             if not math.isfinite(val[s][metric]):
                 finish(s, f"validation {metric} became {val[s][metric]} in epoch {st.epoch}")

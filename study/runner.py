@@ -30,9 +30,7 @@ from typing import Any
 from study import plan, record, repair, results, stores
 from study.cli import UserError, die_if_forked
 from study.config import StudyConfig
-from study.setup import (  # noqa: F401 - check_config, record_data, ...: the runner's API
-    DATA_SUMMARY,
-    PROJECT_ROOT,
+from study.setup import (
     check_config,
     code_version,
     init_mlflow_store,

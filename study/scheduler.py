@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from study.worker import retryable
+
 log = logging.getLogger(__name__)
 
 WORKER_ENV = {
@@ -90,10 +92,7 @@ def pack_tags(tags: list[Any], job: dict[str, Any]) -> dict[int, Any]:
 
 def lost_trials(tags: dict[int, Any], error: str) -> list[tuple[Any, dict[str, Any]]]:
     """Retryable error results for the trials of a pack that never reported (its worker died)."""
-    return [
-        (tag, {"status": "error", "retryable": True, "error": error, "epochs": 0, "history": []})
-        for tag in tags.values()
-    ]
+    return [(tag, retryable(error)) for tag in tags.values()]
 
 
 class InlineExecutor:
@@ -259,18 +258,7 @@ class RayExecutor:
             try:
                 out.append((tag, self.ray.get(ref)))
             except Exception as e:  # the worker process died (OOM, segfault, ...)
-                out.append(
-                    (
-                        tag,
-                        {
-                            "status": "error",
-                            "retryable": True,
-                            "error": f"worker died: {type(e).__name__}: {str(e)[:2000]}",
-                            "epochs": 0,
-                            "history": [],
-                        },
-                    )
-                )
+                out.append((tag, retryable(f"worker died: {type(e).__name__}: {str(e)[:2000]}")))
         return out
 
     def _next_of_pack(self, gen: Any) -> list[tuple[Any, dict[str, Any]]]:

@@ -27,6 +27,18 @@ def load_splits(data_path: str):
     return _DATA[data_path]
 
 
+def retryable(error: str, epochs: int = 0, history: list | None = None) -> dict[str, Any]:
+    """A result that is no property of the trial's hyperparameters (an exception, a dead
+    worker): the driver reruns the trial or stops the study, and records nothing."""
+    return {
+        "status": "error",
+        "retryable": True,
+        "error": error,
+        "epochs": epochs,
+        "history": history if history is not None else [],
+    }
+
+
 def variant_of(job: dict[str, Any]) -> Any:
     """The job's variant: its registry name, or the spec of a variant declared in the study
     file (`variant_spec`, flags as `variants.spec_from_dict` takes them)."""
@@ -64,12 +76,7 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
         )
     except Exception as e:  # reported to the driver, which decides (rerun or stop)
         tb = traceback.format_exc(limit=6)
-        result = {
-            "status": "error",
-            "retryable": True,
-            "error": f"{type(e).__name__}: {e}\n{tb}",
-            "epochs": len(history),
-        }
+        result = retryable(f"{type(e).__name__}: {e}\n{tb}", len(history), history)
     result.update(history=history, started_at=started, finished_at=now_iso())
     return result
 
@@ -111,12 +118,8 @@ def run_pack(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
         tb = traceback.format_exc(limit=6)
         for key in pending:
             yield {
+                **retryable(f"{type(e).__name__}: {e}\n{tb}", len(histories[key])),
                 "trial": key,
-                "status": "error",
-                "retryable": True,
-                "error": f"{type(e).__name__}: {e}\n{tb}",
-                "epochs": len(histories[key]),
-                "history": [],
                 "started_at": None,
                 "finished_at": now_iso(),
             }

@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from study import config, results, runner
+from study import config, results, runner, setup
 from study.scheduler import InlineExecutor
 from study.tracking import Tracker
 from study.worker import run_trial
@@ -456,7 +456,7 @@ def test_ray_workers_die_with_a_killed_driver(tmp_path):
 
     script, pidfile = tmp_path / "driver.py", tmp_path / "worker.pid"
     script.write_text(DRIVER)
-    env = {**os.environ, "PYTHONPATH": str(runner.PROJECT_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(setup.PROJECT_ROOT)}
     driver = subprocess.Popen([sys.executable, str(script), str(pidfile)], env=env)
     try:
         for _ in range(120):

@@ -8,14 +8,14 @@ import math
 
 import pandas as pd
 
-from study import config, results, runner
+from study import config, results, runner, setup
 from study.report import load
 
 
 def test_file_names_agree():
     assert load.TRIALS_FILE == results.TRIALS_FILE
     assert load.EPOCHS_DIR == results.EPOCHS_DIR
-    assert load.DATA_FILE == runner.DATA_SUMMARY
+    assert load.DATA_FILE == setup.DATA_SUMMARY
     assert load.CONFIG_FILE == "config.yaml"
     assert tuple(load.EPOCH_COLUMNS)[:4] == ("task", "variant", "trial", "epoch")
 

@@ -49,28 +49,22 @@ def doctor(args: argparse.Namespace) -> int:
     import logging
 
     import tasks
-    from study import config, record, repair, results, runner, stores
+    from study import config, record, repair, results, runner, setup, stores
     from study.space import search_space
     from study.tracking import trial_key
 
-    sdir = Path(args.results).expanduser() / args.study
-    if not (sdir / "config.yaml").is_file():
-        known = sorted(p.parent.name for p in sdir.parent.glob("*/config.yaml"))
-        raise ValueError(
-            f"no study {args.study!r} in {sdir.parent}; known: {', '.join(known) or 'none'}"
-        )
+    sdir, cfg = config.saved_study(args.results, args.study)
     logging.getLogger("study.repair").setLevel(logging.CRITICAL)  # its lines are printed below
-    cfg = config.load_saved(sdir / "config.yaml")
     cfg = dataclasses.replace(cfg, results=str(Path(args.results).expanduser()))
     found = repair.Findings(fix=not args.check)
     space = search_space(cfg.space)
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
-    with runner.study_lock(sdir) if found.fix else nullcontext(), ExitStack() as held:
+    with setup.study_lock(sdir) if found.fix else nullcontext(), ExitStack() as held:
         df = repair.load_table(sdir, found)
-        studies = stores.open_optuna(cfg, directions, found, held, runner.open_store)
+        studies = stores.open_optuna(cfg, directions, found, held, setup.open_store)
         if found.fix:
             tracker = stores.open_tracker(
-                cfg, runner.code_version(), found, runner.open_store, runner.init_mlflow_store
+                cfg, setup.code_version(), found, setup.open_store, setup.init_mlflow_store
             )
         else:
             db = None if cfg.tracking_uri else sdir / "mlflow.db"

@@ -128,22 +128,15 @@ def _report(cfg) -> None:
 def status(args: argparse.Namespace) -> int:
     import fcntl
     import os
-    from pathlib import Path
 
     from rich.console import Console
 
     import tasks
     from study import results
-    from study.config import load_saved
+    from study.config import saved_study
     from study.progress import eta_seconds, fmt_seconds, summarize, table
 
-    sdir = Path(args.results).expanduser() / args.study
-    if not (sdir / "config.yaml").is_file():
-        known = sorted(p.parent.name for p in sdir.parent.glob("*/config.yaml"))
-        raise ValueError(
-            f"no study {args.study!r} in {sdir.parent}; known: {', '.join(known) or 'none'}"
-        )
-    cfg = load_saved(sdir / "config.yaml")
+    sdir, cfg = saved_study(args.results, args.study)
     df = results.read_trials(sdir)
     pairs = [(t, v) for t in cfg.tasks for v in cfg.variants]
     directions = {t: tasks.get(t).metric_direction for t in set(cfg.tasks) | set(df["task"])}
