@@ -20,7 +20,7 @@ variants:
 def _resolve(tmp_path, text=SPEC, **over):
     path = tmp_path / "mine.yaml"
     path.write_text(text)
-    over = {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data"), **over}
+    over = {"results": str(tmp_path / "res"), **over}  # data: the session's (conftest.py)
     return config.resolve(str(path), over)
 
 

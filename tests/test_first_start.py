@@ -9,29 +9,28 @@ import math
 
 import pytest
 
-from study import config, runner
+from study import runner
 from study.commands.run import status
 from study.progress import summarize
 from study.scheduler import InlineExecutor
 from study.worker import run_trial
 
 
-def _cfg(tmp_path, **kw):
-    """The smoke study, one trial per job (the per-trial functions injected here run then)."""
-    over = {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data")}
-    return config.resolve("smoke", {**over, "training.pack": 1, **kw})
-
-
 def _run(cfg, fn=run_trial):
     return runner.run(cfg, executor_factory=lambda c, d: InlineExecutor(fn), live=False)
 
 
-def test_a_failed_first_start_leaves_no_study_folder(tmp_path):
+def test_a_failed_first_start_leaves_no_study_folder(tmp_path, smoke):
     from study.report.build import build
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    bad = _cfg(tmp_path, trials=1, variants=["V"], data={"jsb_chorales": {"path": str(empty)}})
+    bad = smoke(
+        trials=1,
+        variants=["V"],
+        data={"jsb_chorales": {"path": str(empty)}},
+        data_dir=str(tmp_path / "data"),
+    )
     with pytest.raises(Exception, match=str(empty)):
         _run(bad)
     assert not bad.study_dir.exists()  # no .lock, no data.json: nothing looks like a study
@@ -41,8 +40,8 @@ def test_a_failed_first_start_leaves_no_study_folder(tmp_path):
         build("smoke", tmp_path / "res", tmp_path / "report")
 
 
-def test_a_started_study_and_a_folder_of_other_files_are_kept(tmp_path):
-    good = _cfg(tmp_path, trials=1, variants=["V"])
+def test_a_started_study_and_a_folder_of_other_files_are_kept(tmp_path, smoke):
+    good = smoke(trials=1, variants=["V"])
     assert _run(good)["complete"] == 1
     before = sorted(p.name for p in good.study_dir.iterdir())
     assert ".lock" in before  # a started study keeps its lock file (status reads the pid)
@@ -68,8 +67,8 @@ def test_a_second_driver_is_refused(tmp_path):
         pass
 
 
-def test_status_numbers_failed_trials_and_gives_reasons(tmp_path, capsys):
-    cfg = _cfg(tmp_path, trials=3, variants=["V"])
+def test_status_numbers_failed_trials_and_gives_reasons(tmp_path, capsys, smoke):
+    cfg = smoke(trials=3, variants=["V"])
 
     def diverge(job):  # trials 0 and 2 fail with the same reason
         if job["trial"] != 1:

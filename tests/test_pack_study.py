@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_study_resume import Killed, _cfg, _check_exactly_once
+from test_study_resume import Killed, _check_exactly_once
 
 from study import plan, results, runner
 from study.scheduler import InlineExecutor
@@ -22,8 +22,8 @@ def _run(cfg, pack_fn=run_pack):
     )
 
 
-def test_packed_study_records_what_the_unpacked_one_does(tmp_path):
-    alone, packed = _cfg(tmp_path / "a", pack=1), _cfg(tmp_path / "b", pack=2)
+def test_packed_study_records_what_the_unpacked_one_does(tmp_path, smoke):
+    alone, packed = smoke(tmp_path / "a", pack=1), smoke(tmp_path / "b", pack=2)
     jobs = []
     assert _run(alone)["complete"] == 6
     assert _run(packed, lambda job: jobs.append(job) or run_pack(job))["complete"] == 6
@@ -50,8 +50,8 @@ def test_packs_group_similar_hidden_sizes_within_rounds_of_trial_numbers(tmp_pat
     assert got == [[20, 21], [90, 200], [25, 30], [150, 180]]
 
 
-def test_killed_in_the_middle_of_a_pack_resumes_exactly_once(tmp_path):
-    cfg = _cfg(tmp_path, pack=3)  # 3 trials per pair: one pack each of V and NP
+def test_killed_in_the_middle_of_a_pack_resumes_exactly_once(tmp_path, smoke):
+    cfg = smoke(pack=3)  # 3 trials per pair: one pack each of V and NP
     yielded = []
 
     def dies_after_two(job):
@@ -77,8 +77,8 @@ def test_killed_in_the_middle_of_a_pack_resumes_exactly_once(tmp_path):
     assert _run(cfg, lambda job: pytest.fail("nothing should run"))["ran"] == 0
 
 
-def test_divergence_in_a_pack_is_recorded_and_its_neighbours_finish(tmp_path):
-    cfg = _cfg(tmp_path, pack=3)
+def test_divergence_in_a_pack_is_recorded_and_its_neighbours_finish(tmp_path, smoke):
+    cfg = smoke(pack=3)
 
     def one_explodes(job):
         trials = [
@@ -96,8 +96,8 @@ def test_divergence_in_a_pack_is_recorded_and_its_neighbours_finish(tmp_path):
     assert df.drop(("V", 1))["val_metric"].map(math.isfinite).all()
 
 
-def test_a_pack_whose_worker_fails_reruns_only_its_unreported_trials(tmp_path):
-    cfg = _cfg(tmp_path, pack=3)
+def test_a_pack_whose_worker_fails_reruns_only_its_unreported_trials(tmp_path, smoke):
+    cfg = smoke(pack=3)
     failed_once = []
 
     jobs = []
@@ -118,10 +118,10 @@ def test_a_pack_whose_worker_fails_reruns_only_its_unreported_trials(tmp_path):
     assert len(retried) == 1 and len(retried[0]["trials"]) == 2  # packed again, together
 
 
-def test_pack_sizes_by_device_and_task(tmp_path):
-    cfg = _cfg(tmp_path, pack=None)
+def test_pack_sizes_by_device_and_task(tmp_path, smoke):
+    cfg = smoke(pack=None)
     assert plan.pack_size(cfg, "cpu") == 4 and plan.pack_size(cfg, "cpu", bidirectional=True) == 1
     assert plan.pack_size(cfg, "cuda", bidirectional=True) == 256
-    assert plan.pack_size(_cfg(tmp_path, pack=8), "cpu", bidirectional=True) == 8  # as asked
-    tpe = _cfg(tmp_path, pack=8, sampler="tpe")
+    assert plan.pack_size(smoke(pack=8), "cpu", bidirectional=True) == 8  # as asked
+    tpe = smoke(pack=8, sampler="tpe")
     assert plan.pack_size(tpe, "cuda") == 1  # an adaptive sampler asks after each result

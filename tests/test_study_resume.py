@@ -5,7 +5,6 @@ recorded as failed and the study goes on."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import optuna
@@ -13,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from study import config, record, results, runner
+from study import record, results, runner
 from study.scheduler import InlineExecutor
 from study.tracking import Tracker
 from study.worker import run_trial
@@ -23,16 +22,6 @@ pytestmark = pytest.mark.integration  # whole studies
 
 class Killed(BaseException):
     """Stands in for the driver dying (BaseException: nothing in the driver may catch it)."""
-
-
-def _cfg(tmp_path, pack=1, **kw):
-    """The smoke study; one trial per job (pack 1) unless `pack` says otherwise (the per-trial
-    functions these tests inject run only then; tests/test_pack_study.py covers packs)."""
-    cfg = config.resolve(
-        "smoke",
-        {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data"), "trials": 3, **kw},
-    )
-    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, pack=pack))
 
 
 def _run(cfg, fn=run_trial):
@@ -74,8 +63,8 @@ def _check_exactly_once(cfg):
     return df
 
 
-def test_killed_while_a_trial_runs(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_killed_while_a_trial_runs(tmp_path, smoke):
+    cfg = smoke()
     calls = []
 
     def dies_on_third(job):
@@ -113,8 +102,8 @@ def test_killed_while_a_trial_runs(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["row_write", "tell", "mlflow"])
-def test_killed_while_recording(tmp_path, monkeypatch, where):
-    cfg = _cfg(tmp_path)
+def test_killed_while_recording(tmp_path, monkeypatch, where, smoke):
+    cfg = smoke()
     real = {
         "row_write": (results.os, "replace"),
         "tell": (record, "tell"),
@@ -150,8 +139,8 @@ def test_killed_while_recording(tmp_path, monkeypatch, where):
         assert run.data.metrics["best/test_metric"] == row["test_metric"]
 
 
-def test_diverging_trial_is_failed_and_the_study_goes_on(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_diverging_trial_is_failed_and_the_study_goes_on(tmp_path, smoke):
+    cfg = smoke()
     crashes = []
 
     def diverge_v1(job):
@@ -176,8 +165,8 @@ def test_diverging_trial_is_failed_and_the_study_goes_on(tmp_path):
     assert (df[df["status"] == "complete"]["test_metric"] > 0).all()
 
 
-def test_a_persistent_system_error_stops_the_study_unrecorded_and_resumes(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_a_persistent_system_error_stops_the_study_unrecorded_and_resumes(tmp_path, smoke):
+    cfg = smoke()
 
     def broken_np1(job):
         if (job["variant"], job["trial"]) == ("NP", 1):
@@ -208,12 +197,12 @@ def _guard(fn, job):
         }
 
 
-def test_status_shows_progress_and_failures(tmp_path, capsys):
+def test_status_shows_progress_and_failures(tmp_path, capsys, smoke):
     import argparse
 
     from study.commands.run import status
 
-    cfg = _cfg(tmp_path, trials=2, variants=["V"])
+    cfg = smoke(trials=2, variants=["V"])
 
     def diverge_second(job):
         if job["trial"] == 1:
@@ -230,12 +219,12 @@ def test_status_shows_progress_and_failures(tmp_path, capsys):
         status(argparse.Namespace(study="nope", results=cfg.results))
 
 
-def test_killed_inside_ask(tmp_path):
+def test_killed_inside_ask(tmp_path, smoke):
     """The driver died while Optuna's ask stored the parameters: the rerun completes them with
     the values the per-trial seeded sampler gives trial 0 anyway."""
     from study.space import hyperparameters, make_sampler, search_space
 
-    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    cfg = smoke(trials=1, variants=["V"])
     cfg.study_dir.mkdir(parents=True)
     store = record.storage(cfg.optuna_storage)
     s = record.open_study(store, "smoke", "jsb_chorales", "V", "minimize", "random", 0)
@@ -249,8 +238,8 @@ def test_killed_inside_ask(tmp_path):
     assert t.state == TrialState.COMPLETE and len(t.params) == 4
 
 
-def test_resume_refuses_data_of_another_version(tmp_path):
-    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+def test_resume_refuses_data_of_another_version(tmp_path, smoke):
+    cfg = smoke(trials=1, variants=["V"])
     _run(cfg)
     runner.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})  # same: fine
     with pytest.raises(ValueError, match=r"jsb_chorales \(version 1 -> 2\).*--study NEW_NAME"):
@@ -262,12 +251,12 @@ def test_resume_refuses_data_of_another_version(tmp_path):
         runner.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})
 
 
-def test_the_study_records_its_data_for_the_report(tmp_path):
+def test_the_study_records_its_data_for_the_report(tmp_path, smoke):
     import json
 
     from study.report import load, provenance
 
-    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    cfg = smoke(trials=1, variants=["V"])
     _run(cfg)
     summary = json.loads((cfg.study_dir / "data.json").read_text())["jsb_chorales"]
     assert summary["source"] == "real" and summary["stand_in"] is False
@@ -280,10 +269,10 @@ def test_the_study_records_its_data_for_the_report(tmp_path):
     assert "first frame is never scored" in table.loc["jsb_chorales", "notes"]
 
 
-def test_killed_while_the_mlflow_schema_is_written(tmp_path, monkeypatch):
+def test_killed_while_the_mlflow_schema_is_written(tmp_path, monkeypatch, smoke):
     import sqlite3
 
-    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    cfg = smoke(trials=1, variants=["V"])
 
     def dies_half_way(uri):
         sqlite3.connect(uri.removeprefix("sqlite:///")).execute("create table logged_models (x)")
@@ -299,18 +288,23 @@ def test_killed_while_the_mlflow_schema_is_written(tmp_path, monkeypatch):
     assert not list(cfg.study_dir.glob(".mlflow.db.init-*"))
 
 
-def test_a_failed_first_start_does_not_bind_the_study_to_its_settings(tmp_path):
+def test_a_failed_first_start_does_not_bind_the_study_to_its_settings(tmp_path, smoke):
     empty = tmp_path / "empty"  # exists (else the config refuses it) but holds no corpus
     empty.mkdir()
-    bad = _cfg(tmp_path, trials=1, variants=["V"], data={"jsb_chorales": {"path": str(empty)}})
+    bad = smoke(
+        trials=1,
+        variants=["V"],
+        data={"jsb_chorales": {"path": str(empty)}},
+        data_dir=str(tmp_path / "data"),
+    )
     with pytest.raises(Exception, match=str(empty)):
         _run(bad)
     assert not (bad.study_dir / "config.yaml").exists()
-    assert _run(_cfg(tmp_path, trials=1, variants=["V"]))["complete"] == 1
+    assert _run(smoke(trials=1, variants=["V"]))["complete"] == 1
 
 
-def test_a_broken_mlflow_store_is_kept_aside_and_rebuilt(tmp_path):
-    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+def test_a_broken_mlflow_store_is_kept_aside_and_rebuilt(tmp_path, smoke):
+    cfg = smoke(trials=1, variants=["V"])
     cfg.study_dir.mkdir(parents=True)
     (cfg.study_dir / "mlflow.db").write_bytes(b"not a database")
     assert _run(cfg)["complete"] == 1
@@ -318,11 +312,11 @@ def test_a_broken_mlflow_store_is_kept_aside_and_rebuilt(tmp_path):
     assert kept.read_bytes() == b"not a database"
 
 
-def test_sigterm_stops_the_study_between_recordings(tmp_path):
+def test_sigterm_stops_the_study_between_recordings(tmp_path, smoke):
     import os
     import signal
 
-    cfg = _cfg(tmp_path, trials=3)
+    cfg = smoke(trials=3)
 
     def run_then_sigterm(job):
         out = run_trial(job)
@@ -347,8 +341,8 @@ def test_sigterm_stops_the_study_between_recordings(tmp_path):
         ("storage", "postgresql://u@127.0.0.1:1/db", "Optuna storage"),
     ],
 )
-def test_a_server_that_does_not_answer_fails_fast(tmp_path, option, uri, what):
-    cfg = _cfg(tmp_path, trials=1, variants=["V"], **{option: uri})
+def test_a_server_that_does_not_answer_fails_fast(tmp_path, option, uri, what, smoke):
+    cfg = smoke(trials=1, variants=["V"], **{option: uri})
     with pytest.raises(ValueError, match=f"the {what} .* does not answer"):
         _run(cfg)
     assert not (cfg.study_dir / "config.yaml").exists()
@@ -362,11 +356,11 @@ def test_check_reachable_names_the_ray_address():
     check_reachable("auto")  # left to Ray
 
 
-def test_a_smaller_rerun_keeps_the_study_plan(tmp_path):
+def test_a_smaller_rerun_keeps_the_study_plan(tmp_path, smoke):
     from study import config as config_mod
 
-    _run(_cfg(tmp_path, trials=2))
-    cfg = _cfg(tmp_path, trials=1, variants=["V"])
+    _run(smoke(trials=2))
+    cfg = smoke(trials=1, variants=["V"])
     counts = _run(cfg)
     assert counts == {"complete": 2, "failed": 0, "expected": 2, "ran": 0}  # V has 2 >= 1
     saved = config_mod.load_saved(cfg.study_dir / "config.yaml")

@@ -1,0 +1,52 @@
+"""Fixtures shared by the test modules.
+
+- No test prepares data into the user's cache: `ODYSSEY_DATA_DIR` points at a folder of the
+  session for every test (and every worker a test starts).
+- The smoke study's data (12 real JSB chorales) is prepared once per session; `smoke` makes smoke
+  study configs over it, so whole-study tests differ only in what they override.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ODYSSEY_DATA_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def smoke_data(data_cache) -> Path:
+    """The data folder holding the smoke preset's prepared data."""
+    from study import config
+    from study.setup import prepare_data
+
+    prepare_data(config.resolve("smoke", {"data_dir": str(data_cache)}))
+    return data_cache
+
+
+@pytest.fixture
+def smoke(tmp_path, smoke_data):
+    """`smoke(where=None, pack=1, **overrides)`: the smoke study's config with its results in
+    `<where or tmp_path>/res` and the session's prepared data; one trial per job unless `pack` says
+    otherwise (the per-trial functions tests inject run only then). A test that points a task at
+    its own files (`data={task: {"path": ...}}`) passes its own `data_dir` too, so it never
+    replaces the shared data."""
+    from study import config
+
+    def make(where: Path | None = None, *, pack: int = 1, **over):
+        values = {
+            "results": str(Path(where or tmp_path) / "res"),
+            "data_dir": str(smoke_data),
+            "training.pack": pack,
+            **over,
+        }
+        return config.resolve("smoke", values)
+
+    return make
