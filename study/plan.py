@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
 from typing import Any
 
+from study import record
 from study.config import StudyConfig
 from study.record import Pending
 from study.space import hyperparameters, stable_seed
@@ -118,3 +120,45 @@ def interleave(per_pair: list[list[list[Pending]]]) -> list[list[Pending]]:
     for k in range(max((len(jobs) for jobs in per_pair), default=0)):
         out += [jobs[k] for jobs in per_pair if k < len(jobs)]
     return out
+
+
+def task_of(item) -> str:
+    """The task of a queue item: a Pending trial, a (task, variant) pair or a pack."""
+    if isinstance(item, list):
+        return item[0].task
+    return item.task if isinstance(item, Pending) else item[0]
+
+
+def ask_packs(
+    cfg: StudyConfig, studies: dict, space: dict, queue: deque, packs: dict[str, int]
+) -> deque:
+    """Turn the queue (interrupted trials and pairs to ask) into packs where a task's pack size
+    is above 1: every remaining trial of such a pair is asked now (random search draws them
+    independently of results), then the pair's trials are cut into packs of similar hidden
+    size, round-robin over the pairs. Tasks that run one trial per job keep their items."""
+    import tasks
+
+    by_pair: dict[tuple[str, str], list[Pending]] = {}
+    single: deque = deque()
+    for item in queue:
+        if packs[task_of(item)] == 1:
+            single.append(item)
+            continue
+        p = item if isinstance(item, Pending) else record.ask(studies[item], space, *item)
+        by_pair.setdefault((p.task, p.variant), []).append(p)
+    per_pair = [
+        cut_into_packs(
+            trials, packs[task], cfg.space.hidden_size_meaning, tasks.get(task).bidirectional
+        )
+        for (task, _), trials in by_pair.items()
+    ]
+    return deque(interleave(per_pair)) + single
+
+
+def repack(first: Pending, queue: deque) -> list[Pending]:
+    """`first` and the other retried trials of its pair waiting in `queue`, as one pack."""
+    pair = (first.task, first.variant)
+    same = [q for q in queue if isinstance(q, Pending) and (q.task, q.variant) == pair]
+    for q in same:
+        queue.remove(q)
+    return [first, *same]

@@ -25,8 +25,12 @@ import os
 from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
+import tasks
 from study import plan, record, repair, results, stores
 from study.cli import UserError, die_if_forked
 from study.config import StudyConfig
@@ -147,39 +151,84 @@ def _ray_executor(cfg: StudyConfig, device: str):
     return RayExecutor(cfg.ray_address, cfg.workers, device, cfg.gpus_per_trial)
 
 
+@dataclass
+class _Open:
+    """A study's stores, opened and reconciled with its results table: what the loop records to."""
+
+    cfg: StudyConfig
+    device: str
+    version: str
+    data: dict[str, tuple[str, dict]]  # task -> (prepared data folder, data meta)
+    space: dict
+    studies: dict[tuple[str, str], Any]  # (task, variant) -> Optuna study
+    tracker: Any  # study.tracking.Tracker
+    table: pd.DataFrame  # the results table as last written
+
+
 def _run_locked(
     cfg: StudyConfig, executor_factory, live: bool | None, held: ExitStack | None = None
 ) -> dict[str, Any]:
-    import tasks
-    from study.progress import Display
+    """The run in four steps: open the stores, plan the queue, run it, count."""
+    st = _open_stores(cfg, held)
+    queue = _plan(st)
+    finished = False
+    try:
+        ran = _run_queue(st, queue, executor_factory or _ray_executor, live)
+        finished = True
+    finally:
+        st.tracker.close(finished)
+    return _count(cfg, st.table, ran)
 
-    device = resolve_device(cfg.device)
-    version = code_version()
+
+def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
+    """Data, the results table, Optuna and MLflow: opened, repaired where damaged, and brought
+    back in step with the table (the source of truth)."""
     sdir = cfg.study_dir
     log.info(
-        "study %s: results in %s (trials.parquet), config in %s",
+        "study %s: results in %s (%s), config in %s",
         cfg.name,
         sdir,
+        results.TRIALS_FILE,
         sdir / "config.yaml",
     )
+    device, version = resolve_device(cfg.device), code_version()
     data = prepare_data(cfg)
     record_data(sdir, {t: meta for t, (_, meta) in data.items()})
     found = repair.Findings(fix=True)
     df = repair.load_table(sdir, found)
-    space = search_space(cfg.space)
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
     studies = stores.open_optuna(cfg, directions, found, held, open_store)
     tracker = stores.open_tracker(cfg, version, found, open_store, init_mlflow_store)
     save_config(cfg)
     runs = tracker.trial_runs()
     df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found)
-    by_pair = _rows_by_pair(df)
+    st = _Open(cfg, device, version, data, search_space(cfg.space), studies, tracker, df)
+    for pair, s in studies.items():
+        repair.restore_optuna(s, pair, _rows_by_pair(df).get(pair, {}), st.space, found)
+    repair.repair_epochs(sdir, df, tracker, runs, found)  # before MLflow logs runs from history
+    relogged = tracker.reconcile(
+        df.to_dict("records"),
+        lambda t, v, k: results.history_records(results.read_epochs(sdir, t, v, k)),
+    )
+    if relogged:
+        log.info("MLflow: logged %d recorded trials that had no run", relogged)
+    log.info("Optuna: %s  (view: optuna-dashboard %s)", cfg.optuna_storage, cfg.optuna_storage)
+    log.info("MLflow: %s  (view: mlflow ui --backend-store-uri %s)", cfg.mlflow_uri, cfg.mlflow_uri)
+    return st
+
+
+def _plan(st: _Open) -> deque:
+    """The queue: interrupted trials first (rerun with their parameters), then the new trials
+    round-robin over the pairs so every pair progresses evenly; packed where the task's pack
+    size is above 1."""
+    cfg = st.cfg
+    by_pair = _rows_by_pair(st.table)
     queue: deque = deque()
     new_counts: dict[tuple[str, str], int] = {}
-    for (task, variant), s in studies.items():
-        rows = by_pair.get((task, variant), {})
-        repair.restore_optuna(s, (task, variant), rows, space, found)
-        rerun, orphans = record.reconcile(s, task, variant, rows, space)
+    for (task, variant), s in st.studies.items():
+        rerun, orphans = record.reconcile(
+            s, task, variant, by_pair.get((task, variant), {}), st.space
+        )
         if orphans:
             log.warning(
                 "%s/%s: Optuna trials %s finished but no store holds their results (no results "
@@ -190,7 +239,6 @@ def _run_locked(
                 orphans,
                 cfg.name,
             )
-        queue.extend(rerun)
         if rerun:
             log.info(
                 "%s/%s: rerunning interrupted trials %s with their parameters",
@@ -198,95 +246,104 @@ def _run_locked(
                 variant,
                 [p.number for p in rerun],
             )
+        queue.extend(rerun)
         new_counts[(task, variant)] = max(0, cfg.trials - record.count_trials(s))
-    # new trials round-robin over the pairs, so every pair progresses evenly
     for k in range(max(new_counts.values(), default=0)):
         queue.extend(pair for pair, n in new_counts.items() if k < n)
+    packs = _pack_sizes(st)
+    if queue and max(packs.values()) > 1:
+        queue = plan.ask_packs(cfg, st.studies, st.space, queue, packs)
+    return queue
 
-    repair.repair_epochs(sdir, df, tracker, runs, found)  # before MLflow logs runs from history
-    relogged = tracker.reconcile(
-        df.to_dict("records"),
-        lambda t, v, k: results.history_records(results.read_epochs(sdir, t, v, k)),
-    )
-    if relogged:
-        log.info("MLflow: logged %d recorded trials that had no run", relogged)
-    log.info("Optuna: %s  (view: optuna-dashboard %s)", cfg.optuna_storage, cfg.optuna_storage)
-    log.info("MLflow: %s  (view: mlflow ui --backend-store-uri %s)", cfg.mlflow_uri, cfg.mlflow_uri)
 
-    ran, finished_ok = 0, False
-    attempts: dict[tuple[str, str, int], int] = {}
-    executor = None
-    terminate = _DeferredTerminate()
-    packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
+def _pack_sizes(st: _Open) -> dict[str, int]:
+    return {t: plan.pack_size(st.cfg, st.device, tasks.get(t).bidirectional) for t in st.cfg.tasks}
+
+
+def _run_queue(st: _Open, queue: deque, executor_factory, live: bool | None) -> int:
+    """Submit the queue's trials and packs as workers free up and record each result as it
+    arrives; returns how many were recorded. SIGTERM stops it between two recordings."""
+    from study.progress import Display
+
+    if not queue:
+        return 0
+    cfg, device, packs = st.cfg, st.device, _pack_sizes(st)
     pack = max(packs.values())
+    log.info(
+        "%d trials to run on %s%s",
+        sum(len(i) if isinstance(i, list) else 1 for i in queue),
+        device,
+        f", in packs of up to {pack} trials" if pack > 1 else "",
+    )
+    ran, attempts = 0, {}
+    terminate = _DeferredTerminate()
+    executor = None
     try:
-        if queue:
-            if pack > 1:
-                queue = _ask_packs(cfg, studies, space, queue, packs)
-            log.info(
-                "%d trials to run on %s%s",
-                sum(len(i) if isinstance(i, list) else 1 for i in queue),
-                device,
-                f", in packs of up to {pack} trials" if pack > 1 else "",
-            )
-            executor = (executor_factory or _ray_executor)(cfg, device)
-            metrics = {t: tasks.get(t).metric for t in cfg.tasks}
-            with Display(
-                cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
-            ) as display:
-                display.update(df)
-                while queue or executor.in_flight:
-                    terminate.check()  # between recordings: nothing is half written
-                    while queue and executor.in_flight < executor.workers:
-                        item = queue.popleft()
-                        if packs[_task(item)] > 1 and isinstance(item, record.Pending):
-                            item = _repack(item, queue)  # retried: packed again with its pair
-                        if isinstance(item, list):  # a pack of asked trials of one pair
-                            task = item[0].task
-                            job = plan.pack_job(cfg, item, data[task][0], device, packs[task])
-                            executor.submit(item, job)
-                            for p in item:
-                                display.started(p.task, p.variant)
-                            continue
-                        p = (
-                            item
-                            if isinstance(item, record.Pending)
-                            else record.ask(studies[item], space, *item)
-                        )
-                        executor.submit(p, plan.trial_job(cfg, p, data[p.task][0], device))
-                        display.started(p.task, p.variant)
-                    for p, result in executor.wait(timeout=1.0):
-                        if result.get("retryable"):
-                            _retry_or_stop(p, result, attempts, queue)
-                            display.requeued(p.task, p.variant)
-                            continue
-                        hp = hyperparameters(p.params)
-                        row = make_row(
-                            cfg,
-                            p,
-                            hp,
-                            result,
-                            data[p.task][1],
-                            tasks.get(p.task).metric,
-                            version,
-                            device,
-                        )
-                        results.write_epochs(
-                            sdir, p.task, p.variant, p.number, result.get("history", [])
-                        )
-                        df = results.append_trial(sdir, row)
-                        record.tell(studies[(p.task, p.variant)], p.number, row)
-                        tracker.log_trial(row, result.get("history", []))
-                        ran += 1
-                        display.finished(row, df)
-                    display.update()
-        finished_ok = True
+        executor = executor_factory(cfg, device)
+        directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
+        metrics = {t: tasks.get(t).metric for t in cfg.tasks}
+        with Display(
+            cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
+        ) as display:
+            display.update(st.table)
+            while queue or executor.in_flight:
+                terminate.check()  # between recordings: nothing is half written
+                while queue and executor.in_flight < executor.workers:
+                    _submit(st, queue, executor, display, packs)
+                for p, result in executor.wait(timeout=1.0):
+                    if result.get("retryable"):
+                        _retry_or_stop(p, result, attempts, queue)
+                        display.requeued(p.task, p.variant)
+                        continue
+                    display.finished(_record(st, p, result), st.table)
+                    ran += 1
+                display.update()
     finally:
         terminate.restore()
         if executor is not None:
             executor.shutdown()
-        tracker.close(finished_ok)
+    return ran
 
+
+def _submit(st: _Open, queue: deque, executor, display, packs: dict[str, int]) -> None:
+    """Submit the queue's next item: a pack of asked trials, an interrupted trial, or a new
+    trial asked of its pair's Optuna study now."""
+    item = queue.popleft()
+    if packs[plan.task_of(item)] > 1 and isinstance(item, record.Pending):
+        item = plan.repack(item, queue)  # retried: packed again with its pair
+    if isinstance(item, list):  # a pack of asked trials of one pair
+        task = item[0].task
+        executor.submit(item, plan.pack_job(st.cfg, item, st.data[task][0], st.device, packs[task]))
+        for p in item:
+            display.started(p.task, p.variant)
+        return
+    p = item if isinstance(item, record.Pending) else record.ask(st.studies[item], st.space, *item)
+    executor.submit(p, plan.trial_job(st.cfg, p, st.data[p.task][0], st.device))
+    display.started(p.task, p.variant)
+
+
+def _record(st: _Open, p: record.Pending, result: dict[str, Any]) -> dict[str, Any]:
+    """Record a finished trial in the module docstring's order: history, row, Optuna, MLflow."""
+    row = make_row(
+        st.cfg,
+        p,
+        hyperparameters(p.params),
+        result,
+        st.data[p.task][1],
+        tasks.get(p.task).metric,
+        st.version,
+        st.device,
+    )
+    sdir = st.cfg.study_dir
+    results.write_epochs(sdir, p.task, p.variant, p.number, result.get("history", []))
+    st.table = results.append_trial(sdir, row)
+    record.tell(st.studies[(p.task, p.variant)], p.number, row)
+    st.tracker.log_trial(row, result.get("history", []))
+    return row
+
+
+def _count(cfg: StudyConfig, df: pd.DataFrame, ran: int) -> dict[str, Any]:
+    """Counts of this study's pairs in the table: complete, failed, expected, and run now."""
     pairs = set(_pairs(cfg))
     mine = [(t, v) in pairs for t, v in zip(df.get("task", []), df.get("variant", []), strict=True)]
     status = df["status"][mine] if len(df) else []
@@ -309,48 +366,6 @@ def _run_locked(
         ran,
     )
     return counts
-
-
-def _task(item) -> str:
-    """The task of a queue item: a Pending trial, a (task, variant) pair or a pack."""
-    if isinstance(item, list):
-        return item[0].task
-    return item.task if isinstance(item, record.Pending) else item[0]
-
-
-def _ask_packs(
-    cfg: StudyConfig, studies: dict, space: dict, queue: deque, packs: dict[str, int]
-) -> deque:
-    """Turn the queue (interrupted trials and pairs to ask) into packs where a task's pack size
-    is above 1: every remaining trial of such a pair is asked now (random search draws them
-    independently of results), then the pair's trials are cut into packs of similar hidden
-    size, round-robin over the pairs. Tasks that run one trial per job keep their items."""
-    import tasks
-
-    by_pair: dict[tuple[str, str], list[record.Pending]] = {}
-    single: deque = deque()
-    for item in queue:
-        if packs[_task(item)] == 1:
-            single.append(item)
-            continue
-        p = item if isinstance(item, record.Pending) else record.ask(studies[item], space, *item)
-        by_pair.setdefault((p.task, p.variant), []).append(p)
-    per_pair = [
-        plan.cut_into_packs(
-            trials, packs[task], cfg.space.hidden_size_meaning, tasks.get(task).bidirectional
-        )
-        for (task, _), trials in by_pair.items()
-    ]
-    return deque(plan.interleave(per_pair)) + single
-
-
-def _repack(first: record.Pending, queue: deque) -> list[record.Pending]:
-    """`first` and the other retried trials of its pair waiting in `queue`, as one pack."""
-    pair = (first.task, first.variant)
-    same = [q for q in queue if isinstance(q, record.Pending) and (q.task, q.variant) == pair]
-    for q in same:
-        queue.remove(q)
-    return [first, *same]
 
 
 MAX_ATTEMPTS = 3  # a trial hit by a system error (not a divergence) runs at most this often
