@@ -4,7 +4,6 @@ with a one-line error. Steps of `study.runner`, kept apart so that the driver re
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import os
@@ -114,12 +113,13 @@ def save_config(cfg: StudyConfig) -> None:
     path = cfg.study_dir / "config.yaml"
     if path.is_file():
         old = config_mod.load_saved(path)
-        cfg = dataclasses.replace(
-            cfg,
-            tasks=tuple(dict.fromkeys(old.tasks + cfg.tasks)),
-            variants=tuple(dict.fromkeys(old.variants + cfg.variants)),
-            custom_variants={**old.custom_variants, **cfg.custom_variants},
-            trials=max(old.trials, cfg.trials),
+        cfg = cfg.model_copy(
+            update={
+                "tasks": tuple(dict.fromkeys(old.tasks + cfg.tasks)),
+                "variants": tuple(dict.fromkeys(old.variants + cfg.variants)),
+                "custom_variants": {**old.custom_variants, **cfg.custom_variants},
+                "trials": max(old.trials, cfg.trials),
+            }
         )
     tmp = path.with_name(".config.yaml.tmp")
     tmp.write_text(config_mod.dump(cfg))

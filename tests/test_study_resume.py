@@ -5,7 +5,6 @@ recorded as failed and the study goes on."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import optuna
@@ -32,7 +31,7 @@ def _cfg(tmp_path, pack=1, **kw):
         "smoke",
         {"results": str(tmp_path / "res"), "data_dir": str(tmp_path / "data"), "trials": 3, **kw},
     )
-    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, pack=pack))
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"pack": pack})})
 
 
 def _run(cfg, fn=run_trial):
