@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
 from study import plan, record, repair, results, stores
-from study.cli import UserError, die_if_forked
+from study.cli import UserError
 from study.config import StudyConfig
 from study.setup import (
     check_config,
@@ -41,6 +40,7 @@ from study.setup import (
     save_config,
     study_lock,
 )
+from study.signals import stop_requested_on_sigterm
 from study.space import hyperparameters, search_space
 
 log = logging.getLogger(__name__)
@@ -96,37 +96,6 @@ def make_row(
         stand_in=bool(data_meta.get("stand_in", False)),
         test_extra=result.get("test_extra") or {},
     )
-
-
-class _DeferredTerminate:
-    """While a study runs, SIGTERM (`timeout`, `docker stop`, Slurm) stops it at the next point
-    between two recordings, as an interrupt (the CLI says how to resume), instead of in the
-    middle of a database write."""
-
-    def __init__(self) -> None:
-        import signal
-        import threading
-
-        self.requested = False
-        self.pid = os.getpid()
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._request)
-
-    def _request(self, signum, frame) -> None:
-        if not die_if_forked(self.pid):
-            self.requested = True
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-            self.previous = None
 
 
 def run(
@@ -216,73 +185,72 @@ def _run_locked(
     ran, finished_ok = 0, False
     attempts: dict[tuple[str, str, int], int] = {}
     executor = None
-    terminate = _DeferredTerminate()
     packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
     pack = max(packs.values())
     try:
-        if queue:
-            if pack > 1:
-                queue = _ask_packs(cfg, studies, space, queue, packs)
-            log.info(
-                "%d trials to run on %s%s",
-                sum(len(i) if isinstance(i, list) else 1 for i in queue),
-                device,
-                f", in packs of up to {pack} trials" if pack > 1 else "",
-            )
-            executor = (executor_factory or _ray_executor)(cfg, device)
-            metrics = {t: tasks.get(t).metric for t in cfg.tasks}
-            with Display(
-                cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
-            ) as display:
-                display.update(df)
-                while queue or executor.in_flight:
-                    terminate.check()  # between recordings: nothing is half written
-                    while queue and executor.in_flight < executor.workers:
-                        item = queue.popleft()
-                        if packs[_task(item)] > 1 and isinstance(item, record.Pending):
-                            item = _repack(item, queue)  # retried: packed again with its pair
-                        if isinstance(item, list):  # a pack of asked trials of one pair
-                            task = item[0].task
-                            job = plan.pack_job(cfg, item, data[task][0], device, packs[task])
-                            executor.submit(item, job)
-                            for p in item:
-                                display.started(p.task, p.variant)
-                            continue
-                        p = (
-                            item
-                            if isinstance(item, record.Pending)
-                            else record.ask(studies[item], space, *item)
-                        )
-                        executor.submit(p, plan.trial_job(cfg, p, data[p.task][0], device))
-                        display.started(p.task, p.variant)
-                    for p, result in executor.wait(timeout=1.0):
-                        if result.get("retryable"):
-                            _retry_or_stop(p, result, attempts, queue)
-                            display.requeued(p.task, p.variant)
-                            continue
-                        hp = hyperparameters(p.params)
-                        row = make_row(
-                            cfg,
-                            p,
-                            hp,
-                            result,
-                            data[p.task][1],
-                            tasks.get(p.task).metric,
-                            version,
-                            device,
-                        )
-                        results.write_epochs(
-                            sdir, p.task, p.variant, p.number, result.get("history", [])
-                        )
-                        df = results.append_trial(sdir, row)
-                        record.tell(studies[(p.task, p.variant)], p.number, row)
-                        tracker.log_trial(row, result.get("history", []))
-                        ran += 1
-                        display.finished(row, df)
-                    display.update()
+        with stop_requested_on_sigterm() as stop:
+            if queue:
+                if pack > 1:
+                    queue = _ask_packs(cfg, studies, space, queue, packs)
+                log.info(
+                    "%d trials to run on %s%s",
+                    sum(len(i) if isinstance(i, list) else 1 for i in queue),
+                    device,
+                    f", in packs of up to {pack} trials" if pack > 1 else "",
+                )
+                executor = (executor_factory or _ray_executor)(cfg, device)
+                metrics = {t: tasks.get(t).metric for t in cfg.tasks}
+                with Display(
+                    cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
+                ) as display:
+                    display.update(df)
+                    while queue or executor.in_flight:
+                        stop.check()  # between recordings: nothing is half written
+                        while queue and executor.in_flight < executor.workers:
+                            item = queue.popleft()
+                            if packs[_task(item)] > 1 and isinstance(item, record.Pending):
+                                item = _repack(item, queue)  # retried: packed again with its pair
+                            if isinstance(item, list):  # a pack of asked trials of one pair
+                                task = item[0].task
+                                job = plan.pack_job(cfg, item, data[task][0], device, packs[task])
+                                executor.submit(item, job)
+                                for p in item:
+                                    display.started(p.task, p.variant)
+                                continue
+                            p = (
+                                item
+                                if isinstance(item, record.Pending)
+                                else record.ask(studies[item], space, *item)
+                            )
+                            executor.submit(p, plan.trial_job(cfg, p, data[p.task][0], device))
+                            display.started(p.task, p.variant)
+                        for p, result in executor.wait(timeout=1.0):
+                            if result.get("retryable"):
+                                _retry_or_stop(p, result, attempts, queue)
+                                display.requeued(p.task, p.variant)
+                                continue
+                            hp = hyperparameters(p.params)
+                            row = make_row(
+                                cfg,
+                                p,
+                                hp,
+                                result,
+                                data[p.task][1],
+                                tasks.get(p.task).metric,
+                                version,
+                                device,
+                            )
+                            results.write_epochs(
+                                sdir, p.task, p.variant, p.number, result.get("history", [])
+                            )
+                            df = results.append_trial(sdir, row)
+                            record.tell(studies[(p.task, p.variant)], p.number, row)
+                            tracker.log_trial(row, result.get("history", []))
+                            ran += 1
+                            display.finished(row, df)
+                        display.update()
         finished_ok = True
     finally:
-        terminate.restore()
         if executor is not None:
             executor.shutdown()
         tracker.close(finished_ok)
