@@ -171,6 +171,7 @@ class RayExecutor:
     def __init__(
         self, address: str | None, workers: int | None, device: str, gpus_per_trial: float
     ) -> None:
+        # Nothing leaves the machine: Ray reports usage stats by default (a user can opt in)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
 

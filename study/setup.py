@@ -196,7 +196,7 @@ def record_data(study_dir: Path, metas: dict[str, dict]) -> None:
 
 def init_mlflow_store(uri: str) -> None:
     """Create MLflow's schema in the database at `uri`."""
-    from mlflow import MlflowClient
+    from study.tracking import MlflowClient  # MLflow without its telemetry
 
     MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 

@@ -32,7 +32,7 @@ class _Runs:
     which would create the experiment and mark its parent run as running)."""
 
     def __init__(self, uri: str, study: str) -> None:
-        from mlflow import MlflowClient
+        from study.tracking import MlflowClient  # MLflow without its telemetry
 
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(study)
