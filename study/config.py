@@ -8,12 +8,16 @@ what is valid, and where the value came from (a flag, a file, a preset).
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from study.config_schema import (
     DEVICES,
@@ -21,10 +25,10 @@ from study.config_schema import (
     SAMPLERS,
     ConfigError,
     DataConfig,
+    Expected,
     SpaceConfig,
     StudyConfig,
     TrainConfig,
-    from_dict,
 )
 
 __all__ = [
@@ -186,6 +190,97 @@ def saved_study(results: str | Path, name: str) -> tuple[Path, StudyConfig]:
 def load_saved(path: Path) -> StudyConfig:
     """A study's saved `config.yaml` (validated again)."""
     return from_dict(_read_yaml(read_text(path), str(path)))
+
+
+# ----------------------------------------------------------------------------- validation errors
+
+
+def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
+    """Validate plain settings (as read from YAML) into a `StudyConfig`; a bad one raises
+    `ConfigError` naming the key, the value and what is valid."""
+    try:
+        return StudyConfig.model_validate(dict(raw))
+    except ValidationError as e:
+        raise config_error(e) from None
+
+
+def config_error(error: ValidationError) -> ConfigError:
+    """Pydantic's report as one line of ours about its first problem (unknown keys first: a
+    misspelt key explains the rest)."""
+    errors = error.errors(include_url=False)
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    if extra:
+        parent = min((e["loc"][:-1] for e in extra), key=len)
+        bad = [str(e["loc"][-1]) for e in extra if e["loc"][:-1] == parent]
+        model, _ = _field_at(error.title, parent)
+        prefix = ".".join(map(str, parent))
+        return ConfigError(
+            f"unknown {prefix or 'study'} setting(s) {', '.join(map(repr, bad))}; "
+            f"valid: {', '.join(model.model_fields)}",
+            ".".join(filter(None, (prefix, bad[0]))),
+        )
+    e = errors[0]
+    key = ".".join(map(str, e["loc"]))
+    cause = (e.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    if isinstance(cause, Expected):
+        return ConfigError(f"{key} must {cause.what}, got {e['input']!r}", key)
+    if cause is not None:
+        return ConfigError(f"{key}: {cause}", key)
+    if e["type"] == "missing":
+        return ConfigError(f"{key} is missing", key)
+    tp, field = _field_at(error.title, e["loc"])
+    if e["type"] == "literal_error":
+        valid = ", ".join(typing.get_args(tp))
+        return ConfigError(f"unknown {key} {e['input']!r}; valid: {valid}", key)
+    return ConfigError(f"{key} must be {_expected(tp, field)}, got {e['input']!r}", key)
+
+
+_MODELS = {m.__name__: m for m in (StudyConfig, SpaceConfig, TrainConfig, DataConfig)}
+
+
+def _field_at(model_name: str, loc: tuple) -> tuple[Any, FieldInfo | None]:
+    """The type at `loc` in the model named `model_name`, and the field that declares it."""
+    tp: Any = _MODELS.get(model_name, StudyConfig)
+    field = None
+    for part in loc:
+        tp = _optional_inner(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields[str(part)]
+            tp = field.annotation
+        elif typing.get_origin(tp) is dict:
+            field, tp = None, typing.get_args(tp)[1]
+    return _optional_inner(tp), field
+
+
+def _optional_inner(tp: Any) -> Any:
+    """`int | None` -> int (the type a value of the setting must have when given)."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
+
+
+def _expected(tp: Any, field: FieldInfo | None) -> str:
+    """What a setting must be, in words: 'an integer >= 1', 'a number in (0, 1]'."""
+    if field is not None and field.description:
+        return field.description
+    if isinstance(tp, type) and issubclass(tp, BaseModel) or typing.get_origin(tp) is dict:
+        return "a mapping of settings"
+    if tp is bool:
+        return "true or false"
+    metadata = field.metadata if field is not None else []
+    bounds = {k: getattr(m, k) for m in metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
+    if tp is int:
+        return "an integer" + (f" >= {bounds['ge']}" if "ge" in bounds else "")
+    if tp is float:
+        if len(bounds) < 2:
+            return "a number"
+        low = f"({bounds['gt']}" if "gt" in bounds else f"[{bounds.get('ge')}"
+        high = f"{bounds['lt']})" if "lt" in bounds else f"{bounds.get('le')}]"
+        return f"a number in {low}, {high}"
+    return "a string"
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The study config's schema: frozen pydantic models whose defaults are the paper's protocol
-(Greff et al. 2017, sections III-IV; reference sections 3 and 4), and the translation of a
-validation failure into one `ConfigError` line: the dotted key, the value given, what is valid.
+(Greff et al. 2017, sections III-IV; reference sections 3 and 4). `study.config` reads settings
+into them and turns a validation failure into one `ConfigError` line.
 
 Every model forbids unknown keys and is strict: a YAML `"4"` is not an integer, `no` is not a
 boolean. Choices are `Literal`s, bounds are `Field` constraints, and validators hold the rules
@@ -13,7 +13,6 @@ seed, data) is its *fingerprint*: an existing study refuses to continue under a 
 from __future__ import annotations
 
 import math
-import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,11 +23,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 
 Device = Literal["cpu", "cuda", "auto"]
 Sampler = Literal["random", "tpe"]
@@ -55,8 +52,8 @@ class Expected(ValueError):
         self.what = what
 
 
-def _range(low: float, high: float, integer: bool = False) -> Any:
-    """An inclusive `[low, high]` pair within `[low, high]` bounds (a search-space range)."""
+def _range(lowest: float, highest: float, integer: bool = False) -> Any:
+    """A search-space range: a `[low, high]` pair with lowest <= low <= high <= highest."""
 
     def check(value: Any) -> tuple:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
@@ -66,8 +63,8 @@ def _range(low: float, high: float, integer: bool = False) -> Any:
         ):
             raise Expected(f"hold two {'integers' if integer else 'numbers'}")
         a, b = (int(v) if integer else float(v) for v in value)
-        if not (all(math.isfinite(v) for v in (a, b)) and low <= a <= b <= high):
-            raise Expected(f"satisfy {low} <= low <= high <= {high}")
+        if not (all(math.isfinite(v) for v in (a, b)) and lowest <= a <= b <= highest):
+            raise Expected(f"satisfy {lowest} <= low <= high <= {highest}")
         return (a, b)
 
     return Annotated[tuple[int, int] if integer else tuple[float, float], BeforeValidator(check)]
@@ -116,6 +113,9 @@ class DataConfig(_Settings):
 
 
 class StudyConfig(_Settings):
+    """One study: what it compares (tasks x variants, trials per pair), how (search space,
+    training protocol, data, seed, sampler) and where it runs and records."""
+
     name: str
     tasks: tuple[str, ...] = Field((), validate_default=True)  # required: () is an error
     variants: tuple[str, ...] = ()
@@ -317,94 +317,3 @@ def _declared(name: str, flags: Mapping[str, Any]) -> dict[str, Any]:
         return variants.spec_to_dict(variants.spec_from_dict(flags))
     except ValueError as e:
         raise ConfigError(f"variant {name!r}: {e}", "variants") from None
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
-    """Validate plain settings (as read from YAML) into a `StudyConfig`; a bad one raises
-    `ConfigError` naming the key, the value and what is valid."""
-    try:
-        return StudyConfig.model_validate(dict(raw))
-    except ValidationError as e:
-        raise config_error(e) from None
-
-
-def config_error(error: ValidationError) -> ConfigError:
-    """Pydantic's report as one line of ours about its first problem (unknown keys first: a
-    misspelt key explains the rest)."""
-    errors = error.errors(include_url=False)
-    extra = [e for e in errors if e["type"] == "extra_forbidden"]
-    if extra:
-        parent = min((e["loc"][:-1] for e in extra), key=len)
-        bad = [str(e["loc"][-1]) for e in extra if e["loc"][:-1] == parent]
-        model, _ = _field_at(error.title, parent)
-        prefix = ".".join(map(str, parent))
-        return ConfigError(
-            f"unknown {prefix or 'study'} setting(s) {', '.join(map(repr, bad))}; "
-            f"valid: {', '.join(model.model_fields)}",
-            ".".join(filter(None, (prefix, bad[0]))),
-        )
-    e = errors[0]
-    key = ".".join(map(str, e["loc"]))
-    cause = (e.get("ctx") or {}).get("error")
-    if isinstance(cause, ConfigError):
-        return cause
-    if isinstance(cause, Expected):
-        return ConfigError(f"{key} must {cause.what}, got {e['input']!r}", key)
-    if cause is not None:
-        return ConfigError(f"{key}: {cause}", key)
-    if e["type"] == "missing":
-        return ConfigError(f"{key} is missing", key)
-    tp, field = _field_at(error.title, e["loc"])
-    if e["type"] == "literal_error":
-        valid = ", ".join(typing.get_args(tp))
-        return ConfigError(f"unknown {key} {e['input']!r}; valid: {valid}", key)
-    return ConfigError(f"{key} must be {_expected(tp, field)}, got {e['input']!r}", key)
-
-
-_MODELS = {m.__name__: m for m in (StudyConfig, SpaceConfig, TrainConfig, DataConfig)}
-
-
-def _field_at(model_name: str, loc: tuple) -> tuple[Any, FieldInfo | None]:
-    """The type at `loc` in the model named `model_name`, and the field that declares it."""
-    tp: Any = _MODELS.get(model_name, StudyConfig)
-    field = None
-    for part in loc:
-        tp = _optional_inner(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields[str(part)]
-            tp = field.annotation
-        elif typing.get_origin(tp) is dict:
-            field, tp = None, typing.get_args(tp)[1]
-    return _optional_inner(tp), field
-
-
-def _optional_inner(tp: Any) -> Any:
-    """`int | None` -> int (the type a value of the setting must have when given)."""
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return inner[0] if len(inner) == 1 else tp
-    return tp
-
-
-def _expected(tp: Any, field: FieldInfo | None) -> str:
-    """What a setting must be, in words: 'an integer >= 1', 'a number in (0, 1]'."""
-    if field is not None and field.description:
-        return field.description
-    if isinstance(tp, type) and issubclass(tp, BaseModel) or typing.get_origin(tp) is dict:
-        return "a mapping of settings"
-    if tp is bool:
-        return "true or false"
-    metadata = field.metadata if field is not None else []
-    bounds = {k: getattr(m, k) for m in metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
-    if tp is int:
-        return "an integer" + (f" >= {bounds['ge']}" if "ge" in bounds else "")
-    if tp is float:
-        if len(bounds) < 2:
-            return "a number"
-        low = f"({bounds['gt']}" if "gt" in bounds else f"[{bounds.get('ge')}"
-        high = f"{bounds['lt']})" if "lt" in bounds else f"{bounds.get('le')}]"
-        return f"a number in {low}, {high}"
-    return "a string"
