@@ -13,12 +13,13 @@ import importlib
 import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
+
+from study import signals
 
 # module -> commands it registers, in the order `odyssey --help` lists them
 COMMAND_MODULES = ("variants", "data", "run", "report", "bench", "doctor")
@@ -141,31 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_MAIN_PID: list[int] = []
-
-
-def die_if_forked(owner_pid: int) -> bool:
-    """For a SIGTERM handler installed by process `owner_pid`: in a forked child (a
-    data-preparation pool worker, which its pool stops with SIGTERM), die of the signal quietly,
-    as without the handler. Returns False in the owner itself."""
-    if os.getpid() == owner_pid:
-        return False
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-    return True
-
-
-def on_terminate(signum, frame) -> None:
-    """SIGTERM (sent by `timeout`, `docker stop`, Slurm) ends a command as Ctrl-C does."""
-    if _MAIN_PID and die_if_forked(_MAIN_PID[0]):
-        return
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _MAIN_PID[:] = [os.getpid()]
-    signal.signal(signal.SIGTERM, on_terminate)
+    signals.terminate_as_interrupt()  # SIGTERM ends the command as Ctrl-C does
     setup_logging(args.verbose)
     from tasks.base import DataError  # light: numpy and torch are needed by every command anyway
 

@@ -1,139 +1,56 @@
-"""The study config: one frozen, validated dataclass resolved from preset -> YAML file -> CLI flags.
+"""The study config, resolved from preset -> YAML file -> CLI flags into one frozen, validated
+`StudyConfig` (its schema and defaults: `study.config_schema`).
 
 A preset is a YAML file shipped in `study/presets/` (demo, smoke, paper); a user file may name a
-preset to start from (`preset: demo`) and override any key. Defaults of the dataclasses are the
-paper's protocol (Greff et al. 2017, sections III-IV; reference sections 3 and 4).
-
-The part of the config that gives trials their meaning (search space, sampler, training protocol,
-seed, data) is its *fingerprint*: an existing study refuses to continue under a different one.
+preset to start from (`preset: demo`) and override any key. An error names the bad key, the value,
+what is valid, and where the value came from (a flag, a file, a preset).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from study.config_schema import (
+    DEVICES,
+    HIDDEN_MEANINGS,
+    SAMPLERS,
+    ConfigError,
+    DataConfig,
+    Expected,
+    SpaceConfig,
+    StudyConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "DEVICES",
+    "HIDDEN_MEANINGS",
+    "PRESETS",
+    "SAMPLERS",
+    "ConfigError",
+    "DataConfig",
+    "SpaceConfig",
+    "StudyConfig",
+    "TrainConfig",
+    "dump",
+    "fingerprint_diff",
+    "flatten",
+    "from_dict",
+    "load_saved",
+    "resolve",
+    "saved_study",
+]
 
 PRESETS = ("demo", "smoke", "paper")
-DEVICES = ("cpu", "cuda", "auto")
-SAMPLERS = ("random", "tpe")
-HIDDEN_MEANINGS = ("per_direction", "total")
-
-
-class ConfigError(ValueError):
-    """A bad setting; `key` is its dotted name (`training.batch_size`), so that `resolve` can say
-    where the value came from (a flag, a file, a preset)."""
-
-    def __init__(self, message: str, key: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-@dataclass(frozen=True)
-class SpaceConfig:
-    """Ranges of the random search (reference section 4); bounds are inclusive."""
-
-    hidden_size: tuple[int, int] = (20, 200)  # log-uniform integer
-    hidden_size_meaning: str = "per_direction"  # or "total": split over both directions
-    learning_rate: tuple[float, float] = (1e-6, 1e-2)  # log-uniform
-    one_minus_momentum: tuple[float, float] = (0.01, 1.0)  # log-uniform; momentum = 1 - this
-    input_noise: tuple[float, float] = (0.0, 1.0)  # uniform std of additive Gaussian noise
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training protocol (reference section 3)."""
-
-    batch_size: int = 1
-    max_epochs: int = 150
-    patience: int = 15  # stop after this many epochs without a validation improvement
-    eval_batch_size: int = 64  # evaluation only; does not change any metric
-    threads: int = 1  # torch threads per trial
-    # trials of one (task, variant) trained together in one process (study/pack.py); None: chosen
-    # per device by measurement. Execution only: a packed trial equals the same trial alone.
-    pack: int | None = None
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which prepared data a task trains on (see `tasks.prepare`)."""
-
-    source: str | None = None  # None: the task's default source
-    size: int | None = None  # number of training sequences (None: the full corpus)
-    path: str | None = None  # the original corpus for source `real`
-    seed: int = 0  # seed of a generated corpus
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    name: str
-    tasks: tuple[str, ...]
-    variants: tuple[str, ...]
-    trials: int = 200  # per (task, variant)
-    workers: int | None = None  # trials in parallel; None: the CPUs of the Ray cluster
-    seed: int = 0
-    device: str = "cpu"
-    sampler: str = "random"
-    report: bool = False  # build the report when the study is complete
-    ray_address: str | None = None
-    gpus_per_trial: float = 0.25  # fraction of a GPU per trial when device is cuda
-    storage: str | None = None  # Optuna RDB URL; None: sqlite in the study folder
-    tracking_uri: str | None = None  # MLflow; None: sqlite in the study folder
-    results: str = "results"
-    data_dir: str | None = None
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    training: TrainConfig = field(default_factory=TrainConfig)
-    data: Mapping[str, DataConfig] = field(default_factory=dict)
-    # variants declared in the study file: name -> flags (`variants.spec_from_dict`)
-    custom_variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    @property
-    def study_dir(self) -> Path:
-        return Path(self.results).expanduser() / self.name
-
-    @property
-    def optuna_storage(self) -> str:
-        return self.storage or f"sqlite:///{(self.study_dir / 'optuna.db').resolve()}"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
-
-    def data_for(self, task: str) -> DataConfig:
-        return self.data.get(task, DataConfig())
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["tasks"], out["variants"] = list(self.tasks), list(self.variants)
-        out["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["space"].items()}
-        out["data"] = {t: dataclasses.asdict(d) for t, d in self.data.items()}
-        out["custom_variants"] = {n: dict(f) for n, f in self.custom_variants.items()}
-        return out
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What gives a trial its meaning; two configs with equal fingerprints can share a study."""
-        d = self.to_dict()
-        training = {
-            k: v
-            for k, v in d["training"].items()
-            if k not in ("eval_batch_size", "threads", "pack")
-        }
-        out = {
-            "seed": d["seed"],
-            "sampler": d["sampler"],
-            "space": d["space"],
-            "training": training,
-            "data": d["data"],
-        }
-        if d["custom_variants"]:  # what a declared variant's name means
-            out["custom_variants"] = d["custom_variants"]
-        return out
 
 
 # ----------------------------------------------------------------------------- loading
@@ -256,255 +173,6 @@ def resolve(spec: str, overrides: Mapping[str, Any] | None = None) -> StudyConfi
     return cfg
 
 
-# ----------------------------------------------------------------------------- validation
-
-
-def _known(kind: str, got: Mapping[str, Any], cls: type) -> None:
-    valid = [f.name for f in dataclasses.fields(cls)]
-    bad = [k for k in got if k not in valid]
-    if bad:
-        prefix = "" if kind == "study" else f"{kind}."
-        raise ConfigError(
-            f"unknown {kind} setting(s) {', '.join(map(repr, bad))}; valid: {', '.join(valid)}",
-            prefix + bad[0],
-        )
-
-
-def _mapping(name: str, value: Any) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{name} must be a mapping of settings, got {value!r}", name)
-    return value
-
-
-def _text(name: str, value: Any, what: str = "a string") -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{name} must be {what}, got {value!r}", name)
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}", name)
-    return value
-
-
-def _names(value: Any, kind: str, registry: Mapping[str, Any]) -> tuple[str, ...]:
-    if value is not None and not isinstance(value, (str, list, tuple)):
-        raise ConfigError(
-            f"{kind} must be a list or a comma-separated string, got {value!r}; "
-            f"known: {', '.join(registry)}",
-            kind,
-        )
-    items = value.split(",") if isinstance(value, str) else list(value or [])
-    items = [str(i).strip() for i in items if str(i).strip()]
-    if items == ["all"]:
-        return tuple(registry)
-    if not items:
-        raise ConfigError(f"no {kind} given; known: {', '.join(registry)}", kind)
-    bad = [i for i in items if i not in registry]
-    if bad:
-        raise ConfigError(f"unknown {kind[:-1]} {bad[0]!r}; known: {', '.join(registry)}", kind)
-    return tuple(dict.fromkeys(items))  # dedupe, keep order
-
-
-def _range(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> tuple:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ConfigError(
-            f"space.{name} must be a [low, high] pair, got {value!r}", f"space.{name}"
-        )
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value) or (
-        integer and any(float(v) != int(v) for v in value if math.isfinite(v))
-    ):
-        kind = "integers" if integer else "numbers"
-        raise ConfigError(f"space.{name} must hold two {kind}, got {value!r}", f"space.{name}")
-    a, b = (int(v) if integer else float(v) for v in value)
-    if not (lo <= a <= b <= hi) or not all(math.isfinite(v) for v in (a, b)):
-        raise ConfigError(
-            f"space.{name} = [{a}, {b}] must satisfy {lo} <= low <= high <= {hi}", f"space.{name}"
-        )
-    return (a, b)
-
-
-def _space(raw: Any) -> SpaceConfig:
-    raw = _mapping("space", raw)
-    _known("space", raw, SpaceConfig)
-    d = SpaceConfig()
-    meaning = raw.get("hidden_size_meaning", d.hidden_size_meaning)
-    if meaning not in HIDDEN_MEANINGS:
-        raise ConfigError(
-            f"space.hidden_size_meaning {meaning!r}; valid: {', '.join(HIDDEN_MEANINGS)}",
-            "space.hidden_size_meaning",
-        )
-    return SpaceConfig(
-        hidden_size=_range("hidden_size", raw.get("hidden_size", d.hidden_size), 2, 100_000, True),
-        hidden_size_meaning=meaning,
-        learning_rate=_range(
-            "learning_rate", raw.get("learning_rate", d.learning_rate), 1e-12, 1e3
-        ),
-        one_minus_momentum=_range(
-            "one_minus_momentum", raw.get("one_minus_momentum", d.one_minus_momentum), 1e-6, 1.0
-        ),
-        input_noise=_range("input_noise", raw.get("input_noise", d.input_noise), 0.0, 100.0),
-    )
-
-
-def _positive_int(section: str, name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(
-            f"{section}{name} must be an integer >= {minimum}, got {value!r}", f"{section}{name}"
-        )
-    return value
-
-
-def _training(raw: Any) -> TrainConfig:
-    raw = _mapping("training", raw)
-    _known("training", raw, TrainConfig)
-    d = dataclasses.asdict(TrainConfig())
-    d.update(raw)
-    for k in ("batch_size", "max_epochs", "eval_batch_size", "threads"):
-        _positive_int("training.", k, d[k])
-    if d["pack"] is not None:
-        _positive_int("training.", "pack", d["pack"])
-    _positive_int("training.", "patience", d["patience"])
-    return TrainConfig(**d)
-
-
-def _data(raw: Mapping[str, Any], task_names: tuple[str, ...], registry: Mapping[str, Any]) -> dict:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"data must map task names to settings, got {raw!r}", "data")
-    out = {}
-    for task, settings in raw.items():
-        if task not in registry:
-            raise ConfigError(
-                f"data: unknown task {task!r}; known: {', '.join(registry)}", f"data.{task}"
-            )
-        settings = dict(_mapping(f"data.{task}", settings))
-        _known(f"data.{task}", settings, DataConfig)
-        dc = DataConfig(**settings)
-        _text(f"data.{task}.source", dc.source)
-        _text(f"data.{task}.path", dc.path, "a folder path")
-        _positive_int(f"data.{task}.", "seed", dc.seed, minimum=0)
-        spec = registry[task]
-        if dc.source is not None and dc.source not in spec.sources:
-            raise ConfigError(
-                f"data.{task}.source {dc.source!r}; valid: {', '.join(spec.sources)}",
-                f"data.{task}.source",
-            )
-        if dc.size is not None:
-            _positive_int(f"data.{task}.", "size", dc.size)
-        out[task] = dc
-    return out
-
-
-def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
-    """Validate plain settings (as read from YAML) into a `StudyConfig`."""
-    import tasks
-
-    raw = dict(raw)
-    _known("study", raw, StudyConfig)
-    name = str(raw.get("name") or "").strip()
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(
-            f"study name {name!r} must be a non-empty folder name without '/'", "name"
-        )
-    task_names = _names(raw.get("tasks"), "tasks", tasks.TASKS)
-    variant_names, custom = _variants(raw.get("variants"), raw.get("custom_variants"))
-    trials = _positive_int("", "trials", raw.get("trials", 200))
-    workers = raw.get("workers")
-    if workers is not None:
-        workers = _positive_int("", "workers", workers)
-    seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}", "seed")
-    device = raw.get("device", "cpu")
-    if device not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}", "device")
-    sampler = raw.get("sampler", "random")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}", "sampler")
-    gpus = raw.get("gpus_per_trial", 0.25)
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not 0 < gpus <= 1:
-        raise ConfigError(
-            f"gpus_per_trial must be a number in (0, 1], got {gpus!r}", "gpus_per_trial"
-        )
-    return StudyConfig(
-        name=name,
-        tasks=task_names,
-        variants=variant_names,
-        trials=trials,
-        workers=workers,
-        seed=seed,
-        device=device,
-        sampler=sampler,
-        report=_flag("report", raw.get("report", False)),
-        ray_address=_text("ray_address", raw.get("ray_address"), "an address like host:6379"),
-        gpus_per_trial=float(gpus),
-        storage=_text("storage", raw.get("storage"), "a database URL like sqlite:///optuna.db"),
-        tracking_uri=_text(
-            "tracking_uri", raw.get("tracking_uri"), "a URI like sqlite:///mlflow.db"
-        ),
-        results=_text("results", raw.get("results"), "a folder path") or "results",
-        data_dir=_text("data_dir", raw.get("data_dir"), "a folder path"),
-        space=_space(raw.get("space")),
-        training=_training(raw.get("training")),
-        data=_data(raw.get("data") or {}, task_names, tasks.TASKS),
-        custom_variants=custom,
-    )
-
-
-def _variants(value: Any, declared: Any) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
-    """Variant names, and the flags of those declared in the file: an item of `variants` may be
-    a mapping `{name: CIFG-NP, coupled_input_forget: true, peepholes: false}` (a saved
-    config.yaml lists names and keeps the flags under `custom_variants`)."""
-    import variants
-
-    custom: dict[str, dict[str, Any]] = {}
-    for name, flags in _mapping("custom_variants", declared).items():
-        custom[str(name)] = _declared(str(name), _mapping(f"custom_variants.{name}", flags))
-    items = value
-    if isinstance(value, (list, tuple)):
-        items = []
-        for item in value:
-            if isinstance(item, Mapping):
-                flags = dict(item)
-                name = flags.pop("name", None)
-                if not isinstance(name, str) or not name.strip():
-                    raise ConfigError(
-                        f"a declared variant needs a name, e.g. {{name: CIFG-NP, "
-                        f"coupled_input_forget: true, peepholes: false}}; got {dict(item)!r}",
-                        "variants",
-                    )
-                name = name.strip()
-                custom[name] = _declared(name, flags)
-                item = name
-            items.append(item)
-    names = _names(items, "variants", {**variants.VARIANTS, **custom})
-    return names, {n: custom[n] for n in names if n in custom}
-
-
-def _declared(name: str, flags: Mapping[str, Any]) -> dict[str, Any]:
-    import variants
-
-    if name in variants.VARIANTS:
-        raise ConfigError(
-            f"variant name {name!r} is the registry's; name your own variant differently "
-            f"(registry: {', '.join(variants.VARIANTS)})",
-            "variants",
-        )
-    if any(c in name for c in "/,") or name.startswith("."):
-        raise ConfigError(
-            f"variant name {name!r} may not hold '/' or ',' or start with '.'", "variants"
-        )
-    try:
-        return variants.spec_to_dict(variants.spec_from_dict(flags))
-    except ValueError as e:
-        raise ConfigError(f"variant {name!r}: {e}", "variants") from None
-
-
 def dump(cfg: StudyConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
@@ -524,6 +192,97 @@ def load_saved(path: Path) -> StudyConfig:
     return from_dict(_read_yaml(read_text(path), str(path)))
 
 
+# ----------------------------------------------------------------------------- validation errors
+
+
+def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
+    """Validate plain settings (as read from YAML) into a `StudyConfig`; a bad one raises
+    `ConfigError` naming the key, the value and what is valid."""
+    try:
+        return StudyConfig.model_validate(dict(raw))
+    except ValidationError as e:
+        raise config_error(e) from None
+
+
+def config_error(error: ValidationError) -> ConfigError:
+    """Pydantic's report as one line of ours about its first problem (unknown keys first: a
+    misspelt key explains the rest)."""
+    errors = error.errors(include_url=False)
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    if extra:
+        parent = min((e["loc"][:-1] for e in extra), key=len)
+        bad = [str(e["loc"][-1]) for e in extra if e["loc"][:-1] == parent]
+        model, _ = _field_at(error.title, parent)
+        prefix = ".".join(map(str, parent))
+        return ConfigError(
+            f"unknown {prefix or 'study'} setting(s) {', '.join(map(repr, bad))}; "
+            f"valid: {', '.join(model.model_fields)}",
+            ".".join(filter(None, (prefix, bad[0]))),
+        )
+    e = errors[0]
+    key = ".".join(map(str, e["loc"]))
+    cause = (e.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    if isinstance(cause, Expected):
+        return ConfigError(f"{key} must {cause.what}, got {e['input']!r}", key)
+    if cause is not None:
+        return ConfigError(f"{key}: {cause}", key)
+    if e["type"] == "missing":
+        return ConfigError(f"{key} is missing", key)
+    tp, field = _field_at(error.title, e["loc"])
+    if e["type"] == "literal_error":
+        valid = ", ".join(typing.get_args(tp))
+        return ConfigError(f"unknown {key} {e['input']!r}; valid: {valid}", key)
+    return ConfigError(f"{key} must be {_expected(tp, field)}, got {e['input']!r}", key)
+
+
+_MODELS = {m.__name__: m for m in (StudyConfig, SpaceConfig, TrainConfig, DataConfig)}
+
+
+def _field_at(model_name: str, loc: tuple) -> tuple[Any, FieldInfo | None]:
+    """The type at `loc` in the model named `model_name`, and the field that declares it."""
+    tp: Any = _MODELS.get(model_name, StudyConfig)
+    field = None
+    for part in loc:
+        tp = _optional_inner(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields[str(part)]
+            tp = field.annotation
+        elif typing.get_origin(tp) is dict:
+            field, tp = None, typing.get_args(tp)[1]
+    return _optional_inner(tp), field
+
+
+def _optional_inner(tp: Any) -> Any:
+    """`int | None` -> int (the type a value of the setting must have when given)."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
+
+
+def _expected(tp: Any, field: FieldInfo | None) -> str:
+    """What a setting must be, in words: 'an integer >= 1', 'a number in (0, 1]'."""
+    if field is not None and field.description:
+        return field.description
+    if isinstance(tp, type) and issubclass(tp, BaseModel) or typing.get_origin(tp) is dict:
+        return "a mapping of settings"
+    if tp is bool:
+        return "true or false"
+    metadata = field.metadata if field is not None else []
+    bounds = {k: getattr(m, k) for m in metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
+    if tp is int:
+        return "an integer" + (f" >= {bounds['ge']}" if "ge" in bounds else "")
+    if tp is float:
+        if len(bounds) < 2:
+            return "a number"
+        low = f"({bounds['gt']}" if "gt" in bounds else f"[{bounds.get('ge')}"
+        high = f"{bounds['lt']})" if "lt" in bounds else f"{bounds.get('le')}]"
+        return f"a number in {low}, {high}"
+    return "a string"
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as one level of dotted keys: {"space": {"seed": 1}} -> {"space.seed": 1}."""
     out: dict[str, Any] = {}
@@ -539,8 +298,8 @@ def fingerprint_diff(old: StudyConfig, new: StudyConfig) -> list[str]:
     """Dotted keys whose values differ between the two fingerprints."""
     fa, fb = old.fingerprint(), new.fingerprint()
     # data settings matter only for tasks both configs run (adding a task is fine)
-    common = set(old.tasks) & set(new.tasks)
-    fa["data"] = {t: dataclasses.asdict(old.data_for(t)) for t in sorted(common)}
-    fb["data"] = {t: dataclasses.asdict(new.data_for(t)) for t in sorted(common)}
+    common = sorted(set(old.tasks) & set(new.tasks))
+    fa["data"] = {t: old.data_for(t).model_dump() for t in common}
+    fb["data"] = {t: new.data_for(t).model_dump() for t in common}
     a, b = flatten(fa), flatten(fb)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

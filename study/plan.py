@@ -14,7 +14,6 @@ task's directionality (`DEFAULT_PACK`, `DEFAULT_PACK_BIDIRECTIONAL`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 from typing import Any
@@ -57,7 +56,7 @@ def _base(cfg: StudyConfig, task: str, variant: str, data_path: str, device: str
         "task": task,
         "variant": variant,
         "data_path": data_path,
-        "training": dataclasses.asdict(cfg.training),
+        "training": cfg.training.model_dump(),
         "device": device,
         "hidden_size_meaning": cfg.space.hidden_size_meaning,
         # a variant declared in the study file travels as its flags (None: the registry's)

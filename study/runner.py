@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -32,7 +31,7 @@ import pandas as pd
 
 import tasks
 from study import plan, record, repair, results, stores
-from study.cli import UserError, die_if_forked
+from study.cli import UserError
 from study.config import StudyConfig
 from study.setup import (
     check_config,
@@ -45,6 +44,7 @@ from study.setup import (
     save_config,
     study_lock,
 )
+from study.signals import stop_requested_on_sigterm
 from study.space import hyperparameters, search_space
 
 log = logging.getLogger(__name__)
@@ -100,37 +100,6 @@ def make_row(
         stand_in=bool(data_meta.get("stand_in", False)),
         test_extra=result.get("test_extra") or {},
     )
-
-
-class _DeferredTerminate:
-    """While a study runs, SIGTERM (`timeout`, `docker stop`, Slurm) stops it at the next point
-    between two recordings, as an interrupt (the CLI says how to resume), instead of in the
-    middle of a database write."""
-
-    def __init__(self) -> None:
-        import signal
-        import threading
-
-        self.requested = False
-        self.pid = os.getpid()
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._request)
-
-    def _request(self, signum, frame) -> None:
-        if not die_if_forked(self.pid):
-            self.requested = True
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-            self.previous = None
 
 
 def run(
@@ -276,30 +245,29 @@ def _run_queue(st: _Open, queue: deque, executor_factory, live: bool | None) -> 
         f", in packs of up to {pack} trials" if pack > 1 else "",
     )
     ran, attempts = 0, {}
-    terminate = _DeferredTerminate()
     executor = None
     try:
-        executor = executor_factory(cfg, device)
-        directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
-        metrics = {t: tasks.get(t).metric for t in cfg.tasks}
-        with Display(
-            cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
-        ) as display:
-            display.update(st.table)
-            while queue or executor.in_flight:
-                terminate.check()  # between recordings: nothing is half written
-                while queue and executor.in_flight < executor.workers:
-                    _submit(st, queue, executor, display, packs)
-                for p, result in executor.wait(timeout=1.0):
-                    if result.get("retryable"):
-                        _retry_or_stop(p, result, attempts, queue)
-                        display.requeued(p.task, p.variant)
-                        continue
-                    display.finished(_record(st, p, result), st.table)
-                    ran += 1
-                display.update()
+        with stop_requested_on_sigterm() as stop:
+            executor = executor_factory(cfg, device)
+            directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
+            metrics = {t: tasks.get(t).metric for t in cfg.tasks}
+            with Display(
+                cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
+            ) as display:
+                display.update(st.table)
+                while queue or executor.in_flight:
+                    stop.check()  # between recordings: nothing is half written
+                    while queue and executor.in_flight < executor.workers:
+                        _submit(st, queue, executor, display, packs)
+                    for p, result in executor.wait(timeout=1.0):
+                        if result.get("retryable"):
+                            _retry_or_stop(p, result, attempts, queue)
+                            display.requeued(p.task, p.variant)
+                            continue
+                        display.finished(_record(st, p, result), st.table)
+                        ran += 1
+                    display.update()
     finally:
-        terminate.restore()
         if executor is not None:
             executor.shutdown()
     return ran

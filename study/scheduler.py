@@ -19,11 +19,11 @@ import os
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from study.signals import keep_sigterm_handler
 from study.worker import retryable
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ class RayExecutor:
     def __init__(
         self, address: str | None, workers: int | None, device: str, gpus_per_trial: float
     ) -> None:
+        # Nothing leaves the machine: Ray reports usage stats by default (a user can opt in)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
 
@@ -179,7 +180,6 @@ class RayExecutor:
         self.ray = ray
         if address is not None:
             check_reachable(address)
-        sigterm = signal.getsignal(signal.SIGTERM)
         one_line_ray_messages()
         env = dict(WORKER_ENV)
         # workers die with the raylet that started them (which dies with a local driver)
@@ -195,15 +195,13 @@ class RayExecutor:
             env["PYTHONPATH"] = path
             # address="local": always a fresh local instance. Without it ray.init() would join
             # whatever cluster RAY_ADDRESS or /tmp/ray/ray_current_cluster names, silently.
-            ray.init(
-                address="local",
-                num_cpus=workers or os.cpu_count(),
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=True,
-                runtime_env=runtime_env,
-                ignore_reinit_error=True,
-            )
+            where: dict[str, Any] = {
+                "address": "local",
+                "num_cpus": workers or os.cpu_count(),
+                "include_dashboard": False,
+                "log_to_driver": True,
+                "ignore_reinit_error": True,
+            }
         else:
             # a cluster gets the code shipped with the job; data paths must be shared storage
             import study
@@ -213,9 +211,9 @@ class RayExecutor:
             runtime_env["py_modules"] = [
                 str(Path(m.__file__).parent) for m in (variants, tasks, study)
             ]
-            ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
-        if callable(sigterm) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, sigterm)  # ray.init put its crash handler in its place
+            where = {"address": address}
+        with keep_sigterm_handler():  # ray.init puts its crash handler in place of ours
+            ray.init(logging_level=logging.WARNING, runtime_env=runtime_env, **where)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or cpus
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}

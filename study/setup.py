@@ -4,8 +4,6 @@ with a one-line error. Steps of `study.runner`, kept apart so that the driver re
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import logging
 import os
 import shutil
@@ -14,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from study import config as config_mod
 from study import results
@@ -56,39 +56,62 @@ def resolve_device(device: str) -> str:
     return device
 
 
+LOCK_FILE = ".lock"  # in the study folder; holds the driver's pid (`odyssey status` shows it)
+# A driver waits this long for the lock: `running_driver` (status) holds it for an instant too.
+LOCK_WAIT_S = 1.0
+
+
 @contextmanager
 def study_lock(study_dir: Path) -> Iterator[None]:
-    """Refuse a second driver on the same study (released by the OS even after kill -9).
+    """Refuse a second driver on the same study (an flock, released by the OS even after kill -9).
 
     A start that ends before the study's config was saved (a wrong data path, a bad URL,
     Ctrl-C during data preparation) recorded nothing: it leaves no lock file, and a folder it
     found empty is removed again, so that `status` and `report` do not take it for a study."""
     study_dir.mkdir(parents=True, exist_ok=True)
-    path = study_dir / ".lock"
-    fresh = not any(p.name not in (".lock", RUN_LOG) for p in study_dir.iterdir())
-    with open(path, "a+") as f:
+    path = study_dir / LOCK_FILE
+    fresh = not any(p.name not in (LOCK_FILE, RUN_LOG) for p in study_dir.iterdir())
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=LOCK_WAIT_S)
+    except Timeout:
+        raise ValueError(
+            f"study {study_dir} is already being run by another driver "
+            f"(pid {_holder(path)}); wait for it or stop it"
+        ) from None
+    try:
+        path.write_text(str(os.getpid()))
+        yield
+    finally:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if not path.is_file() or os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:
-                raise FileNotFoundError  # a failed start removed the file we opened: one at a time
-        except (BlockingIOError, FileNotFoundError):
-            f.seek(0)
-            raise ValueError(
-                f"study {study_dir} is already being run by another driver "
-                f"(pid {f.read().strip() or '?'}); wait for it or stop it"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
             if not (study_dir / "config.yaml").is_file():  # still held: nobody can be starting
                 path.unlink(missing_ok=True)
                 if fresh and not (study_dir / results.TRIALS_FILE).exists():
                     shutil.rmtree(study_dir, ignore_errors=True)
-            fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            lock.release()
+
+
+def running_driver(study_dir: Path) -> str | None:
+    """The pid of the driver running the study (as its lock file says; '?' if it says nothing),
+    or None when no driver holds the lock."""
+    path = study_dir / LOCK_FILE
+    if not path.is_file():
+        return None  # never started, or a failed first start: no lock file to create here
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return _holder(path)
+    lock.release()
+    return None
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"
 
 
 def check_config(cfg: StudyConfig) -> None:
@@ -114,12 +137,13 @@ def save_config(cfg: StudyConfig) -> None:
     path = cfg.study_dir / "config.yaml"
     if path.is_file():
         old = config_mod.load_saved(path)
-        cfg = dataclasses.replace(
-            cfg,
-            tasks=tuple(dict.fromkeys(old.tasks + cfg.tasks)),
-            variants=tuple(dict.fromkeys(old.variants + cfg.variants)),
-            custom_variants={**old.custom_variants, **cfg.custom_variants},
-            trials=max(old.trials, cfg.trials),
+        cfg = cfg.model_copy(
+            update={
+                "tasks": tuple(dict.fromkeys(old.tasks + cfg.tasks)),
+                "variants": tuple(dict.fromkeys(old.variants + cfg.variants)),
+                "custom_variants": {**old.custom_variants, **cfg.custom_variants},
+                "trials": max(old.trials, cfg.trials),
+            }
         )
     tmp = path.with_name(".config.yaml.tmp")
     tmp.write_text(config_mod.dump(cfg))
@@ -172,7 +196,7 @@ def record_data(study_dir: Path, metas: dict[str, dict]) -> None:
 
 def init_mlflow_store(uri: str) -> None:
     """Create MLflow's schema in the database at `uri`."""
-    from mlflow import MlflowClient
+    from study.tracking import MlflowClient  # MLflow without its telemetry
 
     MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 

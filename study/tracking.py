@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from datetime import datetime
 from typing import Any
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+# Nothing leaves the machine: MLflow 3 sends usage telemetry by default, decided when it is
+# imported. A user can still opt in by setting the variable. The study's other MLflow users
+# import MlflowClient from here, so that this line runs first.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from study.config import flatten
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+
+from study.config import flatten  # noqa: E402
 from study.results import row_to_json
 
 log = logging.getLogger(__name__)

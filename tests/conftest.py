@@ -2,15 +2,22 @@
 
 - No test prepares data into the user's cache: `ODYSSEY_DATA_DIR` points at a folder of the
   session for every test (and every worker a test starts).
+- Nothing leaves the machine: some test modules import MLflow or Ray directly, before
+  `study.tracking` / `study.scheduler` could turn their telemetry off (importing `study` sets no
+  environment variables), so the defaults are set here.
 - The smoke study's data (12 real JSB chorales) is prepared once per session; `smoke` makes smoke
   study configs over it, so whole-study tests differ only in what they override.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)

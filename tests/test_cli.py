@@ -87,14 +87,13 @@ def test_sigterm_stops_a_forked_child_quietly(capfd):
     """Data preparation's process pool stops its workers with SIGTERM: they must die as without
     the CLI's handler (no KeyboardInterrupt traceback), while the main process gets Ctrl-C."""
     import multiprocessing as mp
-    import os
     import signal
     import time
 
-    from study import cli
+    from study import signals
 
-    cli._MAIN_PID[:] = [os.getpid()]
-    old = signal.signal(signal.SIGTERM, cli.on_terminate)
+    old = signal.getsignal(signal.SIGTERM)
+    signals.terminate_as_interrupt()  # what main() installs
     try:
         child = mp.get_context("fork").Process(target=time.sleep, args=(30,))
         child.start()
@@ -103,7 +102,7 @@ def test_sigterm_stops_a_forked_child_quietly(capfd):
         child.join(10)
         assert child.exitcode == -signal.SIGTERM
         with pytest.raises(KeyboardInterrupt):
-            cli.on_terminate(signal.SIGTERM, None)
+            signals.raise_interrupt(signal.SIGTERM, None)
     finally:
         signal.signal(signal.SIGTERM, old)
     assert "Traceback" not in capfd.readouterr().err

@@ -56,7 +56,7 @@ def test_file_then_flags_override(tmp_path):
         ({"device": "tpu"}, ["unknown device 'tpu'", "cpu, cuda, auto"]),
         ({"trials": 0}, ["trials must be an integer >= 1"]),
         ({"workers": -1}, ["workers must be an integer >= 1"]),
-        ({"seed": -3}, ["seed must be a non-negative integer"]),
+        ({"seed": -3}, ["seed must be an integer >= 0, got -3"]),
         ({"sampler": "grid"}, ["unknown sampler 'grid'", "random, tpe"]),
         ({"name": "a/b"}, ["folder name"]),
         # settings of the wrong type (as a YAML spec can give them): one line, no traceback

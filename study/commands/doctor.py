@@ -9,7 +9,6 @@ found something to repair or something could not be recovered.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -33,7 +32,7 @@ class _Runs:
     which would create the experiment and mark its parent run as running)."""
 
     def __init__(self, uri: str, study: str) -> None:
-        from mlflow import MlflowClient
+        from study.tracking import MlflowClient  # MLflow without its telemetry
 
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(study)
@@ -55,7 +54,7 @@ def doctor(args: argparse.Namespace) -> int:
 
     sdir, cfg = config.saved_study(args.results, args.study)
     logging.getLogger("study.repair").setLevel(logging.CRITICAL)  # its lines are printed below
-    cfg = dataclasses.replace(cfg, results=str(Path(args.results).expanduser()))
+    cfg = cfg.model_copy(update={"results": str(Path(args.results).expanduser())})
     found = repair.Findings(fix=not args.check)
     space = search_space(cfg.space)
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}

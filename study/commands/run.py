@@ -126,7 +126,6 @@ def _report(cfg) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
-    import fcntl
     import os
 
     from rich.console import Console
@@ -135,6 +134,7 @@ def status(args: argparse.Namespace) -> int:
     from study import results
     from study.config import saved_study
     from study.progress import eta_seconds, fmt_seconds, summarize, table
+    from study.setup import running_driver
 
     sdir, cfg = saved_study(args.results, args.study)
     df = results.read_trials(sdir)
@@ -145,15 +145,8 @@ def status(args: argparse.Namespace) -> int:
     workers = cfg.workers or os.cpu_count() or 1
     console = Console()
     done, failed, expected = int(s["done"].sum()), int(s["failed"].sum()), int(s["expected"].sum())
-    running = "not running"
-    lock = sdir / ".lock"
-    if lock.is_file():
-        with open(lock) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
-            except BlockingIOError:
-                running = f"running (driver pid {f.read().strip() or '?'})"
+    pid = running_driver(sdir)
+    running = "not running" if pid is None else f"running (driver pid {pid})"
     console.print(
         f"study {cfg.name}: {done} complete, {failed} failed of {expected}; {running}; "
         f"ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers"

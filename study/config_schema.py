@@ -1,0 +1,319 @@
+"""The study config's schema: frozen pydantic models whose defaults are the paper's protocol
+(Greff et al. 2017, sections III-IV; reference sections 3 and 4). `study.config` reads settings
+into them and turns a validation failure into one `ConfigError` line.
+
+Every model forbids unknown keys and is strict: a YAML `"4"` is not an integer, `no` is not a
+boolean. Choices are `Literal`s, bounds are `Field` constraints, and validators hold the rules
+that need a registry (task and variant names, a task's data sources, declared variants).
+
+The part of the config that gives trials their meaning (search space, sampler, training protocol,
+seed, data) is its *fingerprint*: an existing study refuses to continue under a different one.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+Device = Literal["cpu", "cuda", "auto"]
+Sampler = Literal["random", "tpe"]
+HiddenMeaning = Literal["per_direction", "total"]
+DEVICES, SAMPLERS, HIDDEN_MEANINGS = (typing.get_args(t) for t in (Device, Sampler, HiddenMeaning))
+NOT_BLANK = r"\S"  # a text setting holds more than white space
+
+
+class ConfigError(ValueError):
+    """A bad setting; `key` is its dotted name (`training.batch_size`), so that `resolve` can say
+    where the value came from (a flag, a file, a preset)."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Expected(ValueError):
+    """Raised by a validator that does not know its key: the error reads
+    `<key> must <what>, got <value>`."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _range(lowest: float, highest: float, integer: bool = False) -> Any:
+    """A search-space range: a `[low, high]` pair with lowest <= low <= high <= highest."""
+
+    def check(value: Any) -> tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise Expected("be a [low, high] pair")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value) or (
+            integer and not all(math.isfinite(v) and v == int(v) for v in value)
+        ):
+            raise Expected(f"hold two {'integers' if integer else 'numbers'}")
+        a, b = (int(v) if integer else float(v) for v in value)
+        if not (all(math.isfinite(v) for v in (a, b)) and lowest <= a <= b <= highest):
+            raise Expected(f"satisfy {lowest} <= low <= high <= {highest}")
+        return (a, b)
+
+    return Annotated[tuple[int, int] if integer else tuple[float, float], BeforeValidator(check)]
+
+
+HiddenSizes = _range(2, 100_000, integer=True)
+LearningRates = _range(1e-12, 1e3)
+OneMinusMomenta = _range(1e-6, 1.0)
+NoiseLevels = _range(0.0, 100.0)
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SpaceConfig(_Settings):
+    """Ranges of the random search (reference section 4); bounds are inclusive."""
+
+    hidden_size: HiddenSizes = (20, 200)  # log-uniform integer
+    hidden_size_meaning: HiddenMeaning = "per_direction"  # or "total": split over both directions
+    learning_rate: LearningRates = (1e-6, 1e-2)  # log-uniform
+    one_minus_momentum: OneMinusMomenta = (0.01, 1.0)  # log-uniform; momentum = 1 - this
+    input_noise: NoiseLevels = (0.0, 1.0)  # uniform std of additive Gaussian noise
+
+
+class TrainConfig(_Settings):
+    """The training protocol (reference section 3)."""
+
+    batch_size: int = Field(1, ge=1)
+    max_epochs: int = Field(150, ge=1)
+    patience: int = Field(15, ge=1)  # stop after this many epochs without a validation improvement
+    eval_batch_size: int = Field(64, ge=1)  # evaluation only; does not change any metric
+    threads: int = Field(1, ge=1)  # torch threads per trial
+    # trials of one (task, variant) trained together in one process (study/pack.py); None: chosen
+    # per device by measurement. Execution only: a packed trial equals the same trial alone.
+    pack: int | None = Field(None, ge=1)
+
+
+class DataConfig(_Settings):
+    """Which prepared data a task trains on (see `tasks.prepare`)."""
+
+    source: str | None = Field(None, pattern=NOT_BLANK)  # None: the task's default source
+    size: int | None = Field(None, ge=1)  # number of training sequences (None: the full corpus)
+    path: str | None = Field(None, pattern=NOT_BLANK, description="a folder path")  # for `real`
+    seed: int = Field(0, ge=0)  # seed of a generated corpus
+
+
+class StudyConfig(_Settings):
+    """One study: what it compares (tasks x variants, trials per pair), how (search space,
+    training protocol, data, seed, sampler) and where it runs and records."""
+
+    name: str
+    tasks: tuple[str, ...] = Field((), validate_default=True)  # required: () is an error
+    variants: tuple[str, ...] = ()
+    trials: int = Field(200, ge=1)  # per (task, variant)
+    workers: int | None = Field(None, ge=1)  # trials in parallel; None: the CPUs of the Ray cluster
+    seed: int = Field(0, ge=0)
+    device: Device = "cpu"
+    sampler: Sampler = "random"
+    report: bool = False  # build the report when the study is complete
+    ray_address: str | None = Field(
+        None, pattern=NOT_BLANK, description="an address like host:6379"
+    )
+    gpus_per_trial: float = Field(0.25, gt=0, le=1)  # fraction of a GPU per trial on cuda
+    storage: str | None = Field(  # Optuna RDB URL; None: sqlite in the study folder
+        None, pattern=NOT_BLANK, description="a database URL like sqlite:///optuna.db"
+    )
+    tracking_uri: str | None = Field(  # MLflow; None: sqlite in the study folder
+        None, pattern=NOT_BLANK, description="a URI like sqlite:///mlflow.db"
+    )
+    results: str = Field("results", pattern=NOT_BLANK, description="a folder path")
+    data_dir: str | None = Field(None, pattern=NOT_BLANK, description="a folder path")
+    space: SpaceConfig = SpaceConfig()
+    training: TrainConfig = TrainConfig()
+    data: dict[str, DataConfig] = {}
+    # variants declared in the study file: name -> flags (`variants.spec_from_dict`)
+    custom_variants: dict[str, dict[str, Any]] = {}
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.results).expanduser() / self.name
+
+    @property
+    def optuna_storage(self) -> str:
+        return self.storage or f"sqlite:///{(self.study_dir / 'optuna.db').resolve()}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
+
+    def data_for(self, task: str) -> DataConfig:
+        return self.data.get(task, DataConfig())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples), as saved in `config.yaml`."""
+        return self.model_dump(mode="json")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What gives a trial its meaning; two configs with equal fingerprints can share a study."""
+        d = self.to_dict()
+        execution_only = ("eval_batch_size", "threads", "pack")
+        out = {
+            "seed": d["seed"],
+            "sampler": d["sampler"],
+            "space": d["space"],
+            "training": {k: v for k, v in d["training"].items() if k not in execution_only},
+            "data": d["data"],
+        }
+        if d["custom_variants"]:  # what a declared variant's name means
+            out["custom_variants"] = d["custom_variants"]
+        return out
+
+    # ------------------------------------------------------------------------- validators
+
+    @model_validator(mode="before")
+    @classmethod
+    def _declared_variants(cls, raw: Any) -> Any:
+        """An item of `variants` may declare a variant, `{name: CIFG-NP, coupled_input_forget:
+        true, peepholes: false}` (a saved config.yaml lists names and keeps the flags under
+        `custom_variants`): names checked against the registry, flags into `custom_variants`."""
+        if not isinstance(raw, Mapping):
+            return raw
+        import variants
+
+        custom = {
+            str(name): _declared(str(name), _mapping(f"custom_variants.{name}", flags))
+            for name, flags in _mapping("custom_variants", raw.get("custom_variants")).items()
+        }
+        items = raw.get("variants")
+        if isinstance(items, (list, tuple)):
+            items = [
+                _declare(item, custom) if isinstance(item, Mapping) else item for item in items
+            ]
+        names = _names(items, "variants", {**variants.VARIANTS, **custom})
+        return {
+            **raw,
+            "variants": names,
+            "custom_variants": {n: custom[n] for n in names if n in custom},
+        }
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _folder_name(cls, value: Any) -> str:
+        name = str(value or "").strip()
+        if not name or "/" in name or name.startswith("."):
+            raise Expected("be a non-empty folder name without '/' (not starting with '.')")
+        return name
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_names(cls, value: Any) -> tuple[str, ...]:
+        import tasks
+
+        return _names(value, "tasks", tasks.TASKS)
+
+    @field_validator("space", "training", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value  # `training:` with nothing under it
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_tasks(cls, value: Any) -> Any:
+        import tasks
+
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise Expected("map task names to settings")
+        for task in value:
+            if task not in tasks.TASKS:
+                raise ConfigError(
+                    f"data: unknown task {task!r}; known: {', '.join(tasks.TASKS)}", f"data.{task}"
+                )
+        return {task: {} if s is None else s for task, s in value.items()}
+
+    @field_validator("data")
+    @classmethod
+    def _data_sources(cls, value: dict[str, DataConfig]) -> dict[str, DataConfig]:
+        import tasks
+
+        for task, d in value.items():
+            sources = tasks.TASKS[task].sources
+            if d.source is not None and d.source not in sources:
+                raise ConfigError(
+                    f"unknown data.{task}.source {d.source!r}; valid: {', '.join(sources)}",
+                    f"data.{task}.source",
+                )
+        return value
+
+
+def _mapping(key: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a mapping of settings, got {value!r}", key)
+    return value
+
+
+def _names(value: Any, kind: str, registry: Mapping[str, Any]) -> tuple[str, ...]:
+    """Names from a list or a comma-separated string, each known to `registry` ('all': all)."""
+    known = ", ".join(registry)
+    if value is not None and not isinstance(value, (str, list, tuple)):
+        raise ConfigError(
+            f"{kind} must be a list or a comma-separated string, got {value!r}; known: {known}",
+            kind,
+        )
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    items = [str(i).strip() for i in items if str(i).strip()]
+    if items == ["all"]:
+        return tuple(registry)
+    if not items:
+        raise ConfigError(f"no {kind} given; known: {known}", kind)
+    bad = [i for i in items if i not in registry]
+    if bad:
+        raise ConfigError(f"unknown {kind[:-1]} {bad[0]!r}; known: {known}", kind)
+    return tuple(dict.fromkeys(items))  # dedupe, keep order
+
+
+def _declare(item: Mapping[str, Any], custom: dict[str, dict[str, Any]]) -> str:
+    """A variant declared in `variants`: its flags into `custom`; returns its name."""
+    flags = dict(item)
+    name = flags.pop("name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(
+            f"a declared variant needs a name, e.g. {{name: CIFG-NP, coupled_input_forget: "
+            f"true, peepholes: false}}; got {dict(item)!r}",
+            "variants",
+        )
+    name = name.strip()
+    custom[name] = _declared(name, flags)
+    return name
+
+
+def _declared(name: str, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """A declared variant's flags, checked (`variants.spec_from_dict`) and normalised."""
+    import variants
+
+    if name in variants.VARIANTS:
+        raise ConfigError(
+            f"variant name {name!r} is the registry's; name your own variant differently "
+            f"(registry: {', '.join(variants.VARIANTS)})",
+            "variants",
+        )
+    if any(c in name for c in "/,") or name.startswith("."):
+        raise ConfigError(
+            f"variant name {name!r} may not hold '/' or ',' or start with '.'", "variants"
+        )
+    try:
+        return variants.spec_to_dict(variants.spec_from_dict(flags))
+    except ValueError as e:
+        raise ConfigError(f"variant {name!r}: {e}", "variants") from None
