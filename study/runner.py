@@ -157,13 +157,14 @@ def _run_locked(
     version = code_version()
     sdir = cfg.study_dir
     log.info(
-        "study %s: results in %s (trials.parquet), config in %s",
+        "study %s: results in %s (%s), config in %s",
         cfg.name,
         sdir,
-        sdir / "config.yaml",
+        results.TRIALS_FILE,
+        sdir / results.CONFIG_FILE,
     )
     data = prepare_data(cfg)
-    record_data(sdir, {t: meta for t, (_, meta) in data.items()})
+    record_data(sdir, {t: meta for t, (_, meta) in data.items()}, cfg.custom_variants)
     found = repair.Findings(fix=True)
     df = repair.load_table(sdir, found)
     space = search_space(cfg.space)
