@@ -53,6 +53,8 @@ def _template() -> jinja2.Template:
         autoescape=True,
         undefined=jinja2.StrictUndefined,  # a name the template uses and render forgot fails
         keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     return env.get_template("report.html.j2")
 
