@@ -35,7 +35,7 @@ import torch
 GRID_TRIALS = 2000  # the paper: 200 trials x 10 networks per task
 ASSUMED_EPOCHS = 100.0
 MIX_HIDDEN = (20, 64, 100, 200)
-REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference-jsb" / "trials.parquet"
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference-jsb"
 
 
 def paper_sample(n: int, seed: int) -> list[dict[str, Any]]:
@@ -56,10 +56,10 @@ def paper_sample(n: int, seed: int) -> list[dict[str, Any]]:
 
 def mean_epochs(task: str) -> tuple[float, str]:
     """Mean epochs per trial for the projection, and where the number comes from."""
-    if task == "jsb_chorales" and REFERENCE.is_file():
-        import pandas as pd
+    from study import results
 
-        df = pd.read_parquet(REFERENCE)
+    if task == "jsb_chorales" and (REFERENCE / results.TRIALS_FILE).is_file():
+        df = results.read_trials(REFERENCE)
         done = df[df["status"] == "complete"]
         if len(done) >= 10:
             return float(done["epochs"].mean()), f"mean of {len(done)} reference-jsb trials"

@@ -2,8 +2,9 @@
 
 Logging: our own lines (loggers of our packages) go to the screen in one format. While a study
 runs, everything else (Ray's and MLflow's loggers, what Ray's processes and workers print, C++
-crash dumps, Python warnings) goes to the study's log file, `results/<study>/odyssey.log`, with
-our lines, and the screen gets one summary line saying how much went there.
+crash dumps, Python warnings) goes to the study's log file, `results/<study>/odyssey.log`
+(`study.results.RUN_LOG`), with our lines, and the screen gets one summary line saying how much
+went there.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
-OURS = ("study", "tasks", "variants", "benchmarks", "odyssey")  # logger names shown on screen
+# logger names shown on screen
+OURS = ("study", "tasks", "variants", "analysis", "benchmarks", "odyssey")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-RUN_LOG = "odyssey.log"  # in the study folder
 _OUR_LINE = re.compile(
     rf"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ({'|'.join(OURS)})[.:]"
 )

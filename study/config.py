@@ -181,10 +181,10 @@ def saved_study(results: str | Path, name: str) -> tuple[Path, StudyConfig]:
     """The folder and saved config of study `name` under `results`; an error naming the studies
     that are there when it is not one."""
     sdir = Path(results).expanduser() / name
-    if not (sdir / "config.yaml").is_file():
+    if not (sdir / results.CONFIG_FILE).is_file():
         known = sorted(p.parent.name for p in sdir.parent.glob("*/config.yaml"))
         raise ValueError(f"no study {name!r} in {sdir.parent}; known: {', '.join(known) or 'none'}")
-    return sdir, load_saved(sdir / "config.yaml")
+    return sdir, load_saved(sdir / results.CONFIG_FILE)
 
 
 def load_saved(path: Path) -> StudyConfig:

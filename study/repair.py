@@ -19,7 +19,6 @@ is logged in one line saying what was rebuilt and from what. `fix=False` (`odyss
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -148,10 +147,10 @@ def row_from_run(run: Any, study: str, stand_in: dict[str, bool]) -> tuple[dict[
 
 
 def _stand_in(study_dir: Path) -> dict[str, bool]:
-    path = study_dir / "data.json"
-    if not path.is_file():
+    summary = results.read_data(study_dir)
+    if summary is None:
         return {}
-    return {t: bool(s.get("stand_in")) for t, s in json.loads(path.read_text()).items()}
+    return {t: bool(s.get("stand_in")) for t, s in summary.tasks.items()}
 
 
 def rebuild_rows(
@@ -193,8 +192,8 @@ def rebuild_rows(
     by_source = {s: sum(v == s for v in source.values()) for s in sorted(set(source.values()))}
     what = ", ".join(f"{n} from {s}" for s, n in by_source.items())
     found.say(
-        f"trials.parquet: rebuilt {len(got)} rows ({what})",
-        f"trials.parquet lacks {len(got)} recorded trials ({what}); would rebuild them",
+        f"{results.TRIALS_FILE}: rebuilt {len(got)} rows ({what})",
+        f"{results.TRIALS_FILE} lacks {len(got)} recorded trials ({what}); would rebuild them",
     )
     if not found.fix:  # what the table would hold, for the checks that follow
         import pandas as pd
@@ -231,7 +230,7 @@ def restore_optuna(
         return
     restored = [k for k in range(n, top + 1) if k in rows]
     found.say(
-        f"Optuna {s.study_name}: restored {len(restored)} recorded trials from trials.parquet",
+        f"Optuna {s.study_name}: restored {len(restored)} recorded trials from {results.TRIALS_FILE}",
         f"Optuna {s.study_name} lacks {len(restored)} recorded trials; would restore them",
     )
     if not found.fix:
@@ -306,14 +305,14 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found
         rebuilt += 1
     if nowhere:
         found.unrecoverable(
-            f"epochs.parquet: the per-epoch history of {nowhere} recorded trials is in no store "
+            f"{results.EPOCHS_DIR}: the per-epoch history of {nowhere} recorded trials is in no store "
             "(no part file, no MLflow run); their rows and final metrics are kept"
         )
     if rebuilt or damaged:
         found.say(
-            f"epochs.parquet: {len(damaged)} damaged part files kept in "
+            f"{results.EPOCHS_DIR}: {len(damaged)} damaged part files kept in "
             f"{study_dir / stores.DAMAGED_DIR}; rebuilt {rebuilt} trials' history from MLflow",
-            f"epochs.parquet: {len(damaged)} damaged part files, {rebuilt} trials' history "
+            f"{results.EPOCHS_DIR}: {len(damaged)} damaged part files, {rebuilt} trials' history "
             f"missing; would rebuild them from MLflow",
         )
 

@@ -9,6 +9,12 @@ stores (study.repair).
 Per-epoch history goes to `epochs.parquet/`, a folder of one part file per trial in tidy long form
 (task, variant, trial, epoch, name, value; readable as one table with `pandas.read_parquet`),
 written before the trial's row.
+
+This module owns the whole study folder's contract (`<results>/<study>/`): the names of its files,
+the schemas of the tables, and the reading and writing of `data.json` (what each task trains on,
+and the names the report shows: variant order and titles, task titles, metrics and directions).
+The report (`analysis/`) reads the folder through it alone, so it imports nothing heavier than
+pandas and pyarrow: no torch, Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +63,12 @@ SCHEMA = pa.schema(
 )
 COLUMNS = tuple(SCHEMA.names)
 KEY = ("task", "variant", "trial")
-TRIALS_FILE = "trials.parquet"
-EPOCHS_DIR = "epochs.parquet"
+TRIALS_FILE = "trials.parquet"  # one row per finished trial (SCHEMA)
+EPOCHS_DIR = "epochs.parquet"  # per-epoch history, one part file per trial (EPOCH_SCHEMA)
+CONFIG_FILE = "config.yaml"  # the resolved study config (study.config.dump)
+DATA_FILE = "data.json"  # the data each task trains on, and names for the report (DataSummary)
+LEGACY_DATA_VERSIONS = "data_versions.json"  # what studies before data.json recorded
+RUN_LOG = "odyssey.log"  # what a running study prints besides our own lines (study.cli)
 
 
 def empty() -> pd.DataFrame:
@@ -77,19 +89,21 @@ class DamagedFile(ValueError):
         )
 
 
-def _read(path: Path, schema: pa.Schema) -> pa.Table:
+def _read(path: Path, schema: pa.Schema | None) -> pa.Table:
     try:
         return pq.read_table(path, schema=schema, page_checksum_verification=True)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise DamagedFile(path, e) from e
 
 
-def read_trials(study_dir: Path) -> pd.DataFrame:
-    """The table (empty if there is none yet); `DamagedFile` if it does not read back."""
+def read_trials(study_dir: Path, strict: bool = True) -> pd.DataFrame:
+    """The table (empty if there is none yet); `DamagedFile` if it does not read back. With
+    `strict=False`, the columns the file has, as they are (a table of an older version, or one
+    written by other tools): the report reads it so and fills in what is missing."""
     path = Path(study_dir) / TRIALS_FILE
     if not path.is_file():
         return empty()
-    return _read(path, SCHEMA).to_pandas()
+    return _read(path, SCHEMA if strict else None).to_pandas()
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
@@ -230,3 +244,63 @@ def row_to_json(row: dict[str, Any], max_chars: int | None = None) -> str:
 def row_from_json(text: str) -> dict[str, Any]:
     values = json.loads(text)
     return make_row(**{k: values.get(k) for k in COLUMNS})
+
+
+# --------------------------------------------------------------------------------- data.json
+DATA_FORMAT = 2  # 1: {task: summary}, without variant names (studies before the report read it)
+DIRECTIONS = ("minimize", "maximize")  # a task's metric direction, in Optuna's words
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """`data.json`: what the study recorded at its start.
+
+    `variants`: name -> title, in the registry's (the paper's) order, then the variants the study
+    declares itself; the first is the baseline. Empty for a study from before format 2.
+    `tasks`: name -> {title, metric, direction ('minimize' | 'maximize'), source, stand_in,
+    origin, data_version, splits: {split: {sequences, frames}}, notes: [str]}; title, metric and
+    direction are missing in a study from before format 2.
+    """
+
+    variants: dict[str, str] = field(default_factory=dict)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def read_data(study_dir: Path) -> DataSummary | None:
+    """The study's `data.json` (either format), None when there is none; a ValueError naming the
+    file when it does not read as one."""
+    path = Path(study_dir) / DATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError(f"a JSON object was expected, found {type(raw).__name__}")
+        if "format" not in raw:  # format 1: the tasks alone
+            variants, tasks = {}, raw
+        elif raw["format"] == DATA_FORMAT:
+            variants, tasks = raw.get("variants", {}), raw.get("tasks", {})
+        else:
+            raise ValueError(f"format {raw['format']!r} is not one this version reads (1, 2)")
+        if not isinstance(variants, dict) or not isinstance(tasks, dict):
+            raise ValueError("'variants' and 'tasks' must be JSON objects")
+        if not all(isinstance(s, dict) for s in tasks.values()):
+            raise ValueError("each task's entry must be a JSON object")
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path} does not read as a study's data summary: {first}") from e
+    return DataSummary({str(k): str(v) for k, v in variants.items()}, dict(tasks))
+
+
+def declared_title(flags: Mapping[str, Any]) -> str:
+    """The title of a variant a study file declares (`{name: X, peepholes: false}`): its flags."""
+    return "declared: " + ", ".join(f"{k}={v}" for k, v in flags.items())
+
+
+def write_data(study_dir: Path, summary: DataSummary) -> None:
+    """Write `data.json` (format 2) atomically."""
+    path = Path(study_dir) / DATA_FILE
+    doc = {"format": DATA_FORMAT, "variants": summary.variants, "tasks": summary.tasks}
+    tmp = path.with_name(f".{DATA_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)

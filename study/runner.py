@@ -158,11 +158,11 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
         cfg.name,
         sdir,
         results.TRIALS_FILE,
-        sdir / "config.yaml",
+        sdir / results.CONFIG_FILE,
     )
     device, version = resolve_device(cfg.device), code_version()
     data = prepare_data(cfg)
-    record_data(sdir, {t: meta for t, (_, meta) in data.items()})
+    record_data(sdir, {t: meta for t, (_, meta) in data.items()}, cfg.custom_variants)
     found = repair.Findings(fix=True)
     df = repair.load_table(sdir, found)
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}

@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from filelock import FileLock, Timeout
 
 from study import config as config_mod
 from study import results
-from study.cli import RUN_LOG
 from study.config import StudyConfig
+from study.results import RUN_LOG
 
 log = logging.getLogger("study.runner")  # the driver's lines, as before the split
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,9 @@ def study_lock(study_dir: Path) -> Iterator[None]:
         yield
     finally:
         try:
-            if not (study_dir / "config.yaml").is_file():  # still held: nobody can be starting
+            if not (
+                study_dir / results.CONFIG_FILE
+            ).is_file():  # still held: nobody can be starting
                 path.unlink(missing_ok=True)
                 if fresh and not (study_dir / results.TRIALS_FILE).exists():
                     shutil.rmtree(study_dir, ignore_errors=True)
@@ -116,7 +118,7 @@ def _holder(path: Path) -> str:
 
 def check_config(cfg: StudyConfig) -> None:
     """Refuse a config that changes what the study's (saved) trials mean."""
-    path = cfg.study_dir / "config.yaml"
+    path = cfg.study_dir / results.CONFIG_FILE
     if path.is_file():
         old = config_mod.load_saved(path)
         diff = config_mod.fingerprint_diff(old, cfg)
@@ -134,7 +136,7 @@ def save_config(cfg: StudyConfig) -> None:
     whole study: a run over fewer tasks or variants, or fewer trials, than earlier runs keeps
     theirs (the union of tasks and variants, the most trials asked), so that reports and
     `status` still know what was planned for every pair."""
-    path = cfg.study_dir / "config.yaml"
+    path = cfg.study_dir / results.CONFIG_FILE
     if path.is_file():
         old = config_mod.load_saved(path)
         cfg = cfg.model_copy(
@@ -145,32 +147,31 @@ def save_config(cfg: StudyConfig) -> None:
                 "trials": max(old.trials, cfg.trials),
             }
         )
-    tmp = path.with_name(".config.yaml.tmp")
+    tmp = path.with_name(f".{results.CONFIG_FILE}.tmp")
     tmp.write_text(config_mod.dump(cfg))
     os.replace(tmp, path)
 
 
-DATA_SUMMARY = "data.json"
-LEGACY_VERSIONS = "data_versions.json"  # what studies before data.json recorded
-
-
-def record_data(study_dir: Path, metas: dict[str, dict]) -> None:
+def record_data(
+    study_dir: Path, metas: dict[str, dict], declared: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
     """Check and record the data each task trains on, in `data.json` (source, stand-in or not,
-    data version, split sizes, the task's notes: dropped lines, conventions; the report shows it).
+    data version, split sizes, the task's notes: dropped lines, conventions; the report shows it),
+    with the names the report uses: the task's title, metric and direction, and every variant's
+    title in the registry's order, then those the study declares (`declared`: name -> flags).
 
     A resume on data of another version than the study started on is refused: a newer generator
     or feature extractor made it, and the trials would no longer be comparable."""
     import json
 
     import tasks
+    import variants
 
-    path = study_dir / DATA_SUMMARY
-    if path.is_file():
-        seen = json.loads(config_mod.read_text(path))
-        versions = {t: int(s["data_version"]) for t, s in seen.items()}
+    seen = results.read_data(study_dir) or results.DataSummary()
+    if (study_dir / results.DATA_FILE).is_file():
+        versions = {t: int(s["data_version"]) for t, s in seen.tasks.items()}
     else:
-        seen = {}
-        legacy = study_dir / LEGACY_VERSIONS
+        legacy = study_dir / results.LEGACY_DATA_VERSIONS
         versions = json.loads(legacy.read_text()) if legacy.is_file() else {}
     now = {t: int(m.get("data_version", 1)) for t, m in metas.items()}
     changed = {t: (versions[t], v) for t, v in now.items() if t in versions and versions[t] != v}
@@ -180,18 +181,28 @@ def record_data(study_dir: Path, metas: dict[str, dict]) -> None:
             f"the prepared data changed since study {study_dir.name!r} started: {what}; its "
             f"trials would not be comparable. Start a new study with --study NEW_NAME"
         )
+    recorded = dict(seen.tasks)
     for name, meta in metas.items():
-        seen[name] = {
+        task = tasks.get(name)
+        recorded[name] = {
+            "title": task.title,
+            "metric": task.metric,
+            "direction": task.metric_direction,
             "source": meta.get("source"),
             "stand_in": bool(meta.get("stand_in", False)),
             "origin": meta.get("origin"),
             "data_version": now[name],
             "splits": meta.get("splits", {}),
-            "notes": list(tasks.get(name).data_notes(meta)),
+            "notes": list(task.data_notes(meta)),
         }
-    tmp = path.with_name(f".{DATA_SUMMARY}.tmp")
-    tmp.write_text(json.dumps(seen, indent=2))
-    os.replace(tmp, path)
+    known = list(tasks.TASKS)  # the registry's order, then tasks it no longer has
+    order = [t for t in known if t in recorded] + [t for t in recorded if t not in known]
+    names = {name: spec.change for name, spec in variants.VARIANTS.items()}
+    for name, title in seen.variants.items():  # declared by an earlier run of the study
+        names.setdefault(name, title)
+    for name, flags in (declared or {}).items():
+        names[name] = results.declared_title(flags)
+    results.write_data(study_dir, results.DataSummary(names, {t: recorded[t] for t in order}))
 
 
 def init_mlflow_store(uri: str) -> None:

@@ -8,12 +8,12 @@ import logging
 import os
 import sys
 
-from study import cli
+from study import cli, results
 
 
 def test_third_party_output_goes_to_the_log_file(tmp_path, capfd):
     cli.setup_logging(verbose=False)
-    log = tmp_path / "study" / cli.RUN_LOG
+    log = tmp_path / "study" / results.RUN_LOG
     with cli.noise_to_file(log):
         logging.getLogger("study.runner").info("ours %d", 1)
         logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables")

@@ -79,3 +79,10 @@ def test_a_study_trains_and_records_a_declared_variant(tmp_path):
     for row in df[df["variant"] == "CIFG-NP"].itertuples():  # 3 weighted blocks, no peepholes
         n = row.hp_hidden_size
         assert row.n_params == 3 * n * (88 + n) + 3 * n + 88 * n + 88
+    # the report names it from what the study recorded, after the registry's variants
+    from analysis.load import read_results
+
+    assert list(results.read_data(cfg.study_dir).variants)[-1] == "CIFG-NP"
+    res = read_results(cfg.name, cfg.results)
+    assert res.variants == ["V", "CIFG-NP"] and not any("CIFG-NP" in n for n in res.notes)
+    assert res.names.variants["CIFG-NP"] == results.declared_title(cfg.custom_variants["CIFG-NP"])

@@ -21,7 +21,7 @@ def _run(cfg, fn=run_trial):
 
 
 def test_a_failed_first_start_leaves_no_study_folder(tmp_path, smoke):
-    from study.report.build import build
+    from analysis.build import build
 
     empty = tmp_path / "empty"
     empty.mkdir()

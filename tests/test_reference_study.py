@@ -54,7 +54,7 @@ def test_the_table_holds_what_the_plan_can_produce(shipped):
 
 
 def test_the_report_rebuilds_from_the_shipped_folder_alone(tmp_path):
-    from study.report.build import build
+    from analysis.build import build
 
     shutil.copytree(FOLDER, tmp_path / "reference-jsb")
     index = build("reference-jsb", tmp_path, tmp_path / "report")

@@ -1,4 +1,4 @@
-"""Tests of the report builder (study/report/): statistics against hand-worked numbers, fANOVA
+"""Tests of the report builder (analysis/): statistics against hand-worked numbers, fANOVA
 against exact and known decompositions, and pages built from full, partial and empty tables."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_report import make_trials, registry_orders, write_study  # noqa: E402
 
-from study.report import fanova, stats  # noqa: E402
-from study.report.build import Settings, build  # noqa: E402
-from study.report.load import read_results  # noqa: E402
+from analysis import fanova, stats  # noqa: E402
+from analysis.build import Settings, build  # noqa: E402
+from analysis.load import read_results  # noqa: E402
 
 FAST = Settings(n_trees=8, n_resamples=200)
 
@@ -364,7 +364,7 @@ def test_full_paper_sized_fixture_builds(tmp_path):
 def test_box_axis_cuts_far_outliers_and_counts_them():
     from matplotlib.figure import Figure
 
-    from study.report.plots import _clip_outliers
+    from analysis.plots import _clip_outliers
 
     ax = Figure().subplots()
     data = [np.array([9.0, 9.5, 10.0, 10.5, 9.7, 9.9]), np.array([9.2, 9.8, 10.1, 24000.0, 800.0])]

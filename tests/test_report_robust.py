@@ -17,10 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_report import make_trials, write_study  # noqa: E402
 
-from study.report import importance, learning, paper, plots, power, stats  # noqa: E402
-from study.report.build import Settings, analyse, build  # noqa: E402
-from study.report.load import read_results  # noqa: E402
-from study.report.page import column_format  # noqa: E402
+from analysis import importance, learning, paper, plots, power, stats  # noqa: E402
+from analysis.build import Settings, analyse, build  # noqa: E402
+from analysis.load import read_results  # noqa: E402
+from analysis.page import column_format  # noqa: E402
 
 FAST = Settings(n_trees=8, n_resamples=200)
 SPACE = {
@@ -91,7 +91,7 @@ def _fractions(df: pd.DataFrame, target: str) -> pd.Series:
         seed=0,
         fences=stats.task_fences(done),
         target=target,
-    )["importance"]
+    ).importance
     return imp.set_index(["group", "effect"])["fraction"]
 
 
@@ -116,7 +116,7 @@ def test_marginal_bands_stay_in_the_metrics_domain():
     out = importance.analyse(
         stats.complete(df), ["timit"], ["V", "NOAF"], SPACE, n_trees=8, metrics={"timit": "error"}
     )
-    curves = out["curves"]
+    curves = out.curves
     assert len(curves) and (curves["lo"] >= 0).all() and (curves["hi"] <= 1).all()
     assert (curves["lo"] <= curves["mean"] + 1e-12).all()
 
@@ -226,8 +226,8 @@ def test_figures_never_clip_legends_or_titles(tmp_path, n_variants):
     sig = a.significance
     figs = {
         "boxes": plots.variant_boxes(a.long, sig, a.res.variants, "V", "frame_error", title),
-        "importance": plots.importance_chart(a.fanova["importance"], title),
-        "marginals": plots.marginal_curves(a.fanova["curves"], "frame_error", title),
+        "importance": plots.importance_chart(a.fanova.importance, title),
+        "marginals": plots.marginal_curves(a.fanova.curves, "frame_error", title),
         "time": plots.time_vs_hidden(a.done, a.res.variants, title)[0],
         "curves": learning.figure(a.learning, a.res.variants, "V", "frame_error", title, 0.5),
     }
@@ -252,7 +252,7 @@ def test_the_old_one_row_legend_would_have_clipped():
 
 
 def test_stand_in_labels_reach_every_figure_title_and_csv(tmp_path, monkeypatch):
-    from study.report import render
+    from analysis import render
 
     titles: list[str] = []
     original = render.figure
@@ -299,7 +299,7 @@ def test_small_samples_say_so_once_per_table(tmp_path):
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path):
-    from study.report import screenshot
+    from analysis import screenshot
 
     try:
         screenshot.find_chromium()

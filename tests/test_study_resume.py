@@ -12,6 +12,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+import tasks
+import variants
 from study import record, results, runner
 from study.scheduler import InlineExecutor
 from study.tracking import Tracker
@@ -252,13 +254,15 @@ def test_resume_refuses_data_of_another_version(tmp_path, smoke):
 
 
 def test_the_study_records_its_data_for_the_report(tmp_path, smoke):
-    import json
-
-    from study.report import load, provenance
+    from analysis import load, provenance
 
     cfg = smoke(trials=1, variants=["V"])
     _run(cfg)
-    summary = json.loads((cfg.study_dir / "data.json").read_text())["jsb_chorales"]
+    recorded = results.read_data(cfg.study_dir)
+    assert list(recorded.variants) == list(variants.VARIANTS)  # the order the report uses
+    summary = recorded.tasks["jsb_chorales"]
+    assert summary["title"] == tasks.get("jsb_chorales").title
+    assert (summary["metric"], summary["direction"]) == ("nll", "minimize")
     assert summary["source"] == "real" and summary["stand_in"] is False
     assert set(summary["splits"]) == {"train", "valid", "test"}
     assert any("L - 1 predictions" in n for n in summary["notes"])

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 def handle(args: argparse.Namespace) -> int:
     import logging
 
-    from study.report.build import Settings, build
+    from analysis.build import Settings, build
 
     if args.trees < 1 or (args.variant_trees is not None and args.variant_trees < 1):
         raise ValueError("--trees and --variant-trees must be at least 1")

@@ -90,8 +90,9 @@ OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from study.cli import RUN_LOG, noise_to_file
+    from study.cli import noise_to_file
     from study.config import resolve
+    from study.results import RUN_LOG
     from study.runner import run as run_study
 
     cfg = resolve(args.spec, {k: getattr(args, k) for k in OVERRIDES})
@@ -113,15 +114,15 @@ def _report(cfg) -> None:
     from pathlib import Path
 
     try:
-        import study.report as report
+        import analysis
     except ModuleNotFoundError as e:
-        if e.name != "study.report":
+        if e.name != "analysis":
             raise
         logging.getLogger("study.runner").info(
-            "no report builder installed (study.report is missing); skipped the report"
+            "no report builder installed (the analysis package is missing); skipped the report"
         )
         return
-    out = report.build(cfg.name, Path(cfg.results), None)
+    out = analysis.build(cfg.name, Path(cfg.results), None)
     logging.getLogger("study.runner").info("report: %s", out)
 
 
@@ -158,7 +159,9 @@ def status(args: argparse.Namespace) -> int:
         for task, variant, n, e in failures[:50]:
             console.print(f"  {task}/{variant} trial {n}: {e}", markup=False, highlight=False)
         if len(failures) > 50:
-            console.print(f"  ... and {len(failures) - 50} more (trials.parquet, column error)")
+            console.print(
+                f"  ... and {len(failures) - 50} more ({results.TRIALS_FILE}, column error)"
+            )
     mean = s["mean_wall_s"].dropna()
     if len(mean):
         console.print(f"\nmean trial time {float(mean.mean()):.1f} s; results in {sdir}")

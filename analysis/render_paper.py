@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from study.report import paper
-from study.report.importance import MIN_TRIALS
-from study.report.page import banner, esc, note, table
-from study.report.stats import FENCE_IQR, MIN_PER_GROUP, SUBSETS, TOO_FEW, too_few_text
+from analysis import paper
+from analysis.importance import MIN_TRIALS
+from analysis.model import Analysis
+from analysis.page import banner, esc, note, table
+from analysis.stats import FENCE_IQR, MIN_PER_GROUP, TOO_FEW, too_few_text
 
 CLASSED = (
     "match",
@@ -25,33 +26,7 @@ CLASSED = (
 )
 
 
-def size_line(a) -> str:
-    """The study's size against the paper's (200 trials per pair), in one sentence."""
-    per_pair = a.progress["complete"] if len(a.progress) else pd.Series(dtype=int)
-    per_pair = per_pair[a.progress["state"] != "not in this study"] if len(per_pair) else per_pair
-    want = paper.paper_n(SUBSETS[0])
-    if per_pair.empty:
-        return f"No trials yet; the paper ran {want} per (variant, dataset) pair."
-    lo, med, hi = int(per_pair.min()), int(per_pair.median()), int(per_pair.max())
-    size = f"{med}" if lo == hi else f"{lo}-{hi} (median {med})"
-    text = (
-        f"Study size: {size} complete trial(s) per (task, variant) pair; the paper ran {want} "
-        f"per pair [{paper.facts()['protocol']['trials_per_pair']['tag']}]."
-    )
-    if med < want:
-        text += (
-            f" With {med} per pair the tests can detect only large differences (see the power "
-            "numbers beside the paper's verdicts)"
-            + (
-                f" and below {MIN_PER_GROUP} per group there is no test at all."
-                if lo < MIN_PER_GROUP
-                else "."
-            )
-        )
-    return text
-
-
-def paper_section(a) -> list[str]:
+def paper_section(a: Analysis) -> list[str]:
     out = [
         '<h2 id="paper">The paper beside us</h2>',
         "<p>The paper's findings (Greff et al. 2017, Fig. 3 and Figs. 4-6) and reference "
@@ -145,7 +120,8 @@ def _target_text(target: str) -> str:
     return "the test metric, capped at the task's divergence fence"
 
 
-def methods_section(a) -> list[str]:
+def methods_items(a: Analysis) -> list[str]:
+    """The Methods list: how every number on the page was made, one item per step."""
     s = a.settings
     per_variant = s.n_trees if s.n_trees_variant is None else s.n_trees_variant
     top = f"{100 * s.top_fraction:.0f}%"
@@ -180,7 +156,7 @@ def methods_section(a) -> list[str]:
         f"fANOVA (Hutter et al. 2014) of {_target_text(s.fanova_target)}, on log10(learning rate), log10(hidden size), log10(1 - momentum) and the "
         "input-noise std, under the uniform measure on the config's search box (widened to "
         "the data if needed): a scikit-learn random forest (bootstrap, 70% of features per "
-        "split, fully grown) decomposed exactly per tree (study/report/fanova.py, checked "
+        "split, fully grown) decomposed exactly per tree (analysis/fanova.py, checked "
         "against Optuna's tree code). Fractions are raw shares: mains + pairs + higher order "
         "= 1. Marginal curves and the pairwise surface are drawn in metric units (a rank maps "
         "back through the empirical quantile function of the group's metric); bands (+-1 std "
@@ -194,10 +170,7 @@ def methods_section(a) -> list[str]:
         "Tables as CSV in tables/ (every table with a task column says whether its numbers "
         "come from a stand-in corpus), figures in figures/.",
     ]
-    return [
-        '<h2 id="methods">Methods</h2>',
-        "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>",
-    ]
+    return items
 
 
-__all__ = ["FENCE_IQR", "methods_section", "paper_section", "size_line"]
+__all__ = ["FENCE_IQR", "methods_items", "paper_section"]

@@ -1,65 +1,33 @@
-"""`odyssey report`: one study's results table -> `reports/<study>/` (index.html, figures/,
-tables/*.csv, summary.md). The analysis (`analyse`) is pure; `build` writes the files.
+"""`odyssey report`: one study's results folder -> `reports/<study>/` (index.html, figures/,
+tables/*.csv, summary.md). The analysis (`analyse`, typed as `analysis.model.Analysis`) is pure;
+`build` writes the files, drawing the page with `analysis.render`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from study.report import importance, learning, paper, provenance, stats
-from study.report.load import StudyResults, read_results, space_bounds
+from analysis import importance, learning, paper, provenance, stats
+from analysis.load import StudyResults, read_results, space_bounds
+from analysis.model import Analysis, Settings
+from analysis.summary import summary_markdown
+
+__all__ = ["Analysis", "Settings", "analyse", "build"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Settings:
-    """Knobs of the analysis; defaults are the paper's (alpha 0.05, 100 trees, top 10 %)."""
-
-    alpha: float = 0.05
-    top_fraction: float = 0.1
-    n_trees: int = 100  # per task, variants pooled
-    n_trees_variant: int | None = None  # per (task, variant); None: same as n_trees
-    n_resamples: int = 2000  # bootstrap resamples per confidence interval
-    seed: int = 0
-    fence_iqr: float | None = stats.FENCE_IQR  # divergence fence Q3 + k IQR; None: no cap
-    fanova_target: str = "rank"  # 'rank' (robust) or 'metric' (capped at the fence)
-
-
-@dataclass
-class Analysis:
-    """Every table the page shows (tidy, long format), computed from the results alone."""
-
-    res: StudyResults
-    settings: Settings
-    done: pd.DataFrame  # complete trials
-    long: pd.DataFrame  # complete trials with a `subset` column (all / top 10 %)
-    summary: pd.DataFrame
-    significance: pd.DataFrame
-    fanova: dict
-    progress: pd.DataFrame
-    failures: pd.DataFrame
-    sources: pd.DataFrame
-    stand_in: dict[str, bool | None]
-    totals: dict
-    paper_variants: pd.DataFrame
-    paper_best: pd.DataFrame
-    paper_reference: pd.DataFrame
-    paper_hp: pd.DataFrame
-    learning: pd.DataFrame
-    fences: dict[str, float]
-    metrics: dict[str, str]
-    time_trend: pd.DataFrame
-    notices: list[str]
-
-
-def metric_name(trials: pd.DataFrame, task: str) -> str:
+def metric_name(res: StudyResults, task: str) -> str:
+    """The task's metric as the study recorded it, else as its trials name it, else 'metric'."""
+    recorded = res.names.tasks.get(task)
+    if recorded is not None and recorded.metric:
+        return recorded.metric
+    trials = res.trials
     names = trials.loc[(trials["task"] == task) & (trials["metric"] != ""), "metric"]
     return str(names.mode().iloc[0]) if len(names) and names.iloc[0] != "unknown" else "metric"
 
@@ -127,7 +95,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     done = stats.complete(res.trials)
     long = stats.with_subsets(res.trials, s.top_fraction)
     fences = stats.task_fences(done, s.fence_iqr)
-    metrics = {t: metric_name(res.trials, t) for t in res.tasks}
+    metrics = {t: metric_name(res, t) for t in res.tasks}
     t0 = time.perf_counter()
     significance = stats.compare_to_baseline(
         long, res.variants, res.baseline, s.alpha, s.seed, s.n_resamples, fences
@@ -166,7 +134,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         paper_variants=paper.compare_variants(significance, stand_in, res.tasks, s.alpha),
         paper_best=paper.best_results(summary, stand_in, res.tasks),
         paper_reference=paper.reference_results(summary, stand_in, res.tasks),
-        paper_hp=paper.compare_hyperparameters(fan["importance"], stand_in, res.tasks),
+        paper_hp=paper.compare_hyperparameters(fan.importance, stand_in, res.tasks),
         learning=learning.curves(res.epochs, done, metrics),
         fences=fences,
         metrics=metrics,
@@ -188,9 +156,9 @@ def write_tables(a: Analysis, tables_dir: Path) -> None:
     tables = {
         "significance": a.significance,
         "variant_summary": a.summary,
-        "importance": a.fanova["importance"],
-        "importance_skipped": a.fanova["skipped"],
-        "marginal_curves": a.fanova["curves"],
+        "importance": a.fanova.importance,
+        "importance_skipped": a.fanova.skipped,
+        "marginal_curves": a.fanova.curves,
         "progress": a.progress,
         "failures": a.failures,
         "data_sources": a.sources,
@@ -205,91 +173,6 @@ def write_tables(a: Analysis, tables_dir: Path) -> None:
         with_stand_in(df, a.stand_in).to_csv(tables_dir / f"{name}.csv", index=False)
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-style markdown table (pandas' to_markdown needs the tabulate package)."""
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "---|" * len(df.columns)
-    rows = [
-        "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-        for row in df.itertuples(index=False)
-    ]
-    return "\n".join([head, rule, *rows])
-
-
-def summary_markdown(a: Analysis) -> str:
-    """A short plain-text digest of the page."""
-    t, res = a.totals, a.res
-    lines = [
-        f"# Study `{res.study}`: report summary",
-        "",
-        f"- trials: {t['complete']} complete, {t['failed']} failed, {t['trials']} recorded; "
-        f"compute {provenance.human_seconds(t['compute_s'])} (sum of wall_s)",
-        f"- tasks: {', '.join(res.tasks) or 'none'}; variants: "
-        f"{', '.join(res.variants) or 'none'}; baseline {res.baseline}",
-    ]
-    from study.report.render_paper import size_line
-
-    lines.append(f"- {size_line(a)}")
-    for task, flag in a.stand_in.items():
-        if flag:
-            lines.append(
-                f"- **{task} ran on a generated stand-in corpus: its numbers are not "
-                "comparable with the paper's**"
-            )
-    lines += [f"- {n}" for n in a.notices]
-    lines += [
-        "",
-        f"## Variants against {res.baseline} (Mann-Whitney U, raw p, alpha {a.settings.alpha})",
-        "",
-    ]
-    if len(a.significance):
-        counts = (
-            a.significance.groupby(["task", "subset", "verdict"], sort=False)
-            .size()
-            .unstack(fill_value=0)
-            .reset_index()
-        )
-        lines.append(markdown_table(counts))
-        lines.append("")
-        for (task, subset), part in a.significance.groupby(["task", "subset"], sort=False):
-            for word in ("worse", "better"):
-                names = part.loc[part["verdict"] == word, "variant"].tolist()
-                if names:
-                    lines.append(f"- {task}, {subset}: significantly {word}: {', '.join(names)}")
-    else:
-        lines.append("no tests (no complete trials)")
-    lines += ["", "## Hyperparameter importance (fANOVA, variants pooled)", ""]
-    imp = a.fanova["importance"]
-    pooled = imp[imp["group"] == importance.POOLED]
-    if len(pooled):
-        lines.append(
-            pooled.pivot(index="task", columns="effect", values="fraction")
-            .reindex(
-                index=[t for t in res.tasks if t in set(pooled["task"])],
-                columns=list(dict.fromkeys(pooled["effect"])),
-            )
-            .round(3)
-            .reset_index()
-            .pipe(markdown_table)
-        )
-    else:
-        lines.append("no pooled fANOVA (too few trials)")
-    lines += ["", "## Beside the paper", ""]
-    for label, df, col in (
-        ("variant verdicts (all trials)", a.paper_variants, "match (all)"),
-        ("variant verdicts (top 10%)", a.paper_variants, "match (top 10%)"),
-        ("hyperparameter claims", a.paper_hp, "match"),
-    ):
-        if len(df):
-            c = df[col].value_counts().to_dict()
-            lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    for r in a.paper_reference.itertuples(index=False):
-        ours = "no trial" if pd.isna(r[5]) else f"{r[5]:.4g} ({r[6]})"
-        flag = " (stand-in data: not comparable)" if a.stand_in.get(r.task) else ""
-        lines.append(f"- {r.task}: {r.source} [{r.tag}] {r[3]:.4g}; our best {ours}{flag}")
-    return "\n".join(lines) + "\n"
-
-
 def build(
     study: str,
     results_dir: Path = Path("results"),
@@ -297,7 +180,7 @@ def build(
     settings: Settings | None = None,
 ) -> Path:
     """Build `<out_dir>/index.html` (default `reports/<study>/`) and return its path."""
-    from study.report.render import render  # matplotlib: only when a page is drawn
+    from analysis.render import render  # matplotlib: only when a page is drawn (not analyse)
 
     t0 = time.perf_counter()
     res = read_results(study, Path(results_dir))

@@ -1,6 +1,6 @@
 """Hyperparameter importance as in the paper's Figs. 4-6 (reference sections 5 and 6).
 
-fANOVA (`study.report.fanova`) of the test metric over the four searched hyperparameters in the
+fANOVA (`analysis.fanova`) of the test metric over the four searched hyperparameters in the
 units the authors analysed: log10(learning rate), log10(hidden size), log10(1 - momentum) and the
 raw input-noise standard deviation. The uniform measure is the search box from the study config
 (widened to the data where trials lie outside it), so fractions match the paper's definition.
@@ -22,13 +22,14 @@ function of the group's (fence-capped) metric, and bands are clipped to the metr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from study.report import fanova
-from study.report.stats import too_few_text
+from analysis import fanova
+from analysis.stats import too_few_text
 
 # results column -> (key, label, encoding into analysis units)
 HYPERPARAMETERS = {
@@ -95,6 +96,20 @@ def why_not(x: pd.DataFrame, y: np.ndarray) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Importance:
+    """The fANOVA tables of a study."""
+
+    # tidy rows: task, group, effect, kind, hp, fraction, std, n, capped, target, trees
+    importance: pd.DataFrame
+    skipped: pd.DataFrame  # task, group, reason
+    # task, hp, x, mean, lo, hi for pooled groups in metric units; lo/hi: mean -+ std over trees,
+    # clipped to the metric's `domain`
+    curves: pd.DataFrame
+    # task -> (learning-rate grid (G,), hidden-size grid (G,), (G, G) mean pooled marginal)
+    surfaces: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def analyse(
     done: pd.DataFrame,
     tasks: list[str],
@@ -107,15 +122,9 @@ def analyse(
     fences: dict[str, float] | None = None,
     metrics: dict[str, str] | None = None,
     target: str = "rank",
-) -> dict[str, pd.DataFrame | dict]:
+) -> Importance:
     """fANOVA per task (pooled) and per (task, variant) over complete trials, the test metric
-    capped at `fences[task]` (no cap where absent).
-
-    Returns {'importance': tidy rows (task, group, effect, kind, hp, fraction, std, n, capped,
-    target, trees), 'skipped': (task, group, reason), 'curves': (task, hp, x, mean, lo, hi) for
-    pooled groups in metric units, lo/hi being mean -+ std over trees clipped to the `domain`,
-    'surfaces': {task: (lr grid, hidden grid, (G, G) mean marginal)}}.
-    """
+    capped at `fences[task]` (no cap where absent)."""
     if target not in TARGETS:
         raise ValueError(f"unknown fANOVA target {target!r}; known: {', '.join(TARGETS)}")
     fences, metrics = fences or {}, metrics or {}
@@ -185,14 +194,14 @@ def analyse(
         "target",
         "trees",
     ]
-    return {
-        "importance": pd.DataFrame(rows, columns=columns),
-        "skipped": pd.DataFrame(skipped, columns=["task", "group", "reason"]),
-        "curves": pd.concat(curves, ignore_index=True)
+    return Importance(
+        importance=pd.DataFrame(rows, columns=columns),
+        skipped=pd.DataFrame(skipped, columns=["task", "group", "reason"]),
+        curves=pd.concat(curves, ignore_index=True)
         if curves
         else pd.DataFrame(columns=["task", "hp", "x", "mean", "lo", "hi"]),
-        "surfaces": surfaces,
-    }
+        surfaces=surfaces,
+    )
 
 
 def _identity(v: np.ndarray) -> np.ndarray:

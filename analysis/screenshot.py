@@ -1,6 +1,6 @@
 """Render a built report in headless Chromium and save it as PNGs a person can look at.
 
-    python -m study.report.screenshot reports/demo/index.html /tmp/shots [--width 1400]
+    python -m analysis.screenshot reports/demo/index.html /tmp/shots [--width 1400]
 
 Writes `<out>/<name>.png` (the whole page, its height measured from the page's content) and
 `<out>/<name>-NN.png`, the same page cut into screen-sized parts (`--part-height`, default

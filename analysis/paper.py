@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from study.report import power
-from study.report.stats import ALL, TOO_FEW, TOP
+from analysis import power
+from analysis.stats import ALL, TOO_FEW, TOP
 
 FACTS_FILE = Path(__file__).with_name("paper_facts.yaml")
-FACTS_NAME = "study/report/paper_facts.yaml"
+FACTS_NAME = "analysis/paper_facts.yaml"
 TAGS = {"V": "verified", "C": "corroborated", "R": "recalled, unchecked"}
 
 

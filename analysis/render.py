@@ -1,32 +1,32 @@
-"""The report page: an `Analysis` (study.report.build) drawn as one self-contained HTML file.
+"""The report page: an `Analysis` (analysis.model) drawn as one self-contained HTML file, laid
+out by the Jinja2 template `templates/report.html.j2` (autoescaped; figures embedded as PNG).
 
 Section order follows the paper: variants against V (Fig. 3), hyperparameter importance
-(Figs. 4-6), the paper's findings beside ours, then provenance and the methods used.
+(Figs. 4-6), the paper's findings beside ours, then provenance and the methods used. This module
+draws the figures and builds the tables of each section; the template places them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+import jinja2
 import matplotlib
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
-from study.report import learning, plots, provenance
-from study.report.importance import wide
-from study.report.page import (
-    banner,
-    column_format,
-    document,
-    esc,
-    figure,
-    note,
-    notes_list,
-    table,
-)
-from study.report.render_paper import methods_section, paper_section, size_line
-from study.report.stats import SUBSETS, TOO_FEW, TOP, too_few_text
+from analysis import learning, plots, provenance
+from analysis.importance import wide
+from analysis.model import Analysis
+from analysis.page import banner, column_format, esc, figure, html, note, table
+from analysis.render_paper import methods_items, paper_section
+from analysis.stats import SUBSETS, TOO_FEW, TOP, too_few_text
+from analysis.summary import size_line
+from study import results
 
 matplotlib.use("Agg")
 
@@ -37,64 +37,67 @@ STAND_IN_TEXT = (
 )
 
 
-def _task_titles() -> dict[str, str]:
-    from study.report.load import task_registry
+@dataclass(frozen=True)
+class TaskSection:
+    """One task's part of the page: its heading's words, and its blocks."""
 
-    try:
-        return task_registry()
-    except ImportError:  # titles are cosmetic; the names still identify the tasks
-        return {}
-
-
-def render(a, figures_dir: Path) -> str:
-    res = a.res
-    titles = _task_titles()
-    body = [
-        f"<h1>Study <code>{esc(res.study)}</code>: LSTM variants compared</h1>",
-        f'<p class="muted">Built {dt.datetime.now().isoformat(timespec="seconds")} from '
-        f"{esc(res.folder)}/ (trials.parquet, config.yaml). After Greff et al., "
-        "&ldquo;LSTM: A Search Space Odyssey&rdquo; (IEEE TNNLS 2017).</p>",
-        f'<p class="header"><b>{esc(size_line(a))}</b></p>',
-    ]
-    nav = ["<nav>", '<a href="#overview">Overview</a>']
-    nav += [f'<a href="#task-{esc(t)}">{esc(t)}</a>' for t in res.tasks]
-    nav += [
-        '<a href="#paper">Beside the paper</a>',
-        '<a href="#provenance">Provenance</a>',
-        '<a href="#methods">Methods</a>',
-        "</nav>",
-    ]
-    body += nav
-    stand_in = [t for t, f in a.stand_in.items() if f]
-    if stand_in:
-        body.append(
-            banner(
-                "Generated stand-in data: " + ", ".join(stand_in) + " ran on "
-                "generated corpora. Their numbers test the harness only and are NOT "
-                "comparable with the paper's.",
-                loud=True,
-            )
-        )
-    body.append(notes_list(a.notices))
-    body += _overview(a)
-    for task in res.tasks:
-        body += _task_section(a, task, titles.get(task, task), figures_dir)
-    body += paper_section(a)
-    body += _provenance_section(a)
-    body += methods_section(a)
-    return document(f"odyssey report: {res.study}", body)
+    task: str
+    title: str
+    body: Markup
 
 
-def _overview(a) -> list[str]:
-    t = a.totals
-    out = [
-        '<h2 id="overview">Overview</h2>',
-        f"<p>{t['trials']} trials recorded: <b>{t['complete']} complete</b>, "
-        f"{t['failed']} failed. Total compute {provenance.human_seconds(t['compute_s'])} "
-        f"(sum of wall_s). Baseline: <b>{esc(a.res.baseline)}</b>.</p>",
-    ]
-    if a.progress.empty:
-        return out + ['<p class="muted">No tasks or variants known yet.</p>']
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("analysis", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a name the template uses and render forgot fails
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2")
+
+
+def render(a: Analysis, figures_dir: Path) -> str:
+    """The page's HTML; figures are also written to `figures_dir`."""
+    res, t = a.res, a.totals
+    counts = a.progress
+    grid = None
+    if not counts.empty:
+        grid = table(_progress_grid(a), index=True)
+    return _template().render(
+        study=res.study,
+        built=dt.datetime.now().isoformat(timespec="seconds"),
+        folder=str(res.folder),
+        files=f"{results.TRIALS_FILE}, {results.CONFIG_FILE}",
+        size_line=size_line(a),
+        tasks=res.tasks,
+        stand_in=[task for task, flag in a.stand_in.items() if flag],
+        notices=a.notices,
+        totals=t,
+        compute=provenance.human_seconds(t.compute_s),
+        baseline=res.baseline,
+        grid=grid,
+        sources=table(a.sources, classed=("stand-in corpus",)),
+        task_sections=[_task_section(a, task, figures_dir) for task in res.tasks],
+        paper=html(paper_section(a)),
+        versions=_counts(t.code_versions),
+        devices=_counts(t.devices),
+        progress=table(a.progress),
+        failures=table(a.failures) if len(a.failures) else None,
+        config_file=results.CONFIG_FILE,
+        config_text=res.config_text,
+        methods=methods_items(a),
+    )
+
+
+def _counts(by_name: dict[str, int]) -> str:
+    return ", ".join(f"{k} ({v} trials)" for k, v in by_name.items()) or "none"
+
+
+def _progress_grid(a: Analysis) -> pd.DataFrame:
+    """Variant x task: 'complete/expected (failed)' per pair."""
     cells = a.progress.assign(
         cell=[
             f"{c}/{e if pd.notna(e) else '?'}"
@@ -109,16 +112,9 @@ def _overview(a) -> list[str]:
             )
         ]
     )
-    grid = cells.pivot(index="variant", columns="task", values="cell").reindex(
+    return cells.pivot(index="variant", columns="task", values="cell").reindex(
         index=a.res.variants, columns=a.res.tasks
     )
-    out += [
-        "<h3>Complete / expected trials per pair</h3>",
-        table(grid, index=True),
-        "<h3>Data per task</h3>",
-        table(a.sources, classed=("stand-in corpus",)),
-    ]
-    return out
 
 
 def ci_column(name: str, v: pd.Series, lo: pd.Series, hi: pd.Series) -> list[str]:
@@ -189,14 +185,20 @@ def _significance_frame(sig: pd.DataFrame, baseline: str) -> pd.DataFrame:
     )
 
 
-def titled(a, task: str, text: str) -> str:
+def titled(a: Analysis, task: str, text: str) -> str:
     """A figure title, with the stand-in label when the task's data was generated."""
     return text + (STAND_IN_TAG if a.stand_in.get(task) else "")
 
 
-def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
+def _task_section(a: Analysis, task: str, figures_dir: Path) -> TaskSection:
+    title = a.res.names.title(task)
+    return TaskSection(task, title, html(_task_parts(a, task, title, figures_dir)))
+
+
+def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[str]:
     res, metric = a.res, a.metrics.get(task, "metric")
-    out = [f'<h2 id="task-{esc(task)}">{esc(title)} <span class="muted">({esc(task)})</span></h2>']
+    better = res.names.tasks[task].better if task in res.names.tasks else "lower"
+    out: list[str] = []
     if a.stand_in.get(task):
         out.append(banner(STAND_IN_TEXT.format(task=task, title=title), loud=True))
     elif a.stand_in.get(task) is None:
@@ -211,7 +213,7 @@ def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
         return out + [note(f"No complete trial for {task} yet: nothing to compare.")]
     sig = a.significance[a.significance["task"] == task]
     out += [
-        f"<h3>Variants against {esc(res.baseline)} (test {esc(metric)}, lower is better)</h3>",
+        f"<h3>Variants against {esc(res.baseline)} (test {esc(metric)}, {better} is better)</h3>",
         figure(
             plots.variant_boxes(
                 long,
@@ -252,7 +254,7 @@ def _task_section(a, task: str, title: str, figures_dir: Path) -> list[str]:
     return out
 
 
-def _learning_part(a, task: str, title: str, metric: str, figures_dir: Path) -> list[str]:
+def _learning_part(a: Analysis, task: str, title: str, metric: str, figures_dir: Path) -> list[str]:
     part = a.learning[a.learning["task"] == task]
     out = ["<h3>Learning curves (validation metric per epoch)</h3>"]
     if part.empty:
@@ -270,10 +272,10 @@ def _learning_part(a, task: str, title: str, metric: str, figures_dir: Path) -> 
     ]
 
 
-def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
-    imp = a.fanova["importance"]
+def _importance_part(a: Analysis, task: str, metric: str, figures_dir: Path) -> list[str]:
+    imp = a.fanova.importance
     imp = imp[imp["task"] == task]
-    skipped = a.fanova["skipped"]
+    skipped = a.fanova.skipped
     skipped = skipped[skipped["task"] == task]
     out = ["<h3>Hyperparameter importance (fANOVA)</h3>"]
     if len(skipped):
@@ -309,7 +311,7 @@ def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
         )
     )
     out.append(table(wide(imp, task), index=True))
-    curves = a.fanova["curves"]
+    curves = a.fanova.curves
     curves = curves[curves["task"] == task]
     if len(curves):
         out.append(
@@ -329,8 +331,8 @@ def _importance_part(a, task: str, metric: str, figures_dir: Path) -> list[str]:
                 f"{task}: fANOVA marginal curves",
             )
         )
-    if task in a.fanova["surfaces"]:
-        g_lr, g_h, z = a.fanova["surfaces"][task]
+    if task in a.fanova.surfaces:
+        g_lr, g_h, z = a.fanova.surfaces[task]
         out.append(
             figure(
                 plots.pair_surface(
@@ -353,23 +355,3 @@ def _skipped_text(skipped: pd.DataFrame) -> str:
     return "; ".join(
         f"{reason}: {', '.join(g['group'])}" for reason, g in skipped.groupby("reason", sort=False)
     )
-
-
-def _provenance_section(a) -> list[str]:
-    t = a.totals
-    versions = ", ".join(f"{k} ({v} trials)" for k, v in t["code_versions"].items()) or "none"
-    devices = ", ".join(f"{k} ({v} trials)" for k, v in t["devices"].items()) or "none"
-    out = [
-        '<h2 id="provenance">Provenance</h2>',
-        f"<p>Code version(s): {esc(versions)}.<br>Devices: {esc(devices)}.<br>"
-        f"Total compute: {provenance.human_seconds(t['compute_s'])} "
-        f"({t['compute_s']:.0f} s, all recorded trials). First trial started "
-        f"{esc(t['first_started'])}, last finished {esc(t['last_finished'])}.</p>",
-        "<h3>Trials per (task, variant)</h3>",
-        table(a.progress),
-        "<h3>Failed trials</h3>",
-        table(a.failures) if len(a.failures) else "<p>No trial failed.</p>",
-        "<h3>Study config (config.yaml)</h3>",
-        f"<pre>{esc(a.res.config_text) or '(no config.yaml)'}</pre>",
-    ]
-    return out

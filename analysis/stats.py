@@ -20,7 +20,7 @@ Pure functions on tidy tables. Rules, stated once here and repeated on the page:
   corrected), the latter two with a percentile bootstrap 95 % CI from a seeded Generator;
 - diverged trials: complete trials above the task's far-out fence Q3 + 3 IQR (Tukey) of all its
   complete trials, counted per variant. They stay in every test; the fANOVA caps them at the
-  fence (study.report.importance).
+  fence (analysis.importance).
 """
 
 from __future__ import annotations
@@ -116,9 +116,7 @@ def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
 def welch(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """Welch's t statistic, its Welch-Satterthwaite degrees of freedom and the two-sided p."""
     res = sps.ttest_ind(x, y, equal_var=False)
-    vx, vy = np.var(x, ddof=1) / len(x), np.var(y, ddof=1) / len(y)
-    dof = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)) if vx + vy > 0 else np.nan
-    return float(res.statistic), float(dof), float(res.pvalue)
+    return float(res.statistic), float(res.df), float(res.pvalue)
 
 
 def rank_test(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from study.report.importance import HYPERPARAMETERS
-from study.report.stats import ALL, SUBSETS, TOP
-from study.report.stats import fence as stats_fence
+from analysis.importance import HYPERPARAMETERS
+from analysis.stats import ALL, SUBSETS, TOP
+from analysis.stats import fence as stats_fence
 
 COLOURS = {
     "worse": "#e6550d",

@@ -6,10 +6,12 @@ running, a missing (task, variant) pair or an empty table are states to describe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
-from study.report.load import StudyResults, expected_trials
-from study.report.stats import MIN_PER_GROUP, complete
+from analysis.load import StudyResults, expected_trials
+from analysis.stats import MIN_PER_GROUP, complete
 
 
 def progress(res: StudyResults) -> pd.DataFrame:
@@ -66,7 +68,7 @@ def _sizes(summary: dict) -> str:
     if not splits:
         return "unknown"
     return " / ".join(
-        f"{splits[s].get('sequences', '?'):,}" if s in splits else "?"
+        f"{splits[s].get('sequences', '?'):,}" if isinstance(splits.get(s), dict) else "?"
         for s in ("train", "valid", "test")
     )
 
@@ -118,23 +120,37 @@ def stand_in_flags(trials: pd.DataFrame, tasks: list[str]) -> dict[str, bool | N
     return out
 
 
-def totals(trials: pd.DataFrame) -> dict[str, object]:
+@dataclass(frozen=True)
+class Totals:
+    """Headline numbers of a study's table."""
+
+    trials: int
+    complete: int
+    failed: int
+    compute_s: float  # sum of wall_s
+    devices: dict[str, int]  # device -> trials
+    code_versions: dict[str, int]  # code version -> trials
+    first_started: str
+    last_finished: str
+
+
+def totals(trials: pd.DataFrame) -> Totals:
     """Headline numbers: trial counts by status, compute time, devices, code versions."""
     wall = trials["wall_s"].sum(min_count=1)
-    return {
-        "trials": len(trials),
-        "complete": len(complete(trials)),
-        "failed": int((trials["status"] == "failed").sum()),
-        "compute_s": float(wall) if pd.notna(wall) else 0.0,
-        "devices": trials["device"].value_counts().to_dict(),
-        "code_versions": trials["code_version"].value_counts().to_dict(),
-        "first_started": str(trials["started_at"].astype(str).replace("", pd.NA).min())
+    return Totals(
+        trials=len(trials),
+        complete=len(complete(trials)),
+        failed=int((trials["status"] == "failed").sum()),
+        compute_s=float(wall) if pd.notna(wall) else 0.0,
+        devices={str(k): int(v) for k, v in trials["device"].value_counts().items()},
+        code_versions={str(k): int(v) for k, v in trials["code_version"].value_counts().items()},
+        first_started=str(trials["started_at"].astype(str).replace("", pd.NA).min())
         if len(trials)
         else "",
-        "last_finished": str(trials["finished_at"].astype(str).replace("", pd.NA).max())
+        last_finished=str(trials["finished_at"].astype(str).replace("", pd.NA).max())
         if len(trials)
         else "",
-    }
+    )
 
 
 def human_seconds(s: float) -> str:

@@ -1,15 +1,15 @@
-"""Reading one study's results folder for the report: `trials.parquet`, `config.yaml` and
-`data.json` only.
+"""Reading one study's results folder for the report, through the results contract
+(`study.results`: file names, schemas, readers): `trials.parquet`, `epochs.parquet/`,
+`config.yaml` and `data.json` only.
 
 The report never talks to Ray, MLflow or Optuna (DESIGN.md, "Dependency direction"). Rows are
-normalised here (missing optional columns get explicit "unknown" values) and the variant and task
-orders are taken from the registries, never typed by hand; names the registries do not know are
-kept and listed after the known ones.
+normalised here (missing optional columns get explicit "unknown" values); the variant and task
+orders and titles are those the study recorded (`analysis.names`), never typed by hand; names
+the study does not name are kept and listed after the known ones.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +19,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from analysis.names import Names, study_names
+from study import results
+
 log = logging.getLogger(__name__)
 
-TRIALS_FILE = "trials.parquet"
-CONFIG_FILE = "config.yaml"
-DATA_FILE = "data.json"  # written by the study at start (study.runner.record_data)
-EPOCHS_DIR = "epochs.parquet"  # one part file per trial: task, variant, trial, epoch, name, value
-EPOCH_COLUMNS = ("task", "variant", "trial", "epoch", "name", "value")
+EPOCH_COLUMNS = tuple(results.EPOCH_SCHEMA.names)  # task, variant, trial, epoch, name, value
 
 # columns the report cannot do without
 REQUIRED = ("task", "variant", "status", "val_metric", "test_metric")
-# optional columns and the value a missing one gets
+# every other column of the table (results.COLUMNS) and the value a missing one gets
 DEFAULTS: dict[str, Any] = {
     "study": "",
     "trial": -1,
@@ -64,28 +63,15 @@ class StudyResults:
     trials: pd.DataFrame
     config: dict[str, Any]
     config_text: str
-    variants: list[str]  # registry order, then names the registry does not know
+    variants: list[str]  # the study's, in the recorded order, then names it does not name
     tasks: list[str]
-    baseline: str  # the registry's first variant (V)
+    baseline: str  # the recorded order's first variant (V)
+    names: Names  # titles of variants and tasks, metrics and their directions
     notes: list[str] = field(default_factory=list)  # problems found while reading
     data: dict[str, dict] = field(default_factory=dict)  # data.json: task -> data summary
     epochs: pd.DataFrame = field(  # per-epoch history, long form (EPOCH_COLUMNS)
         default_factory=lambda: pd.DataFrame(columns=list(EPOCH_COLUMNS))
     )
-
-
-def variant_registry() -> list[str]:
-    """Variant names in the registry's (the paper's) order; V first."""
-    import variants
-
-    return list(variants.VARIANTS)
-
-
-def task_registry() -> dict[str, str]:
-    """Task name -> title, in the registry's order."""
-    import tasks
-
-    return {name: t.title for name, t in tasks.TASKS.items()}
 
 
 def ordered(names: set[str], registry: list[str]) -> tuple[list[str], list[str]]:
@@ -138,46 +124,29 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
             f"no study {study!r} under {results_dir}/; known studies: {', '.join(known) or 'none'}"
         )
     notes: list[str] = []
-    config_text, config = "", {}
-    if (folder / CONFIG_FILE).is_file():
-        config_text = (folder / CONFIG_FILE).read_text()
-        try:
-            loaded = yaml.safe_load(config_text)
-        except yaml.YAMLError as e:
-            loaded = None
-            notes.append(f"{CONFIG_FILE} could not be parsed ({e}); expected counts are unknown")
-        if isinstance(loaded, dict):
-            config = loaded
-        elif loaded is not None:
-            notes.append(f"{CONFIG_FILE} is not a mapping; expected counts are unknown")
-    else:
-        notes.append(f"no {CONFIG_FILE} in {folder}; expected counts are unknown")
+    config_text, config = _read_config(folder, notes)
+    try:
+        summary = results.read_data(folder)
+    except ValueError as e:
+        summary = None
+        notes.append(f"{e}; data sizes are unknown")
+    names = study_names(summary, config)
 
-    data: dict[str, dict] = {}
-    if (folder / DATA_FILE).is_file():
-        try:
-            loaded = json.loads((folder / DATA_FILE).read_text())
-            data = loaded if isinstance(loaded, dict) else {}
-        except json.JSONDecodeError as e:
-            notes.append(f"{DATA_FILE} could not be parsed ({e}); data sizes are unknown")
-
-    path = folder / TRIALS_FILE
-    if path.is_file():
-        trials = normalise(pd.read_parquet(path))
+    if (folder / results.TRIALS_FILE).is_file():
+        trials = normalise(results.read_trials(folder, strict=False))
     else:
-        notes.append(f"no {TRIALS_FILE} in {folder} yet: no trial has finished")
+        notes.append(f"no {results.TRIALS_FILE} in {folder} yet: no trial has finished")
         trials = normalise(pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED}))
 
     epochs = read_epochs(folder, notes)
     variant_names = set(trials["variant"].dropna()) | set(_as_list(config.get("variants")))
     task_names = set(trials["task"].dropna()) | set(_as_list(config.get("tasks")))
-    registry = variant_registry()
-    variants, unknown_v = ordered(variant_names, registry)
-    tasks, unknown_t = ordered(task_names, list(task_registry()))
+    variants, unknown_v = ordered(variant_names, list(names.variants))
+    tasks, unknown_t = ordered(task_names, list(names.tasks))
     if unknown_v:
-        notes.append(f"variant(s) not in the registry, listed last: {', '.join(unknown_v)}")
+        notes.append(f"variant(s) the study does not name, listed last: {', '.join(unknown_v)}")
     if unknown_t:
-        notes.append(f"task(s) not in the registry, listed last: {', '.join(unknown_t)}")
+        notes.append(f"task(s) the study does not name, listed last: {', '.join(unknown_t)}")
     return StudyResults(
         study,
         folder,
@@ -186,30 +155,44 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
         config_text,
         variants,
         tasks,
-        baseline=registry[0],
+        baseline=names.baseline,
+        names=names,
         notes=notes,
-        data=data,
+        data=summary.tasks if summary else {},
         epochs=epochs,
     )
 
 
+def _read_config(folder: Path, notes: list[str]) -> tuple[str, dict[str, Any]]:
+    """config.yaml as text and as a mapping ({} with a note when absent or unreadable)."""
+    path, name = folder / results.CONFIG_FILE, results.CONFIG_FILE
+    if not path.is_file():
+        notes.append(f"no {name} in {folder}; expected counts are unknown")
+        return "", {}
+    text = path.read_text()
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        notes.append(f"{name} could not be parsed ({e}); expected counts are unknown")
+        return text, {}
+    if isinstance(loaded, dict):
+        return text, loaded
+    if loaded is not None:
+        notes.append(f"{name} is not a mapping; expected counts are unknown")
+    return text, {}
+
+
 def read_epochs(folder: Path, notes: list[str]) -> pd.DataFrame:
     """`<folder>/epochs.parquet/` as one long table; empty (and a note) when absent or broken."""
-    path = folder / EPOCHS_DIR
     empty = pd.DataFrame(columns=list(EPOCH_COLUMNS))
-    if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
-        notes.append(f"no {EPOCHS_DIR} in {folder}: no learning curves")
-        return empty
     try:
-        epochs = pd.read_parquet(path)
-    except (OSError, ValueError) as e:
-        notes.append(f"{EPOCHS_DIR} could not be read ({e}); no learning curves")
+        epochs = results.read_epochs(folder)
+    except ValueError as e:  # results.DamagedFile
+        notes.append(f"{results.EPOCHS_DIR} could not be read ({e}); no learning curves")
         return empty
-    missing = [c for c in EPOCH_COLUMNS if c not in epochs.columns]
-    if missing:
-        notes.append(f"{EPOCHS_DIR} lacks column(s) {', '.join(missing)}; no learning curves")
+    if epochs.empty:
+        notes.append(f"no {results.EPOCHS_DIR} in {folder}: no learning curves")
         return empty
-    epochs = epochs[list(EPOCH_COLUMNS)].copy()
     for col in ("task", "variant", "name"):
         epochs[col] = epochs[col].astype(str)
     epochs["value"] = pd.to_numeric(epochs["value"], errors="coerce").astype(float)
