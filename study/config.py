@@ -30,6 +30,7 @@ from study.config_schema import (
     StudyConfig,
     TrainConfig,
 )
+from study.results import CONFIG_FILE
 
 __all__ = [
     "DEVICES",
@@ -181,10 +182,10 @@ def saved_study(results: str | Path, name: str) -> tuple[Path, StudyConfig]:
     """The folder and saved config of study `name` under `results`; an error naming the studies
     that are there when it is not one."""
     sdir = Path(results).expanduser() / name
-    if not (sdir / results.CONFIG_FILE).is_file():
-        known = sorted(p.parent.name for p in sdir.parent.glob("*/config.yaml"))
+    if not (sdir / CONFIG_FILE).is_file():
+        known = sorted(p.parent.name for p in sdir.parent.glob(f"*/{CONFIG_FILE}"))
         raise ValueError(f"no study {name!r} in {sdir.parent}; known: {', '.join(known) or 'none'}")
-    return sdir, load_saved(sdir / results.CONFIG_FILE)
+    return sdir, load_saved(sdir / CONFIG_FILE)
 
 
 def load_saved(path: Path) -> StudyConfig:
