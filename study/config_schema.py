@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     field_validator,
     model_validator,
 )
@@ -70,6 +71,17 @@ def _range(lowest: float, highest: float, integer: bool = False) -> Any:
     return Annotated[tuple[int, int] if integer else tuple[float, float], BeforeValidator(check)]
 
 
+def _folder(value: Any) -> str:
+    """A folder path as the OS gave it: kept as is, undecodable bytes included (pydantic's own
+    string check refuses those lone surrogates; `study.stores.check_results_dir` says which
+    byte is not UTF-8, where the path is used)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Expected("be a folder path")
+    return value
+
+
+FolderPath = Annotated[str, PlainValidator(_folder)]
+
 HiddenSizes = _range(2, 100_000, integer=True)
 LearningRates = _range(1e-12, 1e3)
 OneMinusMomenta = _range(1e-6, 1.0)
@@ -108,7 +120,7 @@ class DataConfig(_Settings):
 
     source: str | None = Field(None, pattern=NOT_BLANK)  # None: the task's default source
     size: int | None = Field(None, ge=1)  # number of training sequences (None: the full corpus)
-    path: str | None = Field(None, pattern=NOT_BLANK, description="a folder path")  # for `real`
+    path: FolderPath | None = None  # for `real`
     seed: int = Field(0, ge=0)  # seed of a generated corpus
 
 
@@ -135,8 +147,8 @@ class StudyConfig(_Settings):
     tracking_uri: str | None = Field(  # MLflow; None: sqlite in the study folder
         None, pattern=NOT_BLANK, description="a URI like sqlite:///mlflow.db"
     )
-    results: str = Field("results", pattern=NOT_BLANK, description="a folder path")
-    data_dir: str | None = Field(None, pattern=NOT_BLANK, description="a folder path")
+    results: FolderPath = "results"
+    data_dir: FolderPath | None = None
     space: SpaceConfig = SpaceConfig()
     training: TrainConfig = TrainConfig()
     data: dict[str, DataConfig] = {}
