@@ -2,7 +2,7 @@
 (`study.results`: file names, schemas, readers): `trials.parquet`, `epochs.parquet/`,
 `config.yaml` and `data.json` only.
 
-The report never talks to Ray, MLflow or Optuna (DESIGN.md, "Dependency direction"). Rows are
+The report never talks to Ray, MLflow or Optuna (README, "Layout"). Rows are
 normalised here (missing optional columns get explicit "unknown" values); the variant and task
 orders and titles are those the study recorded (`analysis.names`), never typed by hand; names
 the study does not name are kept and listed after the known ones.

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from study.results import MLFLOW_DB, OPTUNA_DB
+
 Device = Literal["cpu", "cuda", "auto"]
 Sampler = Literal["random", "tpe"]
 HiddenMeaning = Literal["per_direction", "total"]
@@ -161,11 +163,11 @@ class StudyConfig(_Settings):
 
     @property
     def optuna_storage(self) -> str:
-        return self.storage or f"sqlite:///{(self.study_dir / 'optuna.db').resolve()}"
+        return self.storage or f"sqlite:///{(self.study_dir / OPTUNA_DB).resolve()}"
 
     @property
     def mlflow_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
+        return self.tracking_uri or f"sqlite:///{(self.study_dir / MLFLOW_DB).resolve()}"
 
     def data_for(self, task: str) -> DataConfig:
         return self.data.get(task, DataConfig())
@@ -197,8 +199,8 @@ class StudyConfig(_Settings):
         """An item of `variants` may declare a variant, `{name: CIFG-NP, coupled_input_forget:
         true, peepholes: false}` (a saved config.yaml lists names and keeps the flags under
         `custom_variants`): names checked against the registry, flags into `custom_variants`."""
-        if not isinstance(raw, Mapping):
-            return raw
+        if not isinstance(raw, Mapping) or set(raw) - set(cls.model_fields):
+            return raw  # unknown keys: reported first, as a misspelt key explains the rest
         import variants
 
         custom = {
@@ -222,7 +224,9 @@ class StudyConfig(_Settings):
     def _folder_name(cls, value: Any) -> str:
         name = str(value or "").strip()
         if not name or "/" in name or name.startswith("."):
-            raise Expected("be a non-empty folder name without '/' (not starting with '.')")
+            raise Expected(
+                "be a study name: a non-empty folder name without '/' (not starting with '.')"
+            )
         return name
 
     @field_validator("tasks", mode="before")

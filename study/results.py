@@ -69,6 +69,9 @@ CONFIG_FILE = "config.yaml"  # the resolved study config (study.config.dump)
 DATA_FILE = "data.json"  # the data each task trains on, and names for the report (DataSummary)
 LEGACY_DATA_VERSIONS = "data_versions.json"  # what studies before data.json recorded
 RUN_LOG = "odyssey.log"  # what a running study prints besides our own lines (study.cli)
+LOCK_FILE = ".lock"  # held by the running driver; holds its pid (study.setup.study_lock)
+OPTUNA_DB = "optuna.db"  # the Optuna studies, unless the config names another storage
+MLFLOW_DB = "mlflow.db"  # the MLflow runs, unless the config names another tracking URI
 
 
 def empty() -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The driver of a study (DESIGN.md "The run, end to end"): config check, data, Optuna, Ray, MLflow.
+"""The driver of a study: config check, data, Optuna, Ray, MLflow (README, "Layout").
 
 Recording order per finished trial: per-epoch history, then the results row (atomic), then Optuna
 `tell`, then the MLflow run. The results table is the source of truth; on every start Optuna and
@@ -44,7 +44,7 @@ from study.setup import (
     save_config,
     study_lock,
 )
-from study.signals import stop_requested_on_sigterm
+from study.signals import StopRequest, stop_requested_on_sigterm
 from study.space import hyperparameters, search_space
 
 log = logging.getLogger(__name__)
@@ -132,17 +132,20 @@ class _Open:
     studies: dict[tuple[str, str], Any]  # (task, variant) -> Optuna study
     tracker: Any  # study.tracking.Tracker
     table: pd.DataFrame  # the results table as last written
+    packs: dict[str, int]  # task -> trials per job (study.plan.pack_size)
 
 
 def _run_locked(
     cfg: StudyConfig, executor_factory, live: bool | None, held: ExitStack | None = None
 ) -> dict[str, Any]:
-    """The run in four steps: open the stores, plan the queue, run it, count."""
+    """The run in four steps: open the stores, plan the queue, run it, count. From planning on
+    (which asks Optuna for packed trials up front), SIGTERM stops the run between two writes."""
     st = _open_stores(cfg, held)
-    queue = _plan(st)
     finished = False
     try:
-        ran = _run_queue(st, queue, executor_factory or _ray_executor, live)
+        with stop_requested_on_sigterm() as stop:
+            queue = _plan(st)
+            ran = _run_queue(st, queue, stop, executor_factory or _ray_executor, live)
         finished = True
     finally:
         st.tracker.close(finished)
@@ -171,7 +174,8 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
     save_config(cfg)
     runs = tracker.trial_runs()
     df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found)
-    st = _Open(cfg, device, version, data, search_space(cfg.space), studies, tracker, df)
+    packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
+    st = _Open(cfg, device, version, data, search_space(cfg.space), studies, tracker, df, packs)
     for pair, s in studies.items():
         repair.restore_optuna(s, pair, _rows_by_pair(df).get(pair, {}), st.space, found)
     repair.repair_epochs(sdir, df, tracker, runs, found)  # before MLflow logs runs from history
@@ -219,24 +223,21 @@ def _plan(st: _Open) -> deque:
         new_counts[(task, variant)] = max(0, cfg.trials - record.count_trials(s))
     for k in range(max(new_counts.values(), default=0)):
         queue.extend(pair for pair, n in new_counts.items() if k < n)
-    packs = _pack_sizes(st)
-    if queue and max(packs.values()) > 1:
-        queue = plan.ask_packs(cfg, st.studies, st.space, queue, packs)
+    if queue and max(st.packs.values()) > 1:
+        queue = plan.ask_packs(cfg, st.studies, st.space, queue, st.packs)
     return queue
 
 
-def _pack_sizes(st: _Open) -> dict[str, int]:
-    return {t: plan.pack_size(st.cfg, st.device, tasks.get(t).bidirectional) for t in st.cfg.tasks}
-
-
-def _run_queue(st: _Open, queue: deque, executor_factory, live: bool | None) -> int:
+def _run_queue(
+    st: _Open, queue: deque, stop: StopRequest, executor_factory, live: bool | None
+) -> int:
     """Submit the queue's trials and packs as workers free up and record each result as it
     arrives; returns how many were recorded. SIGTERM stops it between two recordings."""
     from study.progress import Display
 
     if not queue:
         return 0
-    cfg, device, packs = st.cfg, st.device, _pack_sizes(st)
+    cfg, device, packs = st.cfg, st.device, st.packs
     pack = max(packs.values())
     log.info(
         "%d trials to run on %s%s",
@@ -247,26 +248,25 @@ def _run_queue(st: _Open, queue: deque, executor_factory, live: bool | None) -> 
     ran, attempts = 0, {}
     executor = None
     try:
-        with stop_requested_on_sigterm() as stop:
-            executor = executor_factory(cfg, device)
-            directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
-            metrics = {t: tasks.get(t).metric for t in cfg.tasks}
-            with Display(
-                cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
-            ) as display:
-                display.update(st.table)
-                while queue or executor.in_flight:
-                    stop.check()  # between recordings: nothing is half written
-                    while queue and executor.in_flight < executor.workers:
-                        _submit(st, queue, executor, display, packs)
-                    for p, result in executor.wait(timeout=1.0):
-                        if result.get("retryable"):
-                            _retry_or_stop(p, result, attempts, queue)
-                            display.requeued(p.task, p.variant)
-                            continue
-                        display.finished(_record(st, p, result), st.table)
-                        ran += 1
-                    display.update()
+        executor = executor_factory(cfg, device)
+        directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
+        metrics = {t: tasks.get(t).metric for t in cfg.tasks}
+        with Display(
+            cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
+        ) as display:
+            display.update(st.table)
+            while queue or executor.in_flight:
+                stop.check()  # between recordings: nothing is half written
+                while queue and executor.in_flight < executor.workers:
+                    _submit(st, queue, executor, display, packs)
+                for p, result in executor.wait(timeout=1.0):
+                    if result.get("retryable"):
+                        _retry_or_stop(p, result, attempts, queue)
+                        display.requeued(p.task, p.variant)
+                        continue
+                    display.finished(_record(st, p, result), st.table)
+                    ran += 1
+                display.update()
     finally:
         if executor is not None:
             executor.shutdown()

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from study import config as config_mod
 from study import results
 from study.config import StudyConfig
-from study.results import RUN_LOG
+from study.results import LOCK_FILE, RUN_LOG
 
 log = logging.getLogger("study.runner")  # the driver's lines, as before the split
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-LOCK_FILE = ".lock"  # in the study folder; holds the driver's pid (`odyssey status` shows it)
 # A driver waits this long for the lock: `running_driver` (status) holds it for an instant too.
 LOCK_WAIT_S = 1.0
 
@@ -71,9 +70,15 @@ def study_lock(study_dir: Path) -> Iterator[None]:
     study_dir.mkdir(parents=True, exist_ok=True)
     path = study_dir / LOCK_FILE
     fresh = not any(p.name not in (LOCK_FILE, RUN_LOG) for p in study_dir.iterdir())
-    lock = FileLock(path)
+    saved = study_dir / results.CONFIG_FILE
+    # flock only (no silent fallback to a marker file that kill -9 would leave behind)
+    lock = FileLock(path, fallback_to_soft=False, preserve_lock_file=True)
     try:
-        lock.acquire(timeout=LOCK_WAIT_S)
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except FileNotFoundError:  # a failed first start removed the folder while this one waited
+            study_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=LOCK_WAIT_S)
     except Timeout:
         raise ValueError(
             f"study {study_dir} is already being run by another driver "
@@ -84,9 +89,7 @@ def study_lock(study_dir: Path) -> Iterator[None]:
         yield
     finally:
         try:
-            if not (
-                study_dir / results.CONFIG_FILE
-            ).is_file():  # still held: nobody can be starting
+            if not saved.is_file():  # still held: nobody can be starting
                 path.unlink(missing_ok=True)
                 if fresh and not (study_dir / results.TRIALS_FILE).exists():
                     shutil.rmtree(study_dir, ignore_errors=True)
@@ -97,15 +100,19 @@ def study_lock(study_dir: Path) -> Iterator[None]:
 def running_driver(study_dir: Path) -> str | None:
     """The pid of the driver running the study (as its lock file says; '?' if it says nothing),
     or None when no driver holds the lock."""
+    import fcntl
+
     path = study_dir / LOCK_FILE
-    if not path.is_file():
-        return None  # never started, or a failed first start: no lock file to create here
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    try:  # read-only: `status` works on a study another user runs, or on read-only storage
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # never started, or a failed first start
+    try:  # a shared flock conflicts with the driver's exclusive one (filelock's, also flock)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return _holder(path)
-    lock.release()
+    finally:
+        os.close(fd)  # also releases the shared lock
     return None
 
 
@@ -167,12 +174,13 @@ def record_data(
     import tasks
     import variants
 
-    seen = results.read_data(study_dir) or results.DataSummary()
-    if (study_dir / results.DATA_FILE).is_file():
+    seen = results.read_data(study_dir)
+    if seen is not None:
         versions = {t: int(s["data_version"]) for t, s in seen.tasks.items()}
     else:
         legacy = study_dir / results.LEGACY_DATA_VERSIONS
         versions = json.loads(legacy.read_text()) if legacy.is_file() else {}
+        seen = results.DataSummary()
     now = {t: int(m.get("data_version", 1)) for t, m in metas.items()}
     changed = {t: (versions[t], v) for t, v in now.items() if t in versions and versions[t] != v}
     if changed:

@@ -23,6 +23,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from study import results
+
 log = logging.getLogger(__name__)
 
 DAMAGED_DIR = "damaged"
@@ -233,7 +235,7 @@ def open_optuna(cfg, directions: dict[str, str], found, held, open_store) -> dic
 
     from study import record, repair
 
-    default_db = None if cfg.storage else cfg.study_dir / "optuna.db"
+    default_db = None if cfg.storage else cfg.study_dir / results.OPTUNA_DB
     if not found.fix and default_db is not None and not default_db.exists():
         found.say("", f"Optuna storage {default_db} is missing; would rebuild it from the table")
         return None
@@ -271,7 +273,7 @@ def open_tracker(cfg, version: str, found, open_store, init) -> object:
     from study.tracking import Tracker
 
     artifacts = None if cfg.tracking_uri else (cfg.study_dir / "mlartifacts").resolve().as_uri()
-    default_db = None if cfg.tracking_uri else cfg.study_dir / "mlflow.db"
+    default_db = None if cfg.tracking_uri else cfg.study_dir / results.MLFLOW_DB
 
     def opener():
         tracker = open_store(

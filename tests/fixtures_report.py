@@ -1,4 +1,4 @@
-"""A realistic, seeded results table for report tests (columns of DESIGN.md's results table).
+"""A realistic, seeded results table for report tests (the columns of study/results.py SCHEMA).
 
 The test metric is a known function of the hyperparameters (a learning-rate basin, better with
 size, worse with noise, momentum irrelevant) plus a per-variant shift that mimics the paper's

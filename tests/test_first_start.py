@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 import pytest
 
-from study import runner
+from study import runner, setup
 from study.commands.run import status
 from study.progress import summarize
 from study.scheduler import InlineExecutor
@@ -49,7 +50,7 @@ def test_a_started_study_and_a_folder_of_other_files_are_kept(tmp_path, smoke):
     other = tmp_path / "res" / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with runner.study_lock(other):
+    with setup.study_lock(other):
         assert (other / ".lock").read_text().strip().isdigit()
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     assert sorted(p.name for p in good.study_dir.iterdir()) == before
@@ -59,12 +60,52 @@ def test_a_second_driver_is_refused(tmp_path):
     sdir = tmp_path / "s"
     (sdir).mkdir()
     (sdir / "config.yaml").write_text("")  # a started study: its lock file stays
-    with runner.study_lock(sdir):
+    with setup.study_lock(sdir):
         with pytest.raises(ValueError, match="already being run by another driver"):
-            with runner.study_lock(sdir):
+            with setup.study_lock(sdir):
                 pass
-    with runner.study_lock(sdir):  # released: the next driver gets it
+    with setup.study_lock(sdir):  # released: the next driver gets it
         pass
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from study.setup import study_lock
+with study_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_status_sees_the_driver_of_another_process_and_its_pid_survives_a_refusal(tmp_path):
+    import subprocess
+    import sys
+
+    sdir = tmp_path / "s"
+    sdir.mkdir()
+    (sdir / "config.yaml").write_text("")
+    assert setup.running_driver(sdir) is None  # no lock file yet
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(sdir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(setup.PROJECT_ROOT)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        pid = str(holder.pid)
+        assert setup.running_driver(sdir) == pid
+        with pytest.raises(ValueError, match=f"another driver \\(pid {pid}\\)"):
+            with setup.study_lock(sdir):
+                pass
+        assert (sdir / ".lock").read_text() == pid  # the refused driver left it as it was
+        (sdir / ".lock").chmod(0o444)  # status only reads: a study another user runs
+        assert setup.running_driver(sdir) == pid
+    finally:
+        holder.kill()
+        holder.wait()
+    assert setup.running_driver(sdir) is None  # the OS released the lock of the killed driver
 
 
 def test_status_numbers_failed_trials_and_gives_reasons(tmp_path, capsys, smoke):

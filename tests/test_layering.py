@@ -1,4 +1,4 @@
-"""The package layering of DESIGN.md: variants, tasks -> study -> results/ -> analysis -> reports/.
+"""The package layering (README, "Layout"): variants, tasks -> study -> results/ -> analysis.
 
 variants imports torch only (no other package of ours; ninja only to build its kernel); tasks
 never imports variants or study; only study imports ray, optuna or mlflow, and the training loop

@@ -142,3 +142,21 @@ def test_an_old_data_json_is_read_and_a_broken_one_is_named(tmp_path):
     assert any(
         "data.json does not read as" in n for n in load.read_results("contract", tmp_path).notes
     )
+
+
+def test_the_reports_fallback_names_are_the_registries():
+    """analysis/names.py names old studies without importing the registries (and torch): its
+    copies must say what the registries say, in their order."""
+    import tasks
+    import variants
+    from analysis import names
+
+    assert names.PAPER_VARIANTS == {n: s.change for n, s in variants.VARIANTS.items()}
+    assert list(names.PAPER_TASKS) == list(tasks.TASKS)
+    for name, task in tasks.TASKS.items():
+        got = names.PAPER_TASKS[name]
+        assert (got.title, got.metric, got.direction) == (
+            task.title,
+            task.metric,
+            task.metric_direction,
+        )

@@ -96,6 +96,11 @@ def test_bad_flags(override, words):
             "preset: smoke\ntrainig: {patience: 3}\n",
             ["unknown study setting(s) 'trainig'", "training"],
         ),
+        (  # a misspelt key explains the rest: named first, not the variants it hides
+            "preset: smoke\nvaraints: [V]\nvariants: [bogus]\n",
+            ["unknown study setting(s) 'varaints'", "variants"],
+        ),
+        ("preset: smoke\nname: a/b\n", ["study name", "without '/'"]),
         ("preset: smoke\ndata: {jsb_chorales: {source: synthetic}}\n", ["valid: real"]),
         ("preset: smoke\ndata: {jsb: {size: 3}}\n", ["unknown task 'jsb'"]),
         ("preset: tiny\n", ["unknown preset 'tiny'", "demo, smoke, paper"]),

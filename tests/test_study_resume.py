@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 import tasks
 import variants
-from study import record, results, runner
+from study import record, results, runner, setup
 from study.scheduler import InlineExecutor
 from study.tracking import Tracker
 from study.worker import run_trial
@@ -243,14 +243,14 @@ def test_killed_inside_ask(tmp_path, smoke):
 def test_resume_refuses_data_of_another_version(tmp_path, smoke):
     cfg = smoke(trials=1, variants=["V"])
     _run(cfg)
-    runner.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})  # same: fine
+    setup.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})  # same: fine
     with pytest.raises(ValueError, match=r"jsb_chorales \(version 1 -> 2\).*--study NEW_NAME"):
-        runner.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 2}})
+        setup.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 2}})
     # a study from before data.json recorded its versions in data_versions.json: still enforced
     (cfg.study_dir / "data.json").unlink()
     (cfg.study_dir / "data_versions.json").write_text('{"jsb_chorales": 0}')
     with pytest.raises(ValueError, match=r"jsb_chorales \(version 0 -> 1\)"):
-        runner.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})
+        setup.record_data(cfg.study_dir, {"jsb_chorales": {"data_version": 1}})
 
 
 def test_the_study_records_its_data_for_the_report(tmp_path, smoke):

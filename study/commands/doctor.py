@@ -66,7 +66,7 @@ def doctor(args: argparse.Namespace) -> int:
                 cfg, setup.code_version(), found, setup.open_store, setup.init_mlflow_store
             )
         else:
-            db = None if cfg.tracking_uri else sdir / "mlflow.db"
+            db = None if cfg.tracking_uri else sdir / results.MLFLOW_DB
             if db is not None and not db.exists():
                 found.say("", f"MLflow store {db} is missing; would log every trial into a new one")
                 tracker = None
