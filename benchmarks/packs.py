@@ -9,7 +9,12 @@ thread, for each pack size, on the same trials, and reports per (task, pack size
   `study.train`) of the same task in the same run;
 - `projected_grid_core_hours`: the paper's grid (2000 trials per task) at this speed, with the
   mean epochs of a measured paper-protocol sample (the shipped reference study's table for JSB
-  Chorales, when present) or a stated assumption (100).
+  Chorales, when present) or a stated assumption (100), over the task's full default corpus
+  (a run on `size` training sequences scales its frames by `FULL_TRAIN_SEQUENCES` / size); on a
+  GPU, GPU-hours.
+Pack 1 (the single-trial loop) runs on `single_trials` of the sample (default: all), spread
+evenly over its hidden sizes: on a GPU a batch-1 trial is launch-bound, and the same trials one
+by one would outlast a pack of hundreds by far.
 The trials of a task row are a seeded sample of the paper's space (hidden sizes log-uniform in
 [20, 200]), sorted by hidden size and cut into packs of `pack` trials with one slot each (the
 study engine also takes rounds by trial number and refills freed slots: `study.plan`).
@@ -35,6 +40,8 @@ import torch
 GRID_TRIALS = 2000  # the paper: 200 trials x 10 networks per task
 ASSUMED_EPOCHS = 100.0
 MIX_HIDDEN = (20, 64, 100, 200)
+# training sequences of each task's full default corpus (README, "Measured here")
+FULL_TRAIN_SEQUENCES = {"jsb_chorales": 229, "timit": 3696, "iam_online": 5355}
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference-jsb"
 
 
@@ -64,6 +71,14 @@ def mean_epochs(task: str) -> tuple[float, str]:
         if len(done) >= 10:
             return float(done["epochs"].mean()), f"mean of {len(done)} reference-jsb trials"
     return ASSUMED_EPOCHS, "assumed"
+
+
+def spread(sample: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """`n` of `sample`'s trials at evenly spaced ranks of hidden size (all when n >= its size)."""
+    if n >= len(sample):
+        return sample
+    ranked = sorted(sample, key=lambda h: h["hidden_size"])
+    return [ranked[round(i * (len(ranked) - 1) / max(1, n - 1))] for i in range(n)]
 
 
 def _train(task, variant, hparams, splits, epochs: int, pack: int, device: str) -> float:
@@ -120,6 +135,7 @@ def run(
     size: int | None = None,
     device: str = "cpu",
     mix: bool = True,
+    single_trials: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """`{"rows": [...], "mix": [...]}` (see the module docstring)."""
@@ -138,29 +154,34 @@ def run(
         folder, _ = tasks.prepare(name, size=size, seed=seed, progress=False)
         splits, _ = load_prepared(folder)
         frames = _frames(splits["train"])
+        n_train = len(splits["train"].inputs)
+        full = FULL_TRAIN_SEQUENCES.get(name, n_train) if size else n_train
         sample = paper_sample(n_trials, seed)
         epochs_mean, epochs_from = mean_epochs(name)
         base = None
         for pack in packs:
+            hps = sample if pack > 1 else spread(sample, single_trials or n_trials)
             if progress:
-                progress(f"{name}: {n_trials} trials in packs of {pack}")
-            wall = _train(task, "V", sample, splits, epochs, pack, device)
-            us = wall / (n_trials * epochs * frames) * 1e6
+                progress(f"{name}: {len(hps)} trials in packs of {pack}")
+            wall = _train(task, "V", hps, splits, epochs, pack, device)
+            us = wall / (len(hps) * epochs * frames) * 1e6
             base = base or us
             rows.append(
                 {
                     "task": name,
                     "pack": pack,
-                    "trials": n_trials,
+                    "trials": len(hps),
                     "epochs": epochs,
                     "train_frames": frames,
                     "wall_s": round(wall, 2),
                     "us_per_trial_frame": round(us, 2),
-                    "trial_epochs_per_core_hour": round(n_trials * epochs / wall * 3600, 1),
+                    "trial_epochs_per_core_hour": round(len(hps) * epochs / wall * 3600, 1),
                     "speedup": round(base / us, 2),
                     "projected_grid_core_hours": round(
-                        GRID_TRIALS * epochs_mean * frames * us / 3.6e9, 1
+                        GRID_TRIALS * epochs_mean * frames * full / n_train * us / 3.6e9, 1
                     ),
+                    "projected_over": f"{full} training sequences"
+                    + (f" (measured on {n_train})" if full != n_train else ""),
                     "mean_epochs": round(epochs_mean, 1),
                     "mean_epochs_from": epochs_from,
                 }

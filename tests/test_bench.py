@@ -147,3 +147,12 @@ def test_reference_rate_is_the_best_of_its_shapes(monkeypatch):
         flops, "gemm_rates", lambda device, repeats: {(1, 1, 1): 3.0, (2, 2, 2): 7.0}
     )
     assert flops.peak_gflops("cpu") == 7.0
+
+
+def test_the_single_trial_baseline_spreads_over_the_hidden_sizes():
+    from benchmarks.packs import paper_sample, spread
+
+    sample = paper_sample(41, seed=0)
+    sizes = sorted(h["hidden_size"] for h in sample)
+    assert [h["hidden_size"] for h in spread(sample, 3)] == [sizes[0], sizes[20], sizes[40]]
+    assert spread(sample, 80) is sample and len(spread(sample, 1)) == 1
