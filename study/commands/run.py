@@ -150,7 +150,8 @@ def status(args: argparse.Namespace) -> int:
     running = "not running" if pid is None else f"running (driver pid {pid})"
     console.print(
         f"study {cfg.name}: {done} complete, {failed} failed of {expected}; {running}; "
-        f"ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers"
+        f"ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers",
+        soft_wrap=True,  # one line also when piped (a script may read it)
     )
     console.print(table(s))
     failures = [(r.task, r.variant, n, e) for r in s.itertuples() for n, e in r.errors]
