@@ -176,8 +176,9 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
     df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found)
     packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
     st = _Open(cfg, device, version, data, search_space(cfg.space), studies, tracker, df, packs)
+    by_pair = _rows_by_pair(df)
     for pair, s in studies.items():
-        repair.restore_optuna(s, pair, _rows_by_pair(df).get(pair, {}), st.space, found)
+        repair.restore_optuna(s, pair, by_pair.get(pair, {}), st.space, found)
     repair.repair_epochs(sdir, df, tracker, runs, found)  # before MLflow logs runs from history
     relogged = tracker.reconcile(
         df.to_dict("records"),
