@@ -113,6 +113,8 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         fences=fences,
         metrics=metrics,
         target=s.fanova_target,
+        resamples=s.fanova_resamples,
+        resample_trees=s.fanova_resample_trees,
     )
     log.info("fANOVA: %.1f s", time.perf_counter() - t0)
     prog = provenance.progress(res)
@@ -134,7 +136,9 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         paper_variants=paper.compare_variants(significance, stand_in, res.tasks, s.alpha),
         paper_best=paper.best_results(summary, stand_in, res.tasks),
         paper_reference=paper.reference_results(summary, stand_in, res.tasks),
-        paper_hp=paper.compare_hyperparameters(fan.importance, stand_in, res.tasks),
+        paper_hp=paper.compare_hyperparameters(
+            fan.importance, fan.resampled, stand_in, res.tasks, res.baseline
+        ),
         learning=learning.curves(res.epochs, done, metrics),
         fences=fences,
         metrics=metrics,

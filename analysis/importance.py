@@ -22,7 +22,7 @@ function of the group's (fence-capped) metric, and bands are clipped to the metr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -108,6 +108,40 @@ class Importance:
     curves: pd.DataFrame
     # task -> (learning-rate grid (G,), hidden-size grid (G,), (G, G) mean pooled marginal)
     surfaces: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    # the pooled fANOVA refitted on bootstrap resamples of each task's trials (`bootstrap`):
+    # task, resample, effect (as `hp` above), kind, fraction
+    resampled: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RESAMPLED_COLUMNS))
+
+
+RESAMPLED_COLUMNS = ["task", "resample", "hp", "kind", "fraction"]
+
+
+def bootstrap(
+    x: np.ndarray,
+    capped: np.ndarray,
+    bounds: np.ndarray,
+    target: str,
+    resamples: int,
+    trees: int,
+    seed: int,
+) -> pd.DataFrame:
+    """How far the pooled fractions move with another draw of trials: the forest refitted on
+    `resamples` bootstrap resamples of the trials (`trees` trees each; the rank target ranked
+    again within the resample). Rows: resample, hp, kind, fraction."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in range(resamples):
+        pick = rng.integers(0, len(capped), len(capped))
+        yb = capped[pick]
+        if np.ptp(yb) == 0:
+            continue
+        y = rankdata(yb) / len(yb) if target == "rank" else yb
+        fa = fanova.fit(x[pick], y, bounds, list(HYPERPARAMETERS), trees, int(rng.integers(2**31)))
+        rows += [
+            {"resample": b, "hp": r["effect"], "kind": r["kind"], "fraction": r["fraction"]}
+            for r in fa.importances()
+        ]
+    return pd.DataFrame(rows, columns=RESAMPLED_COLUMNS[1:])
 
 
 def analyse(
@@ -122,13 +156,16 @@ def analyse(
     fences: dict[str, float] | None = None,
     metrics: dict[str, str] | None = None,
     target: str = "rank",
+    resamples: int = 0,
+    resample_trees: int = 16,
 ) -> Importance:
     """fANOVA per task (pooled) and per (task, variant) over complete trials, the test metric
-    capped at `fences[task]` (no cap where absent)."""
+    capped at `fences[task]` (no cap where absent); the pooled one also on `resamples`
+    bootstrap resamples (`bootstrap`)."""
     if target not in TARGETS:
         raise ValueError(f"unknown fANOVA target {target!r}; known: {', '.join(TARGETS)}")
     fences, metrics = fences or {}, metrics or {}
-    rows, skipped, curves, surfaces = [], [], [], {}
+    rows, skipped, curves, surfaces, resampled = [], [], [], {}, []
     keys = list(HYPERPARAMETERS)
     for ti, task in enumerate(tasks):
         in_task = done[done["task"] == task]
@@ -160,6 +197,11 @@ def analyse(
                         "trees": trees,
                     }
                 )
+            if group == POOLED and resamples:
+                boot = bootstrap(
+                    x.to_numpy(), capped, bounds, target, resamples, resample_trees, group_seed
+                )
+                resampled.append(boot.assign(task=task))
             if group == POOLED:
                 for d, key in enumerate(keys):
                     g = np.linspace(bounds[d, 0], bounds[d, 1], grid)
@@ -201,6 +243,9 @@ def analyse(
         if curves
         else pd.DataFrame(columns=["task", "hp", "x", "mean", "lo", "hi"]),
         surfaces=surfaces,
+        resampled=pd.concat(resampled, ignore_index=True)[RESAMPLED_COLUMNS]
+        if resampled
+        else pd.DataFrame(columns=RESAMPLED_COLUMNS),
     )
 
 

@@ -29,6 +29,8 @@ class Settings:
     seed: int = 0
     fence_iqr: float | None = FENCE_IQR  # divergence fence Q3 + k IQR; None: no cap
     fanova_target: str = "rank"  # 'rank' (robust) or 'metric' (capped at the fence)
+    fanova_resamples: int = 40  # bootstrap resamples of the pooled fANOVA (0: none)
+    fanova_resample_trees: int = 16  # trees per resample
 
 
 @dataclass(frozen=True)

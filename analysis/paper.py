@@ -70,6 +70,7 @@ def compare_variants(
                 row[f"match ({label})"] = _match(paper, ours)
                 if subset == ALL:
                     row["Welch (all)"] = "" if found is None else found["verdict_welch"]
+                row[f"cause ({label})"] = ""
                 if row[f"match ({label})"] != "differs":
                     continue
                 why = power.explain(
@@ -84,6 +85,7 @@ def compare_variants(
                     alpha,
                     int(found["diverged"]),
                 )
+                row[f"cause ({label})"] = why.pop("cause")
                 notes.append(f"{label}: {why.pop('explanation')}")
                 if subset == ALL:
                     row.update(why)
@@ -180,22 +182,53 @@ def reference_results(
     return pd.DataFrame(rows, columns=[*columns, "note", "stand-in data"])
 
 
-def _check_hp(claim: str, imp: pd.DataFrame) -> tuple[bool, str]:
-    """Whether a claim holds on one task's pooled fANOVA table, and the number it rests on."""
-    main = imp[imp["kind"] == "main"].set_index("hp")["fraction"]
+# the claims that compare a number to a bound: claim -> (main effect, or "pairwise" for the sum
+# of the pairwise fractions; the bound; whether the claim holds below it)
+BOUNDS = {
+    "lr_dominant": ("learning_rate", 2 / 3, False),
+    "momentum_small": ("momentum", 0.01, True),
+    "interactions_small": ("pairwise", 0.10, True),
+}
+
+
+def _claim(claim: str, main: pd.Series, pairs: float) -> tuple[bool, float, str]:
+    """Whether a claim holds on one fANOVA (main fractions by hp, sum of the pairwise ones),
+    the number it rests on (NaN for the rank claims) and that number as text."""
     ranked = main.sort_values(ascending=False)
     if claim == "lr_largest":
-        return bool(ranked.index[0] == "learning_rate"), f"largest: {ranked.index[0]}"
-    if claim == "lr_dominant":
-        return bool(main["learning_rate"] > 2 / 3), f"{100 * main['learning_rate']:.1f}%"
+        return bool(ranked.index[0] == "learning_rate"), np.nan, f"largest: {ranked.index[0]}"
     if claim == "hidden_second":
-        return bool(ranked.index[1] == "hidden_size"), f"second: {ranked.index[1]}"
-    if claim == "momentum_small":
-        return bool(main["momentum"] < 0.01), f"{100 * main['momentum']:.1f}%"
-    if claim == "interactions_small":
-        pairs = imp.loc[imp["kind"] == "pairwise", "fraction"].sum()
-        return bool(pairs < 0.10), f"{100 * pairs:.1f}%"
+        return bool(ranked.index[1] == "hidden_size"), np.nan, f"second: {ranked.index[1]}"
+    if claim in BOUNDS:
+        effect, bound, below = BOUNDS[claim]
+        value = pairs if effect == "pairwise" else float(main[effect])
+        return bool(value < bound if below else value > bound), value, f"{100 * value:.1f}%"
     raise ValueError(f"unknown claim {claim!r}; known: {', '.join(_claims())}")
+
+
+def _split(imp: pd.DataFrame) -> tuple[pd.Series, float]:
+    main = imp[imp["kind"] == "main"].set_index("hp")["fraction"]
+    return main, float(imp.loc[imp["kind"] == "pairwise", "fraction"].sum())
+
+
+def _resampled(claim: str, boot: pd.DataFrame) -> tuple[str, str]:
+    """The claim on the bootstrap resamples: the 95 % interval of its number (or how often it
+    holds) as text, and the cause of a disagreement: 'too few trials' while the interval reaches
+    the paper's side (or the claim holds in at least 2.5 % of resamples), else 'real
+    disagreement'."""
+    found = [_claim(claim, *_split(part)) for _, part in boot.groupby("resample")]
+    if not found:
+        return "", ""
+    holds = np.array([h for h, _, _ in found])
+    if claim in BOUNDS:
+        lo, hi = np.percentile([v for _, v, _ in found], [2.5, 97.5])
+        _, bound, below = BOUNDS[claim]
+        reaches = lo < bound if below else hi > bound
+        text = f"{100 * lo:.1f}-{100 * hi:.1f}% (95%, {len(found)} resamples)"
+    else:
+        reaches = holds.mean() >= 0.025
+        text = f"holds in {100 * holds.mean():.0f}% of {len(found)} resamples"
+    return text, "too few trials" if reaches else "real disagreement"
 
 
 def _claims() -> list[str]:
@@ -203,18 +236,37 @@ def _claims() -> list[str]:
 
 
 def compare_hyperparameters(
-    importance: pd.DataFrame, stand_in: dict[str, bool | None], tasks: list[str]
+    importance: pd.DataFrame,
+    resampled: pd.DataFrame,
+    stand_in: dict[str, bool | None],
+    tasks: list[str],
+    baseline: str = "V",
 ) -> pd.DataFrame:
-    """Each hyperparameter claim per task against the pooled fANOVA table (group == 'all')."""
+    """Each hyperparameter claim per task against the pooled fANOVA table (group == 'all'),
+    with its spread over bootstrap resamples of the trials, the same claim on the baseline's
+    trials alone (the paper's marginals are V's; which trials its pie charts pool is not
+    known) and, where it differs, the cause: 'too few trials' or 'real disagreement' from the
+    resamples, or 'holds on V alone' when only the pooling makes the difference."""
     rows = []
     for task in tasks:
-        imp = importance[(importance["task"] == task) & (importance["group"] == "all")]
+        in_task = importance[importance["task"] == task]
+        imp = in_task[in_task["group"] == "all"]
+        alone = in_task[in_task["group"] == baseline]
+        boot = resampled[resampled["task"] == task]
         for c in facts()["hyperparameters"]:
+            spread, cause, on_base = "", "", ""
             if imp.empty:
                 value, found, match = "", "no fANOVA (too few trials)", "not enough trials"
             else:
-                holds, value = _check_hp(c["id"], imp)
+                holds, _, value = _claim(c["id"], *_split(imp))
                 found, match = ("holds", "agrees") if holds else ("does not hold", "differs")
+                spread, why = _resampled(c["id"], boot)
+                if len(alone):
+                    base_holds, _, base_value = _claim(c["id"], *_split(alone))
+                    on_base = f"{base_value} ({'holds' if base_holds else 'does not hold'})"
+                    if not holds and base_holds:
+                        why = f"holds on {baseline} alone"
+                cause = "" if holds else why
             rows.append(
                 {
                     "task": task,
@@ -223,7 +275,10 @@ def compare_hyperparameters(
                     "rule": c["check"],
                     "this study": found,
                     "measured": value,
+                    "bootstrap": spread,
+                    f"on {baseline} alone": on_base,
                     "match": match,
+                    "cause": cause,
                     "stand-in data": stand_in_text(stand_in.get(task)),
                 }
             )

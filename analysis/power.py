@@ -53,7 +53,13 @@ def explain(
     alpha: float = 0.05,
     diverged: int = 0,
 ) -> dict[str, object]:
-    """Power numbers and one sentence for a verdict that differs from the paper's."""
+    """Power numbers, a cause and one sentence for a verdict that differs from the paper's.
+
+    The cause, where the paper found an effect and we did not: "too few trials" while our
+    interval for g still holds an effect the paper's test could call significant, in its
+    direction; "real disagreement" once it excludes all of them. Where we found an effect and the
+    paper did not: "compatible" while our interval still holds effects too small for the paper's
+    test, "real disagreement" once it excludes them. Opposite directions: "real disagreement"."""
     d_paper = smallest_significant_d(paper_n, paper_n, alpha)
     out: dict[str, object] = {
         "paper n": paper_n,
@@ -61,7 +67,10 @@ def explain(
         "power for that d here": power(d_paper, n, n_base, alpha),
         "power for observed g": power(g, n, n_base, alpha),
         "n per group for 80% power (observed g)": n_for_power(g, alpha),
+        "cause": "",
     }
+    known = np.isfinite(g_lo) and np.isfinite(g_hi)
+    interval = f"our g interval [{_num(g_lo)}, {_num(g_hi)}]"
     parts = []
     if paper in ("worse", "better") and ours not in ("worse", "better"):
         parts.append(
@@ -73,14 +82,31 @@ def explain(
         need = out["n per group for 80% power (observed g)"]
         if np.isfinite(need):
             parts.append(f"80% power for g = {_num(g)} needs about {need:.0f} trials per group")
+        # g > 0: the variant is worse; the paper's effect, in our sign, lies beyond +-d_paper
+        holds = g_hi >= d_paper if paper == "worse" else g_lo <= -d_paper
+        if known and not holds:
+            out["cause"] = "real disagreement"
+            parts.append(
+                f"{interval} excludes every effect of |d| >= {d_paper:.2f} in the paper's "
+                "direction: a real disagreement"
+            )
+        else:
+            out["cause"] = "too few trials"
+            if known:
+                parts.append(
+                    f"{interval} still holds effects of |d| >= {d_paper:.2f} in the paper's "
+                    "direction: too few trials to tell"
+                )
     elif paper not in ("worse", "better") and ours in ("worse", "better"):
         beyond = (g > 0 and g_lo > d_paper) or (g < 0 and g_hi < -d_paper)
+        out["cause"] = "real disagreement" if beyond else "compatible"
         parts.append(
             f"observed g = {_num(g)} [{_num(g_lo)}, {_num(g_hi)}]; the paper's n.s. at "
             f"n = {paper_n} means its observed |d| was below {d_paper:.2f}, which our interval "
             + ("excludes: a real disagreement" if beyond else "does not exclude")
         )
     elif paper != ours:
+        out["cause"] = "real disagreement"
         parts.append(f"opposite directions: the paper found {paper}, this study {ours}")
     if diverged:
         parts.append(f"{diverged} trial(s) of this variant diverged (above the fence)")

@@ -35,7 +35,10 @@ def paper_section(a: Analysis) -> list[str]:
         + ". &lsquo;agrees&rsquo; compares significance and direction only. Ours is the rank "
         "test's verdict; the paper's own Welch test on our trials is shown beside it. Where "
         "they differ, the power our test had at its n says how much the difference "
-        "means.</p>",
+        "means, and the cause column sums it up: 'too few trials' while our 95% interval "
+        "for Hedges' g still holds an effect the paper's test could call significant in its "
+        "direction (or, for the paper's n.s., one too small for it: 'compatible'), 'real "
+        "disagreement' once the interval excludes them all.</p>",
     ]
     if any(a.stand_in.values()):
         out.append(
@@ -68,6 +71,17 @@ def paper_section(a: Analysis) -> list[str]:
         if len(a.paper_best)
         else note("No complete trials to compare."),
         "<h3>Hyperparameters (Figs. 4-6)</h3>",
+        note(
+            "Each claim is checked on the pooled fANOVA of the task; 'bootstrap' refits it on "
+            f"{a.settings.fanova_resamples} resamples of the trials "
+            f"({a.settings.fanova_resample_trees} trees each) and says how far its number moves "
+            f"(or how often the claim holds). 'on {a.res.baseline} alone' checks the claim on "
+            f"the baseline's trials (the paper draws its marginals for {a.res.baseline}). "
+            "Cause of a difference: 'too few trials' while the bootstrap still reaches the "
+            "paper's side, 'holds on "
+            f"{a.res.baseline} alone' when pooling the variants makes it, else 'real "
+            "disagreement'."
+        ),
         table(a.paper_hp, classed=CLASSED),
     ]
     if "GRU" in a.res.variants:
@@ -104,7 +118,10 @@ def _verdict_table(pv: pd.DataFrame) -> list[str]:
                 "so only the all-trials verdicts are compared."
             )
         )
-        shown = shown.drop(columns=["ours (top 10%)", "n / n V (top 10%)", "match (top 10%)"])
+        shown = shown.drop(
+            columns=["ours (top 10%)", "n / n V (top 10%)", "match (top 10%)", "cause (top 10%)"],
+            errors="ignore",
+        )
     out.append(table(shown, classed=CLASSED, wide=("explanation",)))
     return out
 
@@ -165,6 +182,11 @@ def methods_items(a: Analysis) -> list[str]:
         f"groups with fewer than {MIN_TRIALS} complete trials or a constant metric are not "
         "analysed. The pooled analysis has no variant feature: differences between variants "
         "act as noise for its forest.",
+        f"Uncertainty of the pooled fractions: the forest refitted on "
+        f"{s.fanova_resamples} bootstrap resamples of the task's trials ({s.fanova_resample_trees} "
+        "trees each, ranks recomputed within the resample); the paper's hyperparameter claims "
+        "show the 2.5-97.5 percentiles of their number over the resamples, or the share of "
+        "resamples in which a ranking claim holds.",
         "Learning curves: median and quartiles of the validation metric per epoch over the "
         "complete trials that reached that epoch (epochs.parquet).",
         "Tables as CSV in tables/ (every table with a task column says whether its numbers "

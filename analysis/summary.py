@@ -112,6 +112,12 @@ def summary_markdown(a: Analysis) -> str:
         if len(df):
             c = df[col].value_counts().to_dict()
             lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+            cause = col.replace("match", "cause")
+            if cause in df:
+                what = "variant" if "variant" in df else "rule"
+                why = [f"{r.task}/{r[what]}: {r[cause]}" for _, r in df.iterrows() if r[cause]]
+                if why:
+                    lines.append("  - where they differ: " + ", ".join(why))
     for r in a.paper_reference.itertuples(index=False):
         ours = "no trial" if pd.isna(r[5]) else f"{r[5]:.4g} ({r[6]})"
         flag = " (stand-in data: not comparable)" if a.stand_in.get(r.task) else ""

@@ -20,7 +20,7 @@ from analysis import fanova, stats  # noqa: E402
 from analysis.build import Settings, build  # noqa: E402
 from analysis.load import read_results  # noqa: E402
 
-FAST = Settings(n_trees=8, n_resamples=200)
+FAST = Settings(n_trees=8, n_resamples=200, fanova_resamples=4, fanova_resample_trees=4)
 
 # ----------------------------------------------------------------------------- statistics
 

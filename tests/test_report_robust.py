@@ -22,7 +22,7 @@ from analysis.build import Settings, analyse, build  # noqa: E402
 from analysis.load import read_results  # noqa: E402
 from analysis.page import column_format  # noqa: E402
 
-FAST = Settings(n_trees=8, n_resamples=200)
+FAST = Settings(n_trees=8, n_resamples=200, fanova_resamples=4, fanova_resample_trees=4)
 SPACE = {
     "hidden_size": (20, 200),
     "learning_rate": (1e-6, 1e-2),
@@ -121,6 +121,65 @@ def test_marginal_bands_stay_in_the_metrics_domain():
     assert (curves["lo"] <= curves["mean"] + 1e-12).all()
 
 
+def test_the_pooled_fanova_is_refitted_on_bootstrap_resamples_of_the_trials():
+    done = stats.complete(_exploding(explode=False))
+    out = importance.analyse(
+        done, ["jsb_chorales"], ["V"], SPACE, n_trees=8, resamples=6, resample_trees=4
+    )
+    boot = out.resampled
+    assert sorted(boot["resample"].unique()) == list(range(6))
+    assert set(boot["task"]) == {"jsb_chorales"}
+    # every resample decomposes the whole variance: mains + pairs + higher order = 1
+    assert np.allclose(boot.groupby("resample")["fraction"].sum(), 1.0)
+    main = boot[boot["kind"] == "main"].pivot(index="resample", columns="hp", values="fraction")
+    assert main.std()["learning_rate"] > 0  # the resamples differ
+    again = importance.analyse(
+        done, ["jsb_chorales"], ["V"], SPACE, n_trees=8, resamples=6, resample_trees=4
+    )
+    pd.testing.assert_frame_equal(boot, again.resampled)  # seeded
+    assert importance.analyse(done, ["jsb_chorales"], ["V"], SPACE, n_trees=8).resampled.empty
+
+
+def _hp_rows(group: str, lr: float, hidden: float, momentum: float, noise: float, pairs: float):
+    mains = dict(learning_rate=lr, hidden_size=hidden, momentum=momentum, input_noise=noise)
+    rows = [dict(hp=k, kind="main", fraction=v) for k, v in mains.items()]
+    rows.append(dict(hp="learning_rate x hidden_size", kind="pairwise", fraction=pairs))
+    rest = 1 - sum(mains.values()) - pairs
+    rows.append(dict(hp="higher order", kind="higher order", fraction=rest))
+    return pd.DataFrame(rows).assign(task="jsb_chorales", group=group)
+
+
+def test_each_hyperparameter_claim_that_differs_gets_a_measured_cause():
+    imp = pd.concat(
+        [
+            _hp_rows("all", lr=0.60, hidden=0.02, momentum=0.013, noise=0.05, pairs=0.05),
+            _hp_rows("V", lr=0.70, hidden=0.02, momentum=0.02, noise=0.05, pairs=0.05),
+        ]
+    )
+    # 20 resamples: learning rate 0.55-0.64 (never 2/3), momentum 0.005-0.024 (reaches 1 %),
+    # hidden size never second
+    boot = pd.concat(
+        _hp_rows("all", 0.55 + 0.005 * b, 0.02, 0.005 + 0.001 * b, 0.05, 0.05).assign(resample=b)
+        for b in range(20)
+    )
+    out = paper.compare_hyperparameters(imp, boot, {"jsb_chorales": False}, ["jsb_chorales"])
+    by = {r["rule"]: r for _, r in out.iterrows()}
+    lr = next(v for v in by.values() if "2/3" in v["rule"])
+    assert lr["match"] == "differs" and lr["cause"] == "holds on V alone"
+    assert lr["on V alone"] == "70.0% (holds)" and lr["bootstrap"].startswith("55.")
+    momentum = next(v for v in by.values() if "momentum" in v["rule"])
+    assert momentum["match"] == "differs" and momentum["cause"] == "too few trials"
+    hidden = next(v for v in by.values() if "second" in v["rule"])
+    assert hidden["cause"] == "real disagreement" and "0% of 20" in hidden["bootstrap"]
+    pairs = next(v for v in by.values() if "pairwise" in v["rule"])
+    assert pairs["match"] == "agrees" and pairs["cause"] == ""
+    # without resamples nothing is claimed about the cause of a difference
+    bare = paper.compare_hyperparameters(
+        imp[imp["group"] == "all"], boot.iloc[:0], {"jsb_chorales": False}, ["jsb_chorales"]
+    )
+    assert (bare["cause"] == "").all() and (bare["bootstrap"] == "").all()
+
+
 # ----------------------------------------------------------------------------- power
 
 
@@ -151,8 +210,33 @@ def test_every_disagreement_with_the_paper_is_explained():
         power.power(power.smallest_significant_d(200, 200), 4, 4)
     )
     assert "power" in fgr["explanation"] and "n = 4 vs 4" in fgr["explanation"]
+    assert fgr["cause (all)"] == "too few trials"  # [-1.0, 1.8] holds the paper's d >= 0.20
+    assert "too few trials to tell" in fgr["explanation"]
     assert "excludes: a real disagreement" in rows.loc["CIFG", "explanation"]
+    assert rows.loc["CIFG", "cause (all)"] == "real disagreement"
+    assert rows.loc["NFG", "cause (all)"] == ""
     assert rows.loc["NP", "ours (all)"] == "not run"
+
+
+def test_a_missing_effect_is_a_real_disagreement_only_when_the_interval_excludes_the_papers():
+    d = power.smallest_significant_d(200, 200)  # 0.197
+    # the paper: worse; ours n.s. with g in [-0.5, 0.15]: every d >= 0.197 is excluded
+    tight = power.explain("worse", "n.s.", 150, 150, -0.2, -0.5, 0.15, 200)
+    assert tight["cause"] == "real disagreement" and "excludes every effect" in tight["explanation"]
+    # the same with the interval reaching d itself: not excluded
+    assert power.explain("worse", "n.s.", 40, 40, 0.0, -0.4, d, 200)["cause"] == "too few trials"
+    # 'better' is mirrored: [-0.15, 0.5] excludes every d <= -0.197
+    assert power.explain("better", "n.s.", 150, 150, 0.2, -0.15, 0.5, 200)["cause"] == (
+        "real disagreement"
+    )
+    # no interval (too few trials to bootstrap): never called a disagreement
+    nan = float("nan")
+    assert power.explain("worse", "n.s.", 3, 3, nan, nan, nan, 200)["cause"] == "too few trials"
+    # the paper n.s., ours worse with an interval reaching below d: both can hold
+    assert power.explain("n.s.", "worse", 40, 40, 0.6, 0.1, 1.1, 200)["cause"] == "compatible"
+    assert power.explain("better", "worse", 40, 40, 0.6, 0.1, 1.1, 200)["cause"] == (
+        "real disagreement"
+    )
 
 
 def test_paper_facts_are_tagged_and_hold_the_numbers_the_report_uses():
