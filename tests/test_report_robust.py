@@ -412,6 +412,11 @@ def test_cli_names_a_bad_fence(tmp_path):
         args.func(args)
     with pytest.raises(SystemExit):  # argparse names the valid choices
         parser.parse_args(["report", "x", "--fanova-target", "log"])
+    args = parser.parse_args(
+        ["report", "x", "--results", str(tmp_path), "--fanova-resamples", "-1"]
+    )
+    with pytest.raises(ValueError, match="--fanova-resamples must be 0 or more, got -1"):
+        args.func(args)
 
 
 def test_best_results_put_the_papers_and_chungs_numbers_beside_ours():

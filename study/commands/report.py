@@ -43,6 +43,13 @@ def register(subparsers) -> None:
         "robust to diverged trials) or the metric itself, capped at the divergence fence",
     )
     p.add_argument(
+        "--fanova-resamples",
+        type=int,
+        default=40,
+        help="bootstrap resamples of the trials on which the pooled fANOVA is refitted, to say "
+        "how far the paper's hyperparameter claims move (default 40; 0: none)",
+    )
+    p.add_argument(
         "--fence-iqr",
         type=float,
         default=3.0,
@@ -58,6 +65,8 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.trees < 1 or (args.variant_trees is not None and args.variant_trees < 1):
         raise ValueError("--trees and --variant-trees must be at least 1")
+    if args.fanova_resamples < 0:
+        raise ValueError(f"--fanova-resamples must be 0 or more, got {args.fanova_resamples}")
     if not args.fence_iqr > 0:
         raise ValueError(f"--fence-iqr must be positive, got {args.fence_iqr}")
     settings = Settings(
@@ -66,6 +75,7 @@ def handle(args: argparse.Namespace) -> int:
         seed=args.seed,
         fence_iqr=args.fence_iqr,
         fanova_target=args.fanova_target,
+        fanova_resamples=args.fanova_resamples,
     )
     index = build(args.study, args.results, args.out, settings)
     logging.getLogger("odyssey.report").info("report: %s", index.resolve())
