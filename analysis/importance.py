@@ -22,7 +22,7 @@ function of the group's (fence-capped) metric, and bands are clipped to the metr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,7 @@ class Importance:
     surfaces: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     # the pooled fANOVA refitted on bootstrap resamples of each task's trials (`bootstrap`):
     # task, resample, effect (as `hp` above), kind, fraction
-    resampled: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RESAMPLED_COLUMNS))
+    resampled: pd.DataFrame
 
 
 RESAMPLED_COLUMNS = ["task", "resample", "hp", "kind", "fraction"]

@@ -78,9 +78,8 @@ def paper_section(a: Analysis) -> list[str]:
             f"(or how often the claim holds). 'on {a.res.baseline} alone' checks the claim on "
             f"the baseline's trials (the paper draws its marginals for {a.res.baseline}). "
             "Cause of a difference: 'too few trials' while the bootstrap still reaches the "
-            "paper's side, 'holds on "
-            f"{a.res.baseline} alone' when pooling the variants makes it, else 'real "
-            "disagreement'."
+            f"paper's side, 'holds on {a.res.baseline} alone' when pooling the variants makes "
+            "it, else 'real disagreement'."
         ),
         table(a.paper_hp, classed=CLASSED),
     ]
@@ -119,8 +118,7 @@ def _verdict_table(pv: pd.DataFrame) -> list[str]:
             )
         )
         shown = shown.drop(
-            columns=["ours (top 10%)", "n / n V (top 10%)", "match (top 10%)", "cause (top 10%)"],
-            errors="ignore",
+            columns=["ours (top 10%)", "n / n V (top 10%)", "match (top 10%)", "cause (top 10%)"]
         )
     out.append(table(shown, classed=CLASSED, wide=("explanation",)))
     return out

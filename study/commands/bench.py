@@ -312,9 +312,8 @@ def run_paper(args: argparse.Namespace) -> int:
         "trials per task at this speed, over the task's full corpus",
     )
     hours = "GPU-h" if args.device.startswith("cuda") else "core-h"
-    for col in ("task", "pack", "trials", "us/trial-frame", "speedup", f"trial-epochs/{hours}"):
-        t.add_column(col, justify="left" if col == "task" else "right")
-    for col in (f"grid {hours}",):
+    columns = ("task", "pack", "trials", "us/trial-frame", "speedup", f"trial-epochs/{hours}")
+    for col in (*columns, f"grid {hours}"):
         t.add_column(col, justify="left" if col == "task" else "right")
     for r in out["rows"]:
         if r.get("mix"):
