@@ -119,7 +119,7 @@ class Display:
         self.directions, self.workers = directions, workers
         self.running: dict[tuple[str, str], int] = {}
         self.df = pd.DataFrame()
-        from study.cli import screen  # the terminal, also while third-party output goes to a file
+        from study.console import screen  # the terminal, also while third-party output goes to a file
 
         use_live = screen().isatty() if live is None else live
         self._live = (

@@ -31,7 +31,7 @@ import pandas as pd
 
 import tasks
 from study import plan, record, repair, results, stores
-from study.cli import UserError
+from study.console import UserError
 from study.config import StudyConfig
 from study.setup import (
     check_config,

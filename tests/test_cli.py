@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from study.cli import main
+from odyssey.cli import main
 
 COMMANDS = ["variants", "tasks", "data", "run", "status", "report", "bench"]
 
@@ -24,7 +24,7 @@ def test_help_lists_every_command(capsys):
 
 def test_console_script_runs():
     out = subprocess.run(
-        [sys.executable, "-m", "study.cli", "variants", "--json"],
+        [sys.executable, "-m", "odyssey", "variants", "--json"],
         capture_output=True,
         text=True,
         check=True,

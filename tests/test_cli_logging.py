@@ -8,13 +8,14 @@ import logging
 import os
 import sys
 
-from study import cli, results
+from study import console
+from study import results
 
 
 def test_third_party_output_goes_to_the_log_file(tmp_path, capfd):
-    cli.setup_logging(verbose=False)
+    console.setup_logging(verbose=False)
     log = tmp_path / "study" / results.RUN_LOG
-    with cli.noise_to_file(log):
+    with console.noise_to_file(log):
         logging.getLogger("study.runner").info("ours %d", 1)
         logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables")
         # a library that sets up its own handler meanwhile (as Ray does on import)
@@ -49,11 +50,11 @@ def test_third_party_output_goes_to_the_log_file(tmp_path, capfd):
         "SIGABRT received",
     ):
         assert s in text
-    assert cli.third_party_lines(log) == (5, 3)
+    assert console.third_party_lines(log) == (5, 3)
 
 
 def test_outside_a_study_third_party_warnings_still_show(capfd):
-    cli.setup_logging(verbose=False)
+    console.setup_logging(verbose=False)
     logging.getLogger("urllib3").info("chatter")
     logging.getLogger("urllib3").warning("something is off")
     logging.getLogger("study.x").info("ours")

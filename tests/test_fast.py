@@ -283,7 +283,7 @@ def test_chung_gru_form_uses_the_reference_loop():
 
 
 def test_bench_cells_cli_json(capsys, compiled):
-    from study.cli import main
+    from odyssey.cli import main
 
     assert (
         main(

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from study import runner, setup
-from study.commands.run import status
+from odyssey.commands.run import status
 from study.progress import summarize
 from study.scheduler import InlineExecutor
 from study.worker import run_trial

@@ -330,7 +330,7 @@ def test_two_results_folders_on_one_storage_take_turns(tmp_path, caplog, smoke_d
 
 
 def test_doctor_checks_then_repairs_the_four_stores(study, capsys):
-    from study import cli
+    from odyssey import cli
 
     cfg, table, epochs = study
     duplicate_mlflow_run(cfg)

@@ -301,7 +301,7 @@ def test_unknown_study_names_the_known_ones(tmp_path):
 
 
 def test_cli_command(tmp_path):
-    from study.commands import report
+    from odyssey.commands import report
 
     write_study(tmp_path / "results", make_trials(trials=3, seed=2, tasks=["jsb_chorales"]), "cli")
     parser = argparse.ArgumentParser()

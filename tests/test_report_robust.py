@@ -403,7 +403,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_cli_names_a_bad_fence(tmp_path):
     import argparse
 
-    from study.commands import report
+    from odyssey.commands import report
 
     parser = argparse.ArgumentParser()
     report.register(parser.add_subparsers())

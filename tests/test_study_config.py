@@ -154,8 +154,8 @@ def test_existing_study_refuses_a_different_meaning(tmp_path):
 
 
 def _run_args(*argv: str) -> dict:
-    from study.cli import build_parser
-    from study.commands.run import OVERRIDES
+    from odyssey.cli import build_parser
+    from odyssey.commands.run import OVERRIDES
 
     args = build_parser().parse_args(["run", *argv])
     return args.spec, {k: getattr(args, k) for k in OVERRIDES}

@@ -22,7 +22,7 @@ from study import results
 pytestmark = pytest.mark.integration  # whole studies
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "study.cli"]
+CLI = [sys.executable, "-m", "odyssey"]
 
 
 def _cmd(tmp_path: Path) -> list[str]:

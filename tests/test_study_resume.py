@@ -202,7 +202,7 @@ def _guard(fn, job):
 def test_status_shows_progress_and_failures(tmp_path, capsys, smoke):
     import argparse
 
-    from study.commands.run import status
+    from odyssey.commands.run import status
 
     cfg = smoke(trials=2, variants=["V"])
 

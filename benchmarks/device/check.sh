@@ -28,11 +28,11 @@ python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())
 step gpu-tests 120 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_fast.py tests/test_pack.py
 # 2. JSB Chorales, paper protocol, full corpus: 4 trials one at a time (the baseline: batch-1
 #    steps are launch-bound on a GPU) against packs of 64 and 256 of a 256-trial sample
-step bench-jsb 240 python3 -m study.cli bench study --protocol paper --tasks jsb_chorales --device cuda \
+step bench-jsb 240 python3 -m odyssey bench study --protocol paper --tasks jsb_chorales --device cuda \
   --packs 1,64,256 --trials 256 --single-trials 4 --epochs 1 --no-mix
 # 3. the stand-ins (bidirectional) on 64 training sequences (splits in proportion; the grid is
 #    projected over the full corpus), so that their preparation and an epoch fit the call
-step bench-standins 150 python3 -m study.cli bench study --protocol paper --tasks timit,iam_online \
+step bench-standins 150 python3 -m odyssey bench study --protocol paper --tasks timit,iam_online \
   --device cuda --packs 1,256 --trials 256 --single-trials 4 --size 64 --epochs 1 --no-mix
 cat "$out/gpu.txt" "$out/summary.txt"
 tail -n 25 "$out"/bench-*.txt 2>/dev/null

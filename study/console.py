@@ -1,4 +1,4 @@
-"""The `odyssey` command line: one entry point, one module per command group (study/commands/).
+"""The terminal a person watches while the `odyssey` command line runs, and where the rest goes.
 
 Logging: our own lines (loggers of our packages) go to the screen in one format. While a study
 runs, everything else (Ray's and MLflow's loggers, what Ray's processes and workers print, C++
@@ -9,8 +9,6 @@ went there.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
 import os
 import re
@@ -20,14 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from study import signals
-
-# module -> commands it registers, in the order `odyssey --help` lists them
-COMMAND_MODULES = ("variants", "data", "run", "report", "bench", "doctor")
 
 
 class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
+    """An error the user can fix; the command line prints it in one line, without a traceback."""
 
 
 # logger names shown on screen
@@ -127,43 +121,3 @@ def third_party_lines(path: Path, start: int = 0) -> tuple[int, int]:
         other = [line for line in f if line.strip() and not _OUR_LINE.match(line)]
     bad = sum(bool(re.search(r"WARN|ERROR|Error|FATAL|Fatal|SIG[A-Z]+", line)) for line in other)
     return len(other), bad
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="odyssey",
-        description="LSTM ablation studies after Greff et al., 'LSTM: A Search Space Odyssey' (2017).",
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="debug logging, and full tracebacks for errors"
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"study.commands.{name}").register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    signals.terminate_as_interrupt()  # SIGTERM ends the command as Ctrl-C does
-    setup_logging(args.verbose)
-    from tasks.base import DataError  # light: numpy and torch are needed by every command anyway
-
-    try:
-        return int(args.func(args) or 0)
-    except (UserError, DataError, ValueError, FileNotFoundError) as e:
-        if args.verbose:
-            raise
-        print(f"odyssey {args.command}: error: {e}", file=screen())
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=screen())
-        return 130
-
-
-if __name__ == "__main__":
-    # run as `python -m study.cli`: use the module's own classes (not __main__'s copies), so that
-    # `except UserError` catches what the commands raise
-    from study.cli import main as _main
-
-    sys.exit(_main())

@@ -90,7 +90,7 @@ OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from study.cli import noise_to_file
+    from study.console import noise_to_file
     from study.config import resolve
     from study.results import RUN_LOG
     from study.runner import run as run_study

@@ -1,0 +1,58 @@
+"""The `odyssey` command line: one entry point, one module per command group (odyssey/commands/).
+
+It sits above study, analysis and benchmarks (nothing of theirs imports it). What the screen shows
+while a study runs, and the log file everything else goes to, is `study.console`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from study import signals
+from study.console import UserError, screen, setup_logging
+
+# module -> commands it registers, in the order `odyssey --help` lists them
+COMMAND_MODULES = ("variants", "data", "run", "report", "bench", "doctor")
+
+__all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="odyssey",
+        description="LSTM ablation studies after Greff et al., 'LSTM: A Search Space Odyssey' (2017).",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and full tracebacks for errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"odyssey.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signals.terminate_as_interrupt()  # SIGTERM ends the command as Ctrl-C does
+    setup_logging(args.verbose)
+    from tasks.base import DataError  # light: numpy and torch are needed by every command anyway
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, DataError, ValueError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"odyssey {args.command}: error: {e}", file=screen())
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=screen())
+        return 130
+
+
+if __name__ == "__main__":
+    # run as `python -m odyssey.cli`: use the module's own classes (not __main__'s copies)
+    from odyssey.cli import main as _main
+
+    sys.exit(_main())
