@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TextIO
 
 
-
 class UserError(Exception):
     """An error the user can fix; the command line prints it in one line, without a traceback."""
 

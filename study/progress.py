@@ -119,7 +119,8 @@ class Display:
         self.directions, self.workers = directions, workers
         self.running: dict[tuple[str, str], int] = {}
         self.df = pd.DataFrame()
-        from study.console import screen  # the terminal, also while third-party output goes to a file
+        # the terminal, also while third-party output goes to a file
+        from study.console import screen
 
         use_live = screen().isatty() if live is None else live
         self._live = (

@@ -31,8 +31,8 @@ import pandas as pd
 
 import tasks
 from study import plan, record, repair, results, stores
-from study.console import UserError
 from study.config import StudyConfig
+from study.console import UserError
 from study.setup import (
     check_config,
     code_version,

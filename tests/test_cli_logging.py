@@ -8,8 +8,7 @@ import logging
 import os
 import sys
 
-from study import console
-from study import results
+from study import console, results
 
 
 def test_third_party_output_goes_to_the_log_file(tmp_path, capfd):

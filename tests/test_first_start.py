@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from study import runner, setup
 from odyssey.commands.run import status
+from study import runner, setup
 from study.progress import summarize
 from study.scheduler import InlineExecutor
 from study.worker import run_trial

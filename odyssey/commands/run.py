@@ -90,8 +90,8 @@ OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from study.console import noise_to_file
     from study.config import resolve
+    from study.console import noise_to_file
     from study.results import RUN_LOG
     from study.runner import run as run_study
 
