@@ -110,11 +110,22 @@ def layers(spec: str) -> tuple[list[tuple[str, dict[str, Any]]], str]:
             f"{spec!r} is neither a preset ({', '.join(PRESETS)}) nor an existing .yaml file"
         )
     raw = _read_yaml(read_text(path), str(path))
+    if _declares_plugins(raw):  # import paths are found beside the study file, too
+        raw.setdefault("plugin_dirs", [str(path.parent.resolve())])
     base = raw.pop("preset", None)
     out = []
     if base is not None:
         out.append((f"preset {base}", _read_yaml(preset_text(str(base)), f"preset {base}")))
     return out + [(str(path), raw)], path.stem
+
+
+def _declares_plugins(raw: Mapping[str, Any]) -> bool:
+    items = [*(raw.get("variants") or []), *(raw.get("tasks") or [])]
+    if isinstance(raw.get("variants"), str) or isinstance(raw.get("tasks"), str):
+        items = []
+    return bool(raw.get("plugins")) or any(
+        isinstance(i, Mapping) and ("cell" in i or "task" in i) for i in items
+    )
 
 
 def raw_config(spec: str) -> tuple[dict[str, Any], str]:

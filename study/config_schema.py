@@ -28,6 +28,16 @@ from pydantic import (
     model_validator,
 )
 
+from study.declared import (
+    ConfigError,
+    Expected,
+    declare,
+    declare_task,
+    declared,
+    offered_task,
+    offered_variant,
+)
+from study.declared import offered as offered_plugins
 from study.results import MLFLOW_DB, OPTUNA_DB
 
 Device = Literal["cpu", "cuda", "auto"]
@@ -35,24 +45,6 @@ Sampler = Literal["random", "tpe"]
 HiddenMeaning = Literal["per_direction", "total"]
 DEVICES, SAMPLERS, HIDDEN_MEANINGS = (typing.get_args(t) for t in (Device, Sampler, HiddenMeaning))
 NOT_BLANK = r"\S"  # a text setting holds more than white space
-
-
-class ConfigError(ValueError):
-    """A bad setting; `key` is its dotted name (`training.batch_size`), so that `resolve` can say
-    where the value came from (a flag, a file, a preset)."""
-
-    def __init__(self, message: str, key: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-class Expected(ValueError):
-    """Raised by a validator that does not know its key: the error reads
-    `<key> must <what>, got <value>`."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
 
 
 def _range(lowest: float, highest: float, integer: bool = False) -> Any:
@@ -154,8 +146,18 @@ class StudyConfig(_Settings):
     space: SpaceConfig = SpaceConfig()
     training: TrainConfig = TrainConfig()
     data: dict[str, DataConfig] = {}
-    # variants declared in the study file: name -> flags (`variants.spec_from_dict`)
+    # variants declared in the study file: name -> flags (`variants.spec_from_dict`); a plug-in
+    # cell's `kind` is its import path (`{name: MGU, cell: "mylab.cells:MGU"}` in `variants`)
     custom_variants: dict[str, dict[str, Any]] = {}
+    # tasks declared in the study file: name -> import path (`{name: adding, task: "m:ADDING"}`)
+    custom_tasks: dict[str, str] = {}
+    # modules whose VARIANTS / TASKS dicts offer plug-ins by name (`plugins: [mylab]`)
+    plugins: tuple[str, ...] = ()
+    # folders plug-ins are imported from besides the installed packages (the study file's own)
+    plugin_dirs: tuple[FolderPath, ...] = ()
+    # import path -> identity (distribution, version, source hash) of every plug-in the study
+    # uses, taken when it was first resolved: part of the fingerprint
+    plugin_identity: dict[str, dict[str, Any]] = {}
 
     @property
     def study_dir(self) -> Path:
@@ -189,7 +191,20 @@ class StudyConfig(_Settings):
         }
         if d["custom_variants"]:  # what a declared variant's name means
             out["custom_variants"] = d["custom_variants"]
+        if d["custom_tasks"]:
+            out["custom_tasks"] = d["custom_tasks"]
+        if d["plugin_identity"]:  # a changed plug-in's source changes what its trials mean
+            out["plugins"] = {
+                path: {k: v for k, v in ident.items() if k in ("version", "sha256")}
+                for path, ident in d["plugin_identity"].items()
+            }
         return out
+
+    def declared_plugins(self) -> dict[str, dict[str, Any]]:
+        """What a worker registers (`study.plugins.activate`): plug-in cells by variant (their
+        flags, `kind` = import path) and plug-in tasks by name (their import path)."""
+        cells = {n: f for n, f in self.custom_variants.items() if ":" in str(f.get("kind", ""))}
+        return {"cells": cells, "tasks": dict(self.custom_tasks)}
 
     # ------------------------------------------------------------------------- validators
 
@@ -197,26 +212,59 @@ class StudyConfig(_Settings):
     @classmethod
     def _declared_variants(cls, raw: Any) -> Any:
         """An item of `variants` may declare a variant, `{name: CIFG-NP, coupled_input_forget:
-        true, peepholes: false}` (a saved config.yaml lists names and keeps the flags under
-        `custom_variants`): names checked against the registry, flags into `custom_variants`."""
+        true, peepholes: false}`, or a plug-in cell, `{name: MGU, cell: "mylab.cells:MGU"}`; an
+        item of `tasks` a plug-in task, `{name: adding, task: "mylab.tasks:ADDING"}`; a name may
+        be a plug-in offered by a module in `plugins` or an installed entry point. Plug-ins are
+        registered (imported) here; a saved config.yaml lists names and keeps the declarations
+        under `custom_variants` / `custom_tasks`."""
         if not isinstance(raw, Mapping) or set(raw) - set(cls.model_fields):
             return raw  # unknown keys: reported first, as a misspelt key explains the rest
         import variants
+        from study import plugins as plug
 
+        identity: dict[str, dict[str, Any]] = {}
+        plug.add_search_path(raw.get("plugin_dirs") or ())
+        offered = offered_plugins(raw.get("plugins"))
         custom = {
-            str(name): _declared(str(name), _mapping(f"custom_variants.{name}", flags))
+            str(name): declared(str(name), _mapping(f"custom_variants.{name}", flags), identity)
             for name, flags in _mapping("custom_variants", raw.get("custom_variants")).items()
+        }
+        task_paths = {
+            str(k): str(v) for k, v in _mapping("custom_tasks", raw.get("custom_tasks")).items()
         }
         items = raw.get("variants")
         if isinstance(items, (list, tuple)):
             items = [
-                _declare(item, custom) if isinstance(item, Mapping) else item for item in items
+                declare(item, custom, identity)
+                if isinstance(item, Mapping)
+                else offered_variant(item, offered, custom, identity)
+                for item in items
             ]
         names = _names(items, "variants", {**variants.VARIANTS, **custom})
+        task_items = raw.get("tasks")
+        if isinstance(task_items, (list, tuple)):
+            task_items = [
+                declare_task(item, task_paths)
+                if isinstance(item, Mapping)
+                else offered_task(item, offered, task_paths)
+                for item in task_items
+            ]
+        for name, path in task_paths.items():
+            try:
+                identity[path] = plug.register_task(name, path).identity()
+            except plug.PluginError as e:
+                raise ConfigError(str(e), "tasks") from None
+        saved = raw.get("plugin_identity")
         return {
             **raw,
             "variants": names,
+            "tasks": task_items if task_items is not None else raw.get("tasks"),
             "custom_variants": {n: custom[n] for n in names if n in custom},
+            "custom_tasks": task_paths,
+            "plugins": tuple(raw.get("plugins") or ()),
+            "plugin_dirs": tuple(raw.get("plugin_dirs") or ()),
+            # a saved config keeps the identity its plug-ins had when the study began
+            "plugin_identity": dict(saved) if saved else identity,
         }
 
     @field_validator("name", mode="before")
@@ -298,38 +346,3 @@ def _names(value: Any, kind: str, registry: Mapping[str, Any]) -> tuple[str, ...
     if bad:
         raise ConfigError(f"unknown {kind[:-1]} {bad[0]!r}; known: {known}", kind)
     return tuple(dict.fromkeys(items))  # dedupe, keep order
-
-
-def _declare(item: Mapping[str, Any], custom: dict[str, dict[str, Any]]) -> str:
-    """A variant declared in `variants`: its flags into `custom`; returns its name."""
-    flags = dict(item)
-    name = flags.pop("name", None)
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(
-            f"a declared variant needs a name, e.g. {{name: CIFG-NP, coupled_input_forget: "
-            f"true, peepholes: false}}; got {dict(item)!r}",
-            "variants",
-        )
-    name = name.strip()
-    custom[name] = _declared(name, flags)
-    return name
-
-
-def _declared(name: str, flags: Mapping[str, Any]) -> dict[str, Any]:
-    """A declared variant's flags, checked (`variants.spec_from_dict`) and normalised."""
-    import variants
-
-    if name in variants.VARIANTS:
-        raise ConfigError(
-            f"variant name {name!r} is the registry's; name your own variant differently "
-            f"(registry: {', '.join(variants.VARIANTS)})",
-            "variants",
-        )
-    if any(c in name for c in "/,") or name.startswith("."):
-        raise ConfigError(
-            f"variant name {name!r} may not hold '/' or ',' or start with '.'", "variants"
-        )
-    try:
-        return variants.spec_to_dict(variants.spec_from_dict(flags))
-    except ValueError as e:
-        raise ConfigError(f"variant {name!r}: {e}", "variants") from None

@@ -46,6 +46,19 @@ def pack_size(cfg: StudyConfig, device: str, bidirectional: bool = False) -> int
     return cfg.training.pack or defaults.get(device, 1)
 
 
+def packable(variant: str) -> bool:
+    """Whether the variant's cell kind trains K trials at once (a plug-in may say it does not:
+    `packable = False`; its trials then run one per job)."""
+    import variants
+
+    spec = variants.VARIANTS.get(variant)
+    return spec is None or variants.cell_kind(spec).packable
+
+
+def variant_name(item: Pending | tuple[str, str]) -> str:
+    return item.variant if isinstance(item, Pending) else item[1]
+
+
 def trial_seed(cfg: StudyConfig, p: Pending) -> int:
     """The trial's torch seed (initial weights, shuffling, noise): from (seed, task, variant, k)."""
     return stable_seed(cfg.seed, p.task, p.variant, p.number, "train")
@@ -63,6 +76,9 @@ def _base(cfg: StudyConfig, task: str, variant: str, data_path: str, device: str
         "variant_spec": (
             dict(cfg.custom_variants[variant]) if variant in cfg.custom_variants else None
         ),
+        # plug-ins travel as import paths: the worker registers them itself
+        "plugins": cfg.declared_plugins(),
+        "plugin_dirs": list(cfg.plugin_dirs),
     }
 
 
@@ -140,7 +156,7 @@ def ask_packs(
     by_pair: dict[tuple[str, str], list[Pending]] = {}
     single: deque = deque()
     for item in queue:
-        if packs[task_of(item)] == 1:
+        if packs[task_of(item)] == 1 or not packable(variant_name(item)):
             single.append(item)
             continue
         p = item if isinstance(item, Pending) else record.ask(studies[item], space, *item)

@@ -263,10 +263,14 @@ class DataSummary:
     `tasks`: name -> {title, metric, direction ('minimize' | 'maximize'), source, stand_in,
     origin, data_version, splits: {split: {sequences, frames}}, notes: [str]}; title, metric and
     direction are missing in a study from before format 2.
+    `plugins`: {"variants": {name: identity}, "tasks": {name: identity}} for the plug-ins the
+    study uses, identity = {path, distribution, version, sha256} (`study.plugins`); a plug-in
+    task's entry in `tasks` has source "plugin" and stand_in null. Empty without plug-ins.
     """
 
     variants: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_data(study_dir: Path) -> DataSummary | None:
@@ -292,11 +296,21 @@ def read_data(study_dir: Path) -> DataSummary | None:
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{path} does not read as a study's data summary: {first}") from e
-    return DataSummary({str(k): str(v) for k, v in variants.items()}, dict(tasks))
+    plugins = raw.get("plugins") if "format" in raw else None
+    return DataSummary(
+        {str(k): str(v) for k, v in variants.items()},
+        dict(tasks),
+        dict(plugins) if isinstance(plugins, dict) else {},
+    )
 
 
 def declared_title(flags: Mapping[str, Any]) -> str:
-    """The title of a variant a study file declares (`{name: X, peepholes: false}`): its flags."""
+    """The title of a variant a study file declares (`{name: X, peepholes: false}`): its flags
+    (a plug-in cell's: its import path and flags)."""
+    kind = str(flags.get("kind", ""))
+    rest = {k: v for k, v in flags.items() if k != "kind"}
+    if ":" in kind:
+        return f"plug-in {kind}" + "".join(f", {k}={v}" for k, v in rest.items())
     return "declared: " + ", ".join(f"{k}={v}" for k, v in flags.items())
 
 
@@ -304,6 +318,8 @@ def write_data(study_dir: Path, summary: DataSummary) -> None:
     """Write `data.json` (format 2) atomically."""
     path = Path(study_dir) / DATA_FILE
     doc = {"format": DATA_FORMAT, "variants": summary.variants, "tasks": summary.tasks}
+    if summary.plugins:
+        doc["plugins"] = summary.plugins
     tmp = path.with_name(f".{DATA_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)

@@ -108,6 +108,9 @@ def run(
     live: bool | None = None,
 ) -> dict[str, Any]:
     """Run or resume a study; returns counts {'complete', 'failed', 'expected', 'ran'}."""
+    from study.plugins import check_declared
+
+    check_declared(cfg)  # a plug-in that breaks the contract is refused before anything is written
     stores.check_results_dir(cfg.study_dir)
     with study_lock(cfg.study_dir), ExitStack() as held:  # held: the lease of a shared storage
         check_config(cfg)
@@ -115,9 +118,11 @@ def run(
 
 
 def _ray_executor(cfg: StudyConfig, device: str):
+    from study.plugins import roots
     from study.scheduler import RayExecutor
 
-    return RayExecutor(cfg.ray_address, cfg.workers, device, cfg.gpus_per_trial)
+    modules = roots(cfg.plugin_identity)
+    return RayExecutor(cfg.ray_address, cfg.workers, device, cfg.gpus_per_trial, modules)
 
 
 @dataclass
@@ -165,7 +170,8 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
     )
     device, version = resolve_device(cfg.device), code_version()
     data = prepare_data(cfg)
-    record_data(sdir, {t: meta for t, (_, meta) in data.items()}, cfg.custom_variants)
+    metas = {t: meta for t, (_, meta) in data.items()}
+    record_data(sdir, metas, cfg.custom_variants, cfg.plugin_identity)
     found = repair.Findings(fix=True)
     df = repair.load_table(sdir, found)
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
@@ -175,6 +181,9 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
     runs = tracker.trial_runs()
     df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found)
     packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
+    for name in cfg.variants:
+        if max(packs.values()) > 1 and not plan.packable(name):
+            log.info("variant %s: its cell is not packable; its trials run one per job", name)
     st = _Open(cfg, device, version, data, search_space(cfg.space), studies, tracker, df, packs)
     by_pair = _rows_by_pair(df)
     for pair, s in studies.items():
@@ -278,7 +287,11 @@ def _submit(st: _Open, queue: deque, executor, display, packs: dict[str, int]) -
     """Submit the queue's next item: a pack of asked trials, an interrupted trial, or a new
     trial asked of its pair's Optuna study now."""
     item = queue.popleft()
-    if packs[plan.task_of(item)] > 1 and isinstance(item, record.Pending):
+    if (
+        packs[plan.task_of(item)] > 1
+        and isinstance(item, record.Pending)
+        and plan.packable(item.variant)
+    ):
         item = plan.repack(item, queue)  # retried: packed again with its pair
     if isinstance(item, list):  # a pack of asked trials of one pair
         task = item[0].task

@@ -169,8 +169,16 @@ class RayExecutor:
     """Trials as Ray tasks; `wait` returns the (tag, result) pairs finished so far."""
 
     def __init__(
-        self, address: str | None, workers: int | None, device: str, gpus_per_trial: float
+        self,
+        address: str | None,
+        workers: int | None,
+        device: str,
+        gpus_per_trial: float,
+        modules: list[str] | tuple[str, ...] = (),
     ) -> None:
+        """`modules`: plug-in package folders (or module files) the workers must import: on this
+        machine their parent folders join the workers' PYTHONPATH, on a cluster they are shipped
+        with the job (Ray's runtime environment `py_modules`)."""
         # Nothing leaves the machine: Ray reports usage stats by default (a user can opt in)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
@@ -189,8 +197,9 @@ class RayExecutor:
         }
         if address is None:
             # local workers import our packages from this checkout
+            parents = [str(Path(m).parent) for m in modules]
             path = os.pathsep.join(
-                p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p
+                p for p in (str(PROJECT_ROOT), *parents, os.environ.get("PYTHONPATH")) if p
             )
             env["PYTHONPATH"] = path
             # address="local": always a fresh local instance. Without it ray.init() would join
@@ -210,7 +219,7 @@ class RayExecutor:
 
             runtime_env["py_modules"] = [
                 str(Path(m.__file__).parent) for m in (variants, tasks, study)
-            ]
+            ] + list(modules)
             where = {"address": address}
         with keep_sigterm_handler():  # ray.init puts its crash handler in place of ours
             ray.init(logging_level=logging.WARNING, runtime_env=runtime_env, **where)

@@ -160,12 +160,16 @@ def save_config(cfg: StudyConfig) -> None:
 
 
 def record_data(
-    study_dir: Path, metas: dict[str, dict], declared: Mapping[str, Mapping[str, Any]] | None = None
+    study_dir: Path,
+    metas: dict[str, dict],
+    declared: Mapping[str, Mapping[str, Any]] | None = None,
+    plugins: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Check and record the data each task trains on, in `data.json` (source, stand-in or not,
     data version, split sizes, the task's notes: dropped lines, conventions; the report shows it),
     with the names the report uses: the task's title, metric and direction, and every variant's
-    title in the registry's order, then those the study declares (`declared`: name -> flags).
+    title in the registry's order, then those the study declares (`declared`: name -> flags),
+    and the identity of every plug-in it uses (`plugins`: import path -> identity).
 
     A resume on data of another version than the study started on is refused: a newer generator
     or feature extractor made it, and the trials would no longer be comparable."""
@@ -192,13 +196,17 @@ def record_data(
     recorded = dict(seen.tasks)
     for name, meta in metas.items():
         task = tasks.get(name)
+        plugin = tasks.ORIGINS.get(name, "built-in")
+        user = plugin != "built-in"  # a user's task: neither the real corpus nor a stand-in
         recorded[name] = {
             "title": task.title,
             "metric": task.metric,
             "direction": task.metric_direction,
-            "source": meta.get("source"),
-            "stand_in": bool(meta.get("stand_in", False)),
-            "origin": meta.get("origin"),
+            "source": "plugin" if user else meta.get("source"),
+            "stand_in": None if user else bool(meta.get("stand_in", False)),
+            "origin": f"{meta.get('source')} data of plug-in {plugin}"
+            if user
+            else meta.get("origin"),
             "data_version": now[name],
             "splits": meta.get("splits", {}),
             "notes": list(task.data_notes(meta)),
@@ -210,7 +218,21 @@ def record_data(
         names.setdefault(name, title)
     for name, flags in (declared or {}).items():
         names[name] = results.declared_title(flags)
-    results.write_data(study_dir, results.DataSummary(names, {t: recorded[t] for t in order}))
+    found = {
+        "variants": dict(seen.plugins.get("variants", {})),
+        "tasks": dict(seen.plugins.get("tasks", {})),
+    }
+    by_path = dict(plugins or {})
+    for name, flags in (declared or {}).items():
+        if str(flags.get("kind", "")) in by_path:
+            found["variants"][name] = by_path[str(flags["kind"])]
+    for name in metas:
+        if tasks.ORIGINS.get(name, "built-in") in by_path:
+            found["tasks"][name] = by_path[tasks.ORIGINS[name]]
+    summary = results.DataSummary(
+        names, {t: recorded[t] for t in order}, {k: v for k, v in found.items() if v}
+    )
+    results.write_data(study_dir, summary)
 
 
 def init_mlflow_store(uri: str) -> None:

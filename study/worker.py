@@ -39,6 +39,16 @@ def retryable(error: str, epochs: int = 0, history: list | None = None) -> dict[
     }
 
 
+def activate_plugins(job: dict[str, Any]) -> None:
+    """Register the study's plug-ins in this process (a worker imports the package afresh and
+    knows only the built-ins), by the import paths the job carries."""
+    declared = job.get("plugins") or {}
+    if declared.get("cells") or declared.get("tasks"):
+        from study.plugins import activate
+
+        activate(declared, job.get("plugin_dirs") or ())
+
+
 def variant_of(job: dict[str, Any]) -> Any:
     """The job's variant: its registry name, or the spec of a variant declared in the study
     file (`variant_spec`, flags as `variants.spec_from_dict` takes them)."""
@@ -63,6 +73,7 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
     started = now_iso()
     history: list[dict[str, Any]] = []
     try:
+        activate_plugins(job)
         result = train(
             tasks.get(job["task"]),
             variant_of(job),
@@ -99,6 +110,7 @@ def run_pack(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
     histories: dict[int, list[dict[str, Any]]] = {t["trial"]: [] for t in job["trials"]}
     pending = dict.fromkeys(histories)
     try:
+        activate_plugins(job)
         trials = [PackTrial(t["trial"], t["hparams"], t["seed"]) for t in job["trials"]]
         results = train_pack(
             tasks.get(job["task"]),

@@ -1,7 +1,9 @@
 """What variants are compared on: the three tasks of Greff et al. 2017 (paper section II/IV).
 
-`TASKS` maps a task name to its frozen `Task` spec; `prepare` and `load` manage the prepared data
-(a per-user cache by default). This package never imports `variants` or `study`.
+`TASKS` maps a task name to its frozen `Task` spec; the built-ins are registered by `register`,
+as a user's plug-in task is (`ORIGINS` says where each came from: "built-in" or the plug-in's
+import path; `tasks.contract` checks a task against the contract). `prepare` and `load` manage
+the prepared data (a per-user cache by default). This package never imports `variants` or `study`.
 """
 
 from __future__ import annotations
@@ -31,9 +33,32 @@ from tasks.jsb_chorales import TASK as _JSB
 from tasks.timit import TASK as _TIMIT
 
 log = logging.getLogger(__name__)
-TASKS: dict[str, Task] = {t.name: t for t in (_TIMIT, _IAM, _JSB)}
+TASKS: dict[str, Task] = {}
+ORIGINS: dict[str, str] = {}
+PAPER_TASKS = ("timit", "iam_online", "jsb_chorales")  # the three tasks of Greff et al. 2017
+
+
+def register(task: Task, origin: str = "built-in") -> Task:
+    """Add `task` under its name. The same task again is a no-op (a reloaded plug-in replaces
+    its own entry); another task under a taken name is refused."""
+    if not isinstance(task, Task):
+        raise TypeError(f"{origin}: expected a tasks.Task, got {type(task).__name__}")
+    old = ORIGINS.get(task.name)
+    if old is not None and old != origin:
+        raise ValueError(
+            f"task name {task.name!r} is taken ({old}); name the task from {origin} differently"
+        )
+    TASKS[task.name] = task
+    ORIGINS[task.name] = origin
+    return task
+
+
+for _task in (_TIMIT, _IAM, _JSB):
+    register(_task)
 
 __all__ = [
+    "ORIGINS",
+    "PAPER_TASKS",
     "SOURCES",
     "SPLITS",
     "TASKS",
@@ -47,6 +72,7 @@ __all__ = [
     "info",
     "load",
     "prepare",
+    "register",
 ]
 
 

@@ -2,16 +2,39 @@
 
 `VARIANTS` lists the LSTM variants of Greff et al., "LSTM: A Search Space Odyssey" (2017) in the
 paper's order, and the GRU; `build(name, input_size, hidden_size, bidirectional)` makes a layer.
+`CELLS` is the registry of cell kinds (`register_cell`), through which a user's own cell becomes a
+variant (`register_variant`) exactly as the built-in kinds are; `variants.contract` states (and
+checks) what a cell must do.
 """
 
-from variants.registry import VARIANTS, build, build_spec, get_spec, spec_from_dict, spec_to_dict
-from variants.spec import GRUSpec, LSTMSpec, gru, lstm
+from variants.registry import (
+    CELLS,
+    ORIGINS,
+    VARIANTS,
+    CellKind,
+    build,
+    build_spec,
+    cell_kind,
+    get_spec,
+    register_cell,
+    register_variant,
+    spec_from_dict,
+    spec_to_dict,
+)
+from variants.spec import CellSpec, GRUSpec, LSTMSpec, gru, lstm
 
 __all__ = [
+    "CELLS",
+    "ORIGINS",
     "VARIANTS",
+    "CellKind",
+    "CellSpec",
     "GRUSpec",
     "LSTMSpec",
     "build",
+    "cell_kind",
+    "register_cell",
+    "register_variant",
     "build_spec",
     "get_spec",
     "gru",

@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from variants.gru_cell import GRUCell
-from variants.lstm_cell import LSTMCell
-from variants.spec import GRUSpec, LSTMSpec
+from variants.spec import LSTMSpec
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -34,7 +32,7 @@ class Recurrent(nn.Module):
 
     def __init__(
         self,
-        spec: LSTMSpec | GRUSpec,
+        spec,
         input_size: int,
         hidden_size: int,
         bidirectional: bool = False,
@@ -50,21 +48,21 @@ class Recurrent(nn.Module):
             hidden_size,
             bidirectional,
         )
-        n_dir = 2 if bidirectional else 1
-        if isinstance(spec, LSTMSpec):
-            cells = [
-                LSTMCell(spec, input_size, hidden_size, forget_bias, trials, generator)
-                for _ in range(n_dir)
-            ]
-        else:
-            if forget_bias:
+        from variants.registry import cell_kind
+
+        kind = cell_kind(spec)  # the cell class comes from the registry of kinds
+        extra = {}
+        if forget_bias:
+            if kind.name != "lstm":
                 raise ValueError(
-                    "forget_bias applies to LSTM variants with a forget gate, not the GRU"
+                    f"forget_bias applies to LSTM variants with a forget gate, not {kind.name}"
                 )
-            cells = [
-                GRUCell(spec, input_size, hidden_size, trials, generator) for _ in range(n_dir)
-            ]
-        self.cells = nn.ModuleList(cells)
+            extra["forget_bias"] = forget_bias
+        n_dir = 2 if bidirectional else 1
+        self.cells = nn.ModuleList(
+            kind.cell(spec, input_size, hidden_size, trials=trials, generator=generator, **extra)
+            for _ in range(n_dir)
+        )
 
     @property
     def directions(self) -> int:

@@ -42,9 +42,9 @@ class LSTMCell(nn.Module):
         spec: LSTMSpec,
         input_size: int,
         hidden_size: int,
-        forget_bias: float = 0.0,
         trials: int = 1,
         generator: torch.Generator | None = None,
+        forget_bias: float = 0.0,
     ):
         super().__init__()
         self.spec, self.input_size, self.hidden_size, self.trials = (

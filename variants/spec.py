@@ -87,6 +87,21 @@ class GRUSpec:
     kind = "gru"
 
 
+@dataclass(frozen=True)
+class CellSpec:
+    """A variant of a cell kind that has no spec class of its own (a plug-in cell): the kind
+    (the cell class's import path, e.g. `mylab.cells:MGU`, or a registered kind name) and the
+    flags a study file set for it, as sorted `(name, value)` pairs (hashable; `flags()` gives
+    them as a dict with the cell's defaults filled in by `variants.registry`)."""
+
+    kind: str
+    options: tuple[tuple[str, bool], ...] = ()
+    change: str = ""
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        return dict(self.options).get(name, default)
+
+
 def lstm(change: str = "", **flags: bool) -> LSTMSpec:
     return LSTMSpec(change=change, **flags)
 

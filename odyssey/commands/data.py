@@ -43,10 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def list_tasks(args: argparse.Namespace) -> int:
     import tasks
+    from odyssey.commands.variants import installed_plugins
 
+    broken = installed_plugins()
     rows = [
         {
             "name": t.name,
+            "origin": tasks.ORIGINS.get(t.name, "built-in"),
             "title": t.title,
             "input_size": t.input_size,
             "output_size": t.output_size,
@@ -70,6 +73,7 @@ def list_tasks(args: argparse.Namespace) -> int:
     table = Table(title="Tasks")
     for col in ("task", "in", "out", "direction", "metric", "loss", "sources (default first)"):
         table.add_column(col)
+    table.add_column("origin")
     for r in rows:
         sources = [r["default_source"]] + [s for s in r["sources"] if s != r["default_source"]]
         marked = [s + (" (stand-in)" if s in r["stand_in_sources"] else "") for s in sources]
@@ -81,8 +85,11 @@ def list_tasks(args: argparse.Namespace) -> int:
             r["metric"],
             r["loss"],
             ", ".join(marked),
+            r["origin"],
         )
     Console().print(table)
+    for line in broken:
+        print(f"plug-in not loaded: {line}")
     return 0
 
 
