@@ -268,7 +268,9 @@ def _tiny_task(kind, spec) -> Finding:
         loss = (readout(_y(cell, x)) - target).square().mean()
         if not math.isfinite(float(loss.detach())):
             return Finding(
-                "finite on a tiny task", False, f"loss {float(loss.detach())} after {len(losses)} steps"
+                "finite on a tiny task",
+                False,
+                f"loss {float(loss.detach())} after {len(losses)} steps",
             )
         losses.append(float(loss.detach()))
         opt.zero_grad()

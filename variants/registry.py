@@ -45,7 +45,9 @@ class CellKind:
         if self.spec is not None:
             base = self.spec()
             return {
-                f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.name != "change"
+                f.name: getattr(base, f.name)
+                for f in dataclasses.fields(base)
+                if f.name != "change"
             }
         return dict(getattr(self.cell, "flags", {}) or {})
 
