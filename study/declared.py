@@ -51,7 +51,8 @@ def offered_variant(
     import variants
 
     name = str(item).strip()
-    if name in offered["cells"] and name not in variants.VARIANTS and name not in custom:
+    builtin = variants.ORIGINS.get(name) == "built-in"
+    if name in offered["cells"] and not builtin and name not in custom:
         custom[name] = declared(name, {"kind": offered["cells"][name]}, identity)
     return item
 
@@ -99,7 +100,14 @@ def declare(item: Mapping[str, Any], custom: dict[str, dict[str, Any]], identity
         )
     name = name.strip()
     if "cell" in flags:
-        flags["kind"] = flags.pop("cell")
+        path = str(flags.pop("cell"))
+        if ":" not in path:
+            raise ConfigError(
+                f"variant {name!r}: cell {path!r}: expected an import path like "
+                f"mylab.cells:MGU or path/to/cells.py:MGU",
+                "variants",
+            )
+        flags["kind"] = path
     custom[name] = declared(name, flags, identity)
     return name
 

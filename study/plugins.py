@@ -251,9 +251,22 @@ def activate(declared: Mapping[str, Any], folders: Sequence[str] = ()) -> None:
         register_task(name, path)
 
 
+_CHECKED: set[str] = set()  # plug-in identities (source hashes) that passed in this process
+
+
 def check_declared(cfg: Any) -> None:
     """The quick contract checks (`variants.contract`, `tasks.contract`) on every plug-in a study
-    uses; the first failure raises one line naming the plug-in, the check and what failed."""
+    uses (once per process and source); the first failure raises one line naming the plug-in,
+    the check and what failed."""
+    key = repr(sorted((p, i.get("sha256")) for p, i in cfg.plugin_identity.items()))
+    key += repr(sorted(cfg.custom_variants.items()))
+    if key in _CHECKED:
+        return
+    _check(cfg)
+    _CHECKED.add(key)
+
+
+def _check(cfg: Any) -> None:
     import tasks
     import variants
     from tasks.contract import check_task

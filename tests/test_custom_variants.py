@@ -49,7 +49,7 @@ def test_declared_variant_is_validated_and_round_trips(tmp_path):
             "{name: X, input_gate: false, coupled_input_forget: true}",
             "coupled_input_forget needs both an input gate and a forget gate",
         ),
-        ("{name: X, kind: rnn}", "unknown variant kind 'rnn'; valid: lstm, gru"),
+        ("{name: X, kind: xyz}", "unknown cell kind 'xyz'; known: lstm, gru"),
     ],
 )
 def test_bad_declarations_are_named(tmp_path, item, message):

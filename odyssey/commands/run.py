@@ -92,10 +92,12 @@ OVERRIDES = (
 def run(args: argparse.Namespace) -> int:
     from study.config import resolve
     from study.console import noise_to_file
+    from study.plugins import check_declared
     from study.results import RUN_LOG
     from study.runner import run as run_study
 
     cfg = resolve(args.spec, {k: getattr(args, k) for k in OVERRIDES})
+    check_declared(cfg)  # before the log file: a refused plug-in leaves no study folder
     if args.verbose:  # everything on the screen
         counts = run_study(cfg, live=False if args.no_live else None)
         _report(cfg)
