@@ -86,6 +86,42 @@ class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+RESERVED = {"hidden_size", "learning_rate", "momentum", "one_minus_momentum", "input_noise"}
+
+
+class Dimension(_Settings):
+    """A search dimension of the study's own (`space.extra`), as an Optuna distribution."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[str | int | float | bool, ...] | None = None
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, (list, tuple)):
+            raise Expected("be a list of choices")
+        return None if value is None else tuple(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Dimension:
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise Expected("list its choices (and no low/high) for type categorical")
+            return self
+        if self.low is None or self.high is None or self.choices is not None:
+            raise Expected(f"give low and high (and no choices) for type {self.type}")
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise Expected("have finite low <= high")
+        if self.log and self.low <= 0:
+            raise Expected("have low > 0 on a log scale")
+        if self.type == "int" and not (self.low == int(self.low) and self.high == int(self.high)):
+            raise Expected("have integer low and high for type int")
+        return self
+
+
 class SpaceConfig(_Settings):
     """Ranges of the random search (reference section 4); bounds are inclusive."""
 
@@ -94,6 +130,21 @@ class SpaceConfig(_Settings):
     learning_rate: LearningRates = (1e-6, 1e-2)  # log-uniform
     one_minus_momentum: OneMinusMomenta = (0.01, 1.0)  # log-uniform; momentum = 1 - this
     input_noise: NoiseLevels = (0.0, 1.0)  # uniform std of additive Gaussian noise
+    # the study's own dimensions: name -> distribution (they reach the optimizer, the cells
+    # that ask for them, the results table's hp_extra, fANOVA and the report)
+    extra: dict[str, Dimension] = {}
+
+    @field_validator("extra")
+    @classmethod
+    def _names(cls, value: dict[str, Dimension]) -> dict[str, Dimension]:
+        for name in value:
+            if name in RESERVED or not name.isidentifier():
+                raise ConfigError(
+                    f"space.extra: {name!r} is not a new dimension's name (an identifier, not "
+                    f"one of {', '.join(sorted(RESERVED))})",
+                    f"space.extra.{name}",
+                )
+        return value
 
 
 class TrainConfig(_Settings):
@@ -107,6 +158,19 @@ class TrainConfig(_Settings):
     # trials of one (task, variant) trained together in one process (study/pack.py); None: chosen
     # per device by measurement. Execution only: a packed trial equals the same trial alone.
     pack: int | None = Field(None, ge=1)
+    # `nesterov` (the paper's), `adam`, or a plug-in's import path (study/optimizers.py)
+    optimizer: str = Field("nesterov", pattern=NOT_BLANK)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        from study import optimizers
+
+        try:
+            optimizers.get(value)
+        except ValueError as e:
+            raise ConfigError(str(e), "training.optimizer") from None
+        return value
 
 
 class DataConfig(_Settings):

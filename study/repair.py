@@ -142,6 +142,7 @@ def row_from_run(run: Any, study: str, stand_in: dict[str, bool]) -> tuple[dict[
         data_source=tags.get("data_source"),
         stand_in=stand_in.get(tags["task"], False),
         test_extra={},
+        hp_extra=None,
     )
     return row, False
 

@@ -59,6 +59,8 @@ SCHEMA = pa.schema(
         ("data_source", pa.string()),
         ("stand_in", pa.bool_()),
         ("test_extra", pa.string()),  # JSON object of extra test metrics at the best epoch
+        # JSON object of the study's own search dimensions (`space.extra`), null before them
+        ("hp_extra", pa.string()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
@@ -130,8 +132,9 @@ def make_row(**values: Any) -> dict[str, Any]:
     if missing or extra:
         raise ValueError(f"result row: missing columns {missing}, unknown columns {extra}")
     row = dict(values)
-    if isinstance(row["test_extra"], dict):
-        row["test_extra"] = json.dumps(row["test_extra"], sort_keys=True)
+    for k in ("test_extra", "hp_extra"):
+        if isinstance(row[k], dict):
+            row[k] = json.dumps(row[k], sort_keys=True)
     for k in ("val_metric", "test_metric", "train_loss"):
         v = row[k]
         row[k] = math.nan if v is None else float(v)

@@ -45,7 +45,7 @@ from study.setup import (
     study_lock,
 )
 from study.signals import StopRequest, stop_requested_on_sigterm
-from study.space import hyperparameters, search_space
+from study.space import HYPERPARAMETERS, hyperparameters, search_space
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def make_row(
         data_source=str(data_meta.get("source")),
         stand_in=bool(data_meta.get("stand_in", False)),
         test_extra=result.get("test_extra") or {},
+        hp_extra={k: v for k, v in hp.items() if k not in HYPERPARAMETERS},
     )
 
 

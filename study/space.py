@@ -10,6 +10,11 @@ momentum is `one_minus_momentum` (log-uniform); everything outside Optuna (the t
 MLflow params, results columns `hp_*`) sees the four names above. `one_minus_momentum` is also
 the scale the authors analysed (log10(1 - momentum)).
 
+A study may add its own dimensions (`space.extra`: name -> {type: float | int | categorical,
+low, high, log, choices}); they are sampled the same way, reach the training loop's
+hyperparameters under their names, and are recorded in the results table's `hp_extra` (JSON).
+A range with low = high fixes a hyperparameter (e.g. `input_noise: [0, 0]`: no noise).
+
 Every trial's parameters are a function of (seed, task, variant, trial number, parameter name):
 `TrialSeededSampler` draws each value from a RandomSampler seeded by a stable hash of those, so
 resuming, reordering or running pairs on other machines never changes what trial k samples.
@@ -21,7 +26,12 @@ import hashlib
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial
 
@@ -32,12 +42,20 @@ HYPERPARAMETERS = ("hidden_size", "learning_rate", "momentum", "input_noise")
 
 def search_space(cfg: SpaceConfig) -> dict[str, BaseDistribution]:
     """The Optuna distributions of one study (plain data; what `study.ask` takes)."""
-    return {
+    out: dict[str, BaseDistribution] = {
         "hidden_size": IntDistribution(*cfg.hidden_size, log=True),
         "learning_rate": FloatDistribution(*cfg.learning_rate, log=True),
         "one_minus_momentum": FloatDistribution(*cfg.one_minus_momentum, log=True),
         "input_noise": FloatDistribution(*cfg.input_noise),
     }
+    for name, dim in cfg.extra.items():
+        if dim.type == "categorical":
+            out[name] = CategoricalDistribution(list(dim.choices or ()))
+        elif dim.type == "int":
+            out[name] = IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+        else:
+            out[name] = FloatDistribution(float(dim.low), float(dim.high), log=dim.log)
+    return out
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: dict[str, BaseDistribution]) -> dict[str, Any]:
@@ -48,7 +66,9 @@ def suggest(trial: optuna.trial.BaseTrial, space: dict[str, BaseDistribution]) -
             raw[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
         elif isinstance(dist, FloatDistribution):
             raw[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
-        else:  # pragma: no cover - the space above only holds these two kinds
+        elif isinstance(dist, CategoricalDistribution):
+            raw[name] = trial.suggest_categorical(name, dist.choices)
+        else:  # pragma: no cover - the space above only holds these three kinds
             raise TypeError(f"unsupported distribution {dist!r} for {name}")
     return raw
 
@@ -62,11 +82,14 @@ def hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     ]
     if missing:
         raise ValueError(f"trial parameters lack {', '.join(missing)}; got {sorted(raw)}")
+    own = ("hidden_size", "learning_rate", "one_minus_momentum", "input_noise")
     return {
         "hidden_size": int(raw["hidden_size"]),
         "learning_rate": float(raw["learning_rate"]),
         "momentum": 1.0 - float(raw["one_minus_momentum"]),
         "input_noise": float(raw["input_noise"]),
+        # the study's own dimensions (`space.extra`), under their own names
+        **{k: v for k, v in raw.items() if k not in own},
     }
 
 
