@@ -115,6 +115,18 @@ class TrainConfig(_Settings):
     # trials of one (task, variant) trained together in one process (study/pack.py); None: chosen
     # per device by measurement. Execution only: a packed trial equals the same trial alone.
     pack: int | None = Field(None, ge=1)
+    layers: int = Field(1, ge=1, le=3)  # stacked recurrent layers; 1 is the paper's network
+    residual: bool = False  # each layer above the first adds its input to its output
+
+    @model_validator(mode="after")
+    def _residual_needs_layers(self) -> TrainConfig:
+        if self.residual and self.layers < 2:
+            raise ConfigError(
+                "training.residual joins stacked layers; set training.layers to 2 or 3, or "
+                "residual to false",
+                "training.residual",
+            )
+        return self
 
 
 class DataConfig(_Settings):

@@ -1,4 +1,5 @@
-"""What variants are compared on: the three tasks of Greff et al. 2017 (paper section II/IV).
+"""What variants are compared on: the three tasks of Greff et al. 2017 (paper section II/IV), and
+two generated synthetic tasks (adding, counting).
 
 `TASKS` maps a task name to its frozen `Task` spec; `prepare` and `load` manage the prepared data
 (a per-user cache by default). This package never imports `variants` or `study`.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tasks.adding import TASK as _ADDING
 from tasks.base import (
     SOURCES,
     SPLITS,
@@ -26,12 +28,13 @@ from tasks.base import (
     remove_prepared,
     save_prepared,
 )
+from tasks.counting import TASK as _COUNTING
 from tasks.iam_online import TASK as _IAM
 from tasks.jsb_chorales import TASK as _JSB
 from tasks.timit import TASK as _TIMIT
 
 log = logging.getLogger(__name__)
-TASKS: dict[str, Task] = {t.name: t for t in (_TIMIT, _IAM, _JSB)}
+TASKS: dict[str, Task] = {t.name: t for t in (_TIMIT, _IAM, _JSB, _ADDING, _COUNTING)}
 
 __all__ = [
     "SOURCES",

@@ -12,8 +12,21 @@ import torch
 from torch import nn
 
 from variants.gru_cell import GRUCell
+from variants.leaky_cell import LeakyCell
 from variants.lstm_cell import LSTMCell
-from variants.spec import GRUSpec, LSTMSpec
+from variants.rnn_cell import RNNCell
+from variants.spec import LSTMSpec
+
+# spec kind -> the cell class that runs it (constructor `(spec, input_size, hidden_size,
+# trials=, generator=)`, see `variants.rnn_cell` for the smallest example). Here, not in
+# `variants.registry`, because the registry imports this module lazily and the cells import no
+# registry: no import cycle.
+CELLS: dict[str, type[nn.Module]] = {
+    "lstm": LSTMCell,
+    "gru": GRUCell,
+    "rnn": RNNCell,
+    "leaky": LeakyCell,
+}
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -34,7 +47,7 @@ class Recurrent(nn.Module):
 
     def __init__(
         self,
-        spec: LSTMSpec | GRUSpec,
+        spec,
         input_size: int,
         hidden_size: int,
         bidirectional: bool = False,
@@ -51,19 +64,20 @@ class Recurrent(nn.Module):
             bidirectional,
         )
         n_dir = 2 if bidirectional else 1
-        if isinstance(spec, LSTMSpec):
-            cells = [
-                LSTMCell(spec, input_size, hidden_size, forget_bias, trials, generator)
-                for _ in range(n_dir)
-            ]
-        else:
-            if forget_bias:
+        cell_class = CELLS.get(spec.kind)
+        if cell_class is None:
+            raise ValueError(f"unknown variant kind {spec.kind!r}; valid: {', '.join(CELLS)}")
+        extra = {}
+        if forget_bias:
+            if spec.kind != "lstm":
                 raise ValueError(
-                    "forget_bias applies to LSTM variants with a forget gate, not the GRU"
+                    f"forget_bias applies to LSTM variants with a forget gate, not a {spec.kind} cell"
                 )
-            cells = [
-                GRUCell(spec, input_size, hidden_size, trials, generator) for _ in range(n_dir)
-            ]
+            extra["forget_bias"] = forget_bias
+        cells = [
+            cell_class(spec, input_size, hidden_size, trials=trials, generator=generator, **extra)
+            for _ in range(n_dir)
+        ]
         self.cells = nn.ModuleList(cells)
 
     @property
@@ -74,7 +88,7 @@ class Recurrent(nn.Module):
         """Views in the paper's notation (`W_z`, `R_i`, `p_f`, `R_io`, ...) for LSTM variants."""
         if not isinstance(self.spec, LSTMSpec):
             raise TypeError(
-                f"paper_weights is defined for the LSTM variants, not {self.name or 'GRU'}"
+                f"paper_weights is defined for the LSTM variants, not {self.name or self.spec.kind}"
             )
         if direction not in range(self.directions):
             raise ValueError(f"direction must be in 0..{self.directions - 1}, got {direction}")

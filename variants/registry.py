@@ -1,4 +1,5 @@
-"""The variants of Greff et al. 2017 in the paper's order, plus the GRU (Chung et al. 2014)."""
+"""The variants of Greff et al. 2017 in the paper's order, plus the GRU (Chung et al. 2014) and
+two ungated baselines: the tanh RNN and leaky-integrator units."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from variants.spec import GRUSpec, LSTMSpec, gru, lstm
+from variants.spec import GRUSpec, LSTMSpec, gru, leaky, lstm, rnn
 
 # fmt: off
 VARIANTS: dict[str, LSTMSpec | GRUSpec] = {
@@ -23,6 +24,8 @@ VARIANTS: dict[str, LSTMSpec | GRUSpec] = {
     "CIFG": lstm("f = 1 - i (coupled input and forget gate)", coupled_input_forget=True),
     "FGR":  lstm("gates see i, f, o of t-1 (+9 N x N matrices R_ab)", full_gate_recurrence=True),
     "GRU":  gru("GRU (torch.nn.GRU / cuDNN form of Chung et al. 2014)"),
+    "RNN":  rnn("no gates: h = tanh(W x + R h' + b) (torch.nn.RNN)"),
+    "LEAKY": leaky("no gates, leaky units: h = (1 - a) h' + a tanh(W x + R h' + b), a learned"),
 }
 # fmt: on
 
