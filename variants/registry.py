@@ -25,7 +25,7 @@ VARIANTS: dict[str, LSTMSpec | GRUSpec] = {
     "FGR":  lstm("gates see i, f, o of t-1 (+9 N x N matrices R_ab)", full_gate_recurrence=True),
     "GRU":  gru("GRU (torch.nn.GRU / cuDNN form of Chung et al. 2014)"),
     "RNN":  rnn("no gates: h = tanh(W x + R h' + b) (torch.nn.RNN)"),
-    "LEAKY": leaky("no gates, leaky units: h = (1 - a) h' + a tanh(W x + R h' + b), a learned"),
+    "LEAKY": leaky("leaky RNN: h = (1 - a) h' + a tanh(W x + R h' + b), learned a"),
 }
 # fmt: on
 
