@@ -148,7 +148,7 @@ class Task:
     # conventions (one sentence each, from the data's meta); reports print them
     data_notes: Callable[[dict], list[str]] = lambda meta: []
     # metric -> how its batches' pairs combine (`AGGREGATES`); a metric not named is a ratio
-    aggregate: Mapping[str, str] = field(default_factory=dict)
+    aggregate: Mapping[str, str] = field(default_factory=dict, hash=False)  # tasks stay hashable
 
     def __post_init__(self) -> None:
         bad = {m: k for m, k in self.aggregate.items() if k not in AGGREGATES}
