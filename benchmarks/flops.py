@@ -32,6 +32,7 @@ _KINDS = {
     "b": "elementwise",
     "b_ih": "elementwise",
     "b_hh": "elementwise",
+    "tau": "elementwise",  # LEAKY's time constants, one per unit
     "weight_ih_l0": "input",  # torch.nn.LSTM / nn.GRU, one layer
     "weight_ih_l0_reverse": "input",
     "weight_hh_l0": "recurrent",

@@ -160,6 +160,8 @@ class TrainConfig(_Settings):
     pack: int | None = Field(None, ge=1)
     # `nesterov` (the paper's), `adam`, or a plug-in's import path (study/optimizers.py)
     optimizer: str = Field("nesterov", pattern=NOT_BLANK)
+    layers: int = Field(1, ge=1, le=3)  # stacked recurrent layers; 1 is the paper's network
+    residual: bool = False  # each layer above the first adds its input to its output
 
     @field_validator("optimizer")
     @classmethod
@@ -171,6 +173,16 @@ class TrainConfig(_Settings):
         except ValueError as e:
             raise ConfigError(str(e), "training.optimizer") from None
         return value
+
+    @model_validator(mode="after")
+    def _residual_needs_layers(self) -> TrainConfig:
+        if self.residual and self.layers < 2:
+            raise ConfigError(
+                "training.residual joins stacked layers; set training.layers to 2 or 3, or "
+                "residual to false",
+                "training.residual",
+            )
+        return self
 
 
 class DataConfig(_Settings):

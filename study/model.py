@@ -2,7 +2,9 @@
 
 One recurrent layer from the variant registry (bidirectional for TIMIT and IAM: a forward and a
 backward layer whose outputs are concatenated) feeding one linear output layer; the task's loss
-applies the softmax / sigmoids. Every parameter, biases included, is drawn from N(0, 0.1^2) with
+applies the softmax / sigmoids. The paper's network has one layer; the `layers` setting stacks
+up to three (`Stack`: each layer reads the concatenated directions of the one below, and with
+`residual` each layer above the first adds its input to its output). Every parameter, biases included, is drawn from N(0, 0.1^2) with
 the trial's generator, in registration order, so a trial's initial weights are reproducible from
 its seed.
 
@@ -37,6 +39,35 @@ class PackedLinear(nn.Module):
         return {"weight": (None, directions), "bias": (None,)}
 
 
+class Stack(nn.Module):
+    """Recurrent layers on top of each other, for K trials: layer l + 1 reads layer l's output
+    (its directions concatenated). With `residual`, a layer above the first outputs its own
+    output plus its input (equal widths: both are N * directions); padded steps stay zero."""
+
+    def __init__(self, layers: list[nn.Module], residual: bool = False) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.residual = residual
+        self.trials, self.directions = layers[0].trials, layers[-1].directions
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`x (T, B, M)`, `lengths (B,)` -> `(T, B, N * directions)` (one trial)."""
+        if self.trials != 1:
+            raise ValueError(f"a pack of {self.trials} trials runs through forward_packed")
+        lengths = torch.as_tensor(lengths, dtype=torch.int64)
+        return self.forward_packed(x.unsqueeze(0), lengths.unsqueeze(0))[0]
+
+    def forward_packed(
+        self, x: torch.Tensor, lengths: torch.Tensor, active: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`x (K, T, B, M)`, `lengths (K, B)` -> `(K, T, B, N * directions)`."""
+        h = x
+        for k, layer in enumerate(self.layers):
+            out = layer.forward_packed(h, lengths, active=active)  # (K, T, B, N * directions)
+            h = out + h if self.residual and k > 0 else out
+        return h
+
+
 class SequenceModel(nn.Module):
     """`(T, B, M)` inputs and `(B,)` lengths -> `(T, B, K)` logits; a pack maps
     `(K, T, B, M)` and `(K, B)` -> `(K, T, B, O)` through `forward_packed`."""
@@ -65,16 +96,32 @@ def build_model(
     hidden_per_direction: int,
     generator: torch.Generator,
     trials: int = 1,
+    layers: int = 1,
+    residual: bool = False,
 ) -> SequenceModel:
-    rnn = variants.build(
-        variant,
-        task.input_size,
-        hidden_per_direction,
-        bidirectional=task.bidirectional,
-        trials=trials,
-        generator=generator,
-    )
+    """The model of a trial (or a pack of `trials`): `layers` recurrent layers of the variant
+    (one is the paper's network; more make a `Stack`), then the output layer. The layers draw
+    their weights in order from `generator`, then the output layer."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
+    if residual and layers < 2:
+        raise ValueError("residual connections join stacked layers; they need layers >= 2")
     directions = 2 if task.bidirectional else 1
+    stack = []
+    for k in range(layers):
+        layer = variants.build(
+            variant,
+            task.input_size if k == 0 else hidden_per_direction * directions,
+            hidden_per_direction,
+            bidirectional=task.bidirectional,
+            trials=trials,
+            generator=generator,
+        )
+        if k > 0:  # its input is the units of the layer below: a pack pads W's columns by unit
+            for cell in layer.cells:
+                cell.input_blocks = directions
+        stack.append(layer)
+    rnn = stack[0] if layers == 1 else Stack(stack, residual)  # one layer: the paper's model
     model = SequenceModel(rnn, hidden_per_direction * directions, task.output_size)
     with torch.no_grad():  # the output layer; the layer drew its own weights from `generator`
         for p in model.out.parameters():

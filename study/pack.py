@@ -37,7 +37,7 @@ import torch
 from study.config import TrainConfig
 from study.model import SequenceModel, build_model, count_parameters, hidden_per_direction
 from study.train import _better, epoch_metrics, trial_result
-from tasks.base import Splits, Task
+from tasks.base import Splits, Task, split_metrics
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,19 @@ def pack_hidden(trials: list[PackTrial], meaning: str, bidirectional: bool) -> i
 class _Pack:
     """The model of K slots, its masks and velocities, and the per-slot optimizer settings."""
 
-    def __init__(self, task: Task, variant: str, hidden: int, slots: int, device: torch.device):
+    def __init__(
+        self,
+        task: Task,
+        variant: str,
+        hidden: int,
+        slots: int,
+        device: torch.device,
+        layers: int = 1,
+        residual: bool = False,
+    ):
         self.task, self.hidden, self.k, self.device = task, hidden, slots, device
         self.model: SequenceModel = build_model(
-            task, variant, hidden, torch.Generator().manual_seed(0), trials=slots
+            task, variant, hidden, torch.Generator().manual_seed(0), slots, layers, residual
         ).to(device)
         self.params = list(self.model.parameters())
         self.blocks = _param_blocks(self.model)
@@ -191,14 +200,15 @@ def evaluate_pack(
     pack: _Pack, data, batch_size: int, active: torch.Tensor
 ) -> list[dict[str, float]]:
     """Corpus-level metrics of a split for every slot, in one pass over the split (all trials
-    see the same sequences): sum of errors / sum of counts, as `study.train.evaluate`."""
+    see the same sequences): sum of errors / sum of counts (or the task's `aggregate`), as
+    `study.train.evaluate`."""
     task, k = pack.task, pack.k
     pack.model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.inputs[i]))  # less padding
     longest = max(len(x) for x in data.inputs)
     width = 4 * pack.hidden * pack.model.rnn.directions
     rows = eval_rows(pack.device.type, k, batch_size, longest, width)
-    sums: list[dict[str, list[float]]] = [{} for _ in range(k)]
+    pairs: list[dict[str, list[tuple[float, float]]]] = [{} for _ in range(k)]
     for start in range(0, len(order), rows):
         idx = order[start : start + rows]
         batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx]).to(pack.device)
@@ -207,10 +217,8 @@ def evaluate_pack(
         logits = pack.model.forward_packed(x, lengths, active=active)  # (K, T, B, O)
         for s in torch.nonzero(active).flatten().tolist():
             for name, (e, c) in task.errors(logits[s], batch).items():
-                acc = sums[s].setdefault(name, [0.0, 0])
-                acc[0] += float(e)
-                acc[1] += int(c)
-    return [{name: (e / c if c else math.nan) for name, (e, c) in d.items()} for d in sums]
+                pairs[s].setdefault(name, []).append((float(e), float(c)))
+    return [split_metrics(task, d) for d in pairs]
 
 
 def train_pack(
@@ -233,7 +241,7 @@ def train_pack(
     device = torch.device(device)
     k = max(1, min(slots, len(trials)))
     hidden = pack_hidden(trials, hidden_size_meaning, task.bidirectional)
-    pack = _Pack(task, variant, hidden, k, device)
+    pack = _Pack(task, variant, hidden, k, device, settings.layers, settings.residual)
     queue = deque(trials)
     slot: list[_Slot | None] = [None] * k
     train_set = splits["train"]
@@ -261,7 +269,9 @@ def train_pack(
                     int(trial.hparams["hidden_size"]), hidden_size_meaning, task.bidirectional
                 )
                 gen = torch.Generator().manual_seed(int(trial.seed))
-                single = build_model(task, variant, h, gen)  # exactly the single trial's init
+                single = build_model(  # exactly the single trial's init
+                    task, variant, h, gen, layers=settings.layers, residual=settings.residual
+                )
                 pack.place(s, single, h, trial.hparams["learning_rate"], trial.hparams["momentum"])
                 slot[s] = _Slot(trial, h, gen, count_parameters(single))
         live = [s for s in range(k) if slot[s] is not None]

@@ -27,7 +27,7 @@ import torch
 from study.config import TrainConfig
 from study.model import build_model, count_parameters, hidden_per_direction
 from study.optim import NesterovStep
-from tasks.base import SequenceSet, Splits, Task
+from tasks.base import SequenceSet, Splits, Task, split_metrics
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -40,19 +40,18 @@ class Diverged(Exception):
 def evaluate(
     model: torch.nn.Module, task: Task, data: SequenceSet, batch_size: int, device: torch.device
 ) -> dict[str, float]:
-    """Corpus-level metrics of a split: sum of errors / sum of counts over all its sequences."""
+    """Corpus-level metrics of a split: sum of errors / sum of counts over all its sequences (or
+    the task's own `aggregate` of its batches' pairs, `tasks.base.split_metrics`)."""
     model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.inputs[i]))  # less padding
-    sums: dict[str, list[float]] = {}
+    pairs: dict[str, list[tuple[float, float]]] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx]).to(device)
         logits = model(batch.x, batch.lengths)  # (T, B, K)
         for name, (s, c) in task.errors(logits, batch).items():
-            acc = sums.setdefault(name, [0.0, 0])
-            acc[0] += float(s)
-            acc[1] += int(c)
-    return {name: (s / c if c else math.nan) for name, (s, c) in sums.items()}
+            pairs.setdefault(name, []).append((float(s), float(c)))
+    return split_metrics(task, pairs)
 
 
 def _better(a: float, b: float, direction: str) -> bool:
@@ -85,7 +84,9 @@ def train(
     hidden = hidden_per_direction(
         int(hparams["hidden_size"]), hidden_size_meaning, task.bidirectional
     )
-    model = build_model(task, variant, hidden, gen).to(device)
+    model = build_model(
+        task, variant, hidden, gen, layers=settings.layers, residual=settings.residual
+    ).to(device)
     opt = NesterovStep(model.parameters(), lr=lr, momentum=mu)
     train_set = splits["train"]
     n = len(train_set)

@@ -1,4 +1,5 @@
-"""What variants are compared on: the three tasks of Greff et al. 2017 (paper section II/IV).
+"""What variants are compared on: the three tasks of Greff et al. 2017 (paper section II/IV), and
+two generated synthetic tasks (adding, counting).
 
 `TASKS` maps a task name to its frozen `Task` spec; the built-ins are registered by `register`,
 as a user's plug-in task is (`ORIGINS` says where each came from: "built-in" or the plug-in's
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tasks.adding import TASK as _ADDING
 from tasks.base import (
     SOURCES,
     SPLITS,
@@ -28,6 +30,7 @@ from tasks.base import (
     remove_prepared,
     save_prepared,
 )
+from tasks.counting import TASK as _COUNTING
 from tasks.iam_online import TASK as _IAM
 from tasks.jsb_chorales import TASK as _JSB
 from tasks.timit import TASK as _TIMIT
@@ -53,7 +56,7 @@ def register(task: Task, origin: str = "built-in") -> Task:
     return task
 
 
-for _task in (_TIMIT, _IAM, _JSB):
+for _task in (_TIMIT, _IAM, _JSB, _ADDING, _COUNTING):
     register(_task)
 
 __all__ = [

@@ -4,6 +4,8 @@ A task is a frozen spec plus plain functions (STYLE.md): where its data comes fr
 how sequences become a time-major batch (`collate`), the loss as a *sum* over frames of each
 sequence together with the number of sequences (AlgoPerf style), and its errors as
 `(sum, count)` pairs so that split metrics are corpus-level ratios, never means of batch means.
+A metric that is not a ratio names its way of combining the batches' pairs in `Task.aggregate`
+(`AGGREGATES`; `split_metrics` applies them).
 
 Prepared data (what `odyssey data prepare` writes and all that training reads) lives in
 `<data_dir>/<task>/<key>/` as one `.npz` per split (no pickles) plus `meta.json`.
@@ -12,10 +14,11 @@ Prepared data (what `odyssey data prepare` writes and all that training reads) l
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,8 @@ import numpy as np
 import torch
 
 SPLITS = ("train", "valid", "test")
+# how a split metric combines its batches' (value, count) pairs (`aggregate`)
+AGGREGATES = ("ratio", "min", "max", "prefix")
 SOURCES = ("synthetic", "real")
 
 
@@ -142,6 +147,48 @@ class Task:
     # what a reader of results must know about the prepared data: lines dropped, scoring
     # conventions (one sentence each, from the data's meta); reports print them
     data_notes: Callable[[dict], list[str]] = lambda meta: []
+    # metric -> how its batches' pairs combine (`AGGREGATES`); a metric not named is a ratio
+    aggregate: Mapping[str, str] = field(default_factory=dict, hash=False)  # tasks stay hashable
+    # validation and test deliberately repeat training sequences (counting scores every n up to
+    # the largest handled, the trained ones included); the contract's disjointness check is off
+    overlapping_splits: bool = False
+
+    def __post_init__(self) -> None:
+        bad = {m: k for m, k in self.aggregate.items() if k not in AGGREGATES}
+        if bad:
+            raise ValueError(f"task {self.name}: unknown aggregate {bad}; valid: {AGGREGATES}")
+
+
+# ----------------------------------------------------------------------------- split metrics
+
+
+def aggregate(kind: str, pairs: Sequence[tuple[float, float]]) -> float:
+    """A split metric from its batches' `(value, count)` pairs: "ratio" sum(values) / sum(counts)
+    (a corpus-level rate); "min" / "max" the smallest / largest value; "prefix" min(smallest
+    value, largest count), for a score that is the longest run of correct cases from the first:
+    each batch gives (its first failing case - 1, or inf when none fails; its last case). NaN for
+    no pairs or no counts."""
+    if not pairs:
+        return math.nan
+    values = [float(v) for v, _ in pairs]
+    counts = [float(c) for _, c in pairs]
+    if kind == "ratio":
+        total = sum(counts)
+        return sum(values) / total if total else math.nan
+    if kind == "min":
+        return min(values)
+    if kind == "max":
+        return max(values)
+    if kind == "prefix":
+        return min(min(values), max(counts))
+    raise ValueError(f"unknown aggregate {kind!r}; valid: {', '.join(AGGREGATES)}")
+
+
+def split_metrics(
+    task: Task, pairs: Mapping[str, Sequence[tuple[float, float]]]
+) -> dict[str, float]:
+    """Every metric of a split from its batches' pairs (metric -> [(value, count), ...])."""
+    return {name: aggregate(task.aggregate.get(name, "ratio"), p) for name, p in pairs.items()}
 
 
 # ----------------------------------------------------------------------------- collation helpers

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tasks.base import SPLITS, Batch, SequenceSet, Task
+from tasks.base import SPLITS, Batch, SequenceSet, Task, aggregate
 
 DIRECTIONS = ("minimize", "maximize")
 
@@ -62,10 +62,11 @@ def _splits(task: Task, splits) -> str:
                     f"{split}[{i}]: input of shape {x.shape}, expected (T, {task.input_size})"
                 )
             key = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
-            if seen.get(key, split) != split:
+            if seen.get(key, split) != split and not task.overlapping_splits:
                 raise _Found(f"a {split} sequence is also in the {seen[key]} split")
             seen[key] = split
-    return ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
+    sizes = ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
+    return sizes + (" (overlap declared by the task)" if task.overlapping_splits else "")
 
 
 def _collate(task: Task, splits) -> str:
@@ -129,6 +130,14 @@ def _errors(task: Task, splits) -> str:
         single = task.collate(_pairs(data, [i]))
         parts.append(task.errors(logits[: int(batch.lengths[i]), i : i + 1], single))
     for name, (s, c) in both.items():
+        kind = task.aggregate.get(name, "ratio")
+        if kind != "ratio":  # combined by its own rule: whole and parts must agree under it
+            whole, split = aggregate(kind, [(s, c)]), aggregate(kind, [p[name] for p in parts])
+            if not (whole == split or math.isclose(whole, split, rel_tol=1e-6)):
+                raise _Found(
+                    f"{name} ({kind}): {whole:.6g} for two sequences, {split:.6g} one by one"
+                )
+            continue
         s_parts = sum(float(p[name][0]) for p in parts)
         c_parts = sum(int(p[name][1]) for p in parts)
         if int(c) != c_parts or not math.isclose(float(s), s_parts, rel_tol=1e-5, abs_tol=1e-9):

@@ -112,7 +112,7 @@ def test_bench_labels_name_the_implementation_that_ran(monkeypatch, path, bidire
     t_len, batch = 5, 2
     x = torch.randn(t_len, batch, 3)
     lengths = torch.full((batch,), t_len)
-    for name in VARIANTS:
+    for name in [n for n, s in VARIANTS.items() if s.kind in ("lstm", "gru")]:
         module = variants.build(name, 3, 4, bidirectional=bidirectional)
         step = _wrap(_step_fn(module, x, lengths), path)
         ran.clear()

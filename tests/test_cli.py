@@ -41,9 +41,12 @@ def test_console_script_runs():
         "CIFG",
         "FGR",
         "GRU",
+        "RNN",
+        "LEAKY",
     ]
     params = {r["name"]: r["params"] for r in rows}
     assert params["V"] == 4 * 100 * 139 + 700 and params["FGR"] == params["V"] + 9 * 100 * 100
+    assert params["RNN"] == 100 * 139 + 200 == params["LEAKY"]  # two biases; bias + tau
 
 
 def test_variants_table(capsys):
@@ -55,10 +58,11 @@ def test_variants_table(capsys):
 def test_tasks_json(capsys):
     assert main(["tasks", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"timit", "iam_online", "jsb_chorales"}
+    assert set(rows) == {"timit", "iam_online", "jsb_chorales", "adding", "counting"}
     assert (rows["timit"]["input_size"], rows["timit"]["output_size"]) == (39, 61)
     assert (rows["iam_online"]["input_size"], rows["iam_online"]["output_size"]) == (4, 82)
     assert rows["jsb_chorales"]["bidirectional"] is False and rows["timit"]["bidirectional"] is True
+    assert (rows["counting"]["input_size"], rows["counting"]["output_size"]) == (2, 3)
 
 
 def test_data_prepare_then_info_json(tmp_path, capsys):

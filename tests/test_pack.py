@@ -69,8 +69,14 @@ def assert_same_trial(single, history, got, got_history, rel=1e-4):
 def test_pack_trials_equal_single_trials_every_epoch(variant):
     """4 trials in 3 slots (one waits for a slot): each equals its single run, epoch by epoch."""
     splits = JSB.tiny(np.random.default_rng(0))
-    want = singles(JSB, variant, splits, HPARAMS)
-    done, histories, _ = packed(JSB, variant, splits, HPARAMS, slots=3)
+    hparams = HPARAMS
+    if variant == "RNN":
+        # the ungated RNN at rate 0.2 is chaotic here: moving its initial weights by 1e-7
+        # (relative) moves epoch 3's validation NLL by 3e-4 alone, so float32 rounding cannot
+        # stay within 1e-4; at 0.05 the comparison holds
+        hparams = [*HPARAMS[:2], {**HPARAMS[2], "learning_rate": 0.05}, HPARAMS[3]]
+    want = singles(JSB, variant, splits, hparams)
+    done, histories, _ = packed(JSB, variant, splits, hparams, slots=3)
     assert sorted(done) == [0, 1, 2, 3]
     for k, (single, history) in enumerate(want):
         assert_same_trial(single, history, done[k], histories.get(k, []))

@@ -146,15 +146,17 @@ def test_an_old_data_json_is_read_and_a_broken_one_is_named(tmp_path):
 
 def test_the_reports_fallback_names_are_the_registries():
     """analysis/names.py names old studies without importing the registries (and torch): its
-    copies must say what the registries say, in their order."""
+    copies must say what the registries say, in their order (the registries' first entries: the
+    baselines and synthetic tasks came later, so no old study holds them)."""
     import tasks
     import variants
     from analysis import names
 
-    assert names.PAPER_VARIANTS == {n: s.change for n, s in variants.VARIANTS.items()}
-    assert list(names.PAPER_TASKS) == list(tasks.TASKS)
-    for name, task in tasks.TASKS.items():
-        got = names.PAPER_TASKS[name]
+    paper = list(variants.VARIANTS)[: len(names.PAPER_VARIANTS)]
+    assert names.PAPER_VARIANTS == {n: variants.VARIANTS[n].change for n in paper}
+    assert list(names.PAPER_TASKS) == list(tasks.TASKS)[: len(names.PAPER_TASKS)]
+    for name, got in names.PAPER_TASKS.items():
+        task = tasks.TASKS[name]
         assert (got.title, got.metric, got.direction) == (
             task.title,
             task.metric,

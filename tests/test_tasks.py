@@ -9,6 +9,7 @@ import torch
 
 import tasks
 import variants
+from tasks.base import split_metrics
 
 TASKS = list(tasks.TASKS)
 
@@ -21,7 +22,7 @@ def _batch(task, split, n=None):
 @pytest.mark.parametrize("name", TASKS)
 def test_spec_and_tiny_data(name):
     task = tasks.TASKS[name]
-    assert task.metric_direction == "minimize"
+    assert task.metric_direction in ("minimize", "maximize")
     assert task.default_source in task.sources
     splits = task.tiny(np.random.default_rng(0))
     assert set(splits) == set(tasks.SPLITS) and all(len(s) for s in splits.values())
@@ -37,20 +38,25 @@ def test_spec_and_tiny_data(name):
 
 @pytest.mark.parametrize("name", TASKS)
 def test_errors_are_sums_so_batches_add_up(name):
-    """Corpus-level: errors over the whole split == sum of errors over its batches."""
+    """Corpus-level: errors over the whole split == sum of errors over its batches (or, for a
+    metric that is not a ratio, the task's aggregate of them)."""
     task = tasks.TASKS[name]
     split = task.tiny(np.random.default_rng(1))["valid"]
     g = torch.Generator().manual_seed(0)
     whole = _batch(task, split)
     logits = torch.randn(*whole.x.shape[:2], task.output_size, generator=g)
-    total = task.errors(logits, whole)[task.metric]
-    parts = [0.0, 0]
+    total = task.errors(logits, whole)
+    parts: dict = {}
     for b in range(whole.size):
         one = _batch(task, split.subset([b]))
-        e = task.errors(logits[: int(whole.lengths[b]), b : b + 1], one)[task.metric]
-        parts = [parts[0] + e[0], parts[1] + e[1]]
-    assert total[1] == parts[1]
-    assert total[0] == pytest.approx(parts[0], rel=1e-5, abs=1e-4)
+        for metric, e in task.errors(logits[: int(whole.lengths[b]), b : b + 1], one).items():
+            parts.setdefault(metric, []).append(e)
+    for metric, pair in total.items():
+        if task.aggregate.get(metric, "ratio") == "ratio":
+            assert pair[1] == sum(c for _, c in parts[metric])
+            assert pair[0] == pytest.approx(sum(e for e, _ in parts[metric]), rel=1e-5, abs=1e-4)
+        want = split_metrics(task, {metric: parts[metric]})[metric]
+        assert split_metrics(task, {metric: [pair]})[metric] == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -65,8 +71,12 @@ def test_small_lstm_learns_the_tiny_dataset(name):
     batch = _batch(task, splits["train"])
 
     def metric():
+        """The task's metric, or for a score of another kind (counting's max_n) its first ratio
+        metric: a ratio of errors that must halve."""
         with torch.no_grad():
-            s, c = task.errors(head(rnn(batch.x, batch.lengths)), batch)[task.metric]
+            errs = task.errors(head(rnn(batch.x, batch.lengths)), batch)
+        ratio = next(m for m in [task.metric, *errs] if m not in task.aggregate)
+        s, c = errs[ratio]
         return s / c
 
     before = metric()

@@ -33,11 +33,14 @@ def expected_params(name: str, m: int, n: int) -> int:
         "CIFG": 3 * n * (m + n) + 3 * n + 2 * n,
         "FGR": 4 * n * (m + n) + 4 * n + 3 * n + 9 * n * n,
         "GRU": 3 * n * (m + n) + 6 * n,  # torch.nn.GRU: two bias vectors
+        "RNN": n * (m + n) + 2 * n,  # torch.nn.RNN: two bias vectors
+        "LEAKY": n * (m + n) + n + n,  # one bias, one time constant per unit
     }[name]
 
 
 def test_registry_order_and_errors():
-    assert list(VARIANTS) == ["V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR", "GRU"]
+    paper = ["V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR", "GRU"]
+    assert list(VARIANTS) == [*paper, "RNN", "LEAKY"]
     with pytest.raises(ValueError, match=r"unknown variant 'CIFx'; known: V, NIG, .*GRU"):
         variants.build("CIFx", 3, 4)
 

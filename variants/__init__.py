@@ -1,7 +1,7 @@
 """What is compared: recurrent layers only. Imports torch and nothing else of ours.
 
 `VARIANTS` lists the LSTM variants of Greff et al., "LSTM: A Search Space Odyssey" (2017) in the
-paper's order, and the GRU; `build(name, input_size, hidden_size, bidirectional)` makes a layer.
+paper's order, the GRU, and the ungated baselines RNN and LEAKY; `build(name, input_size, hidden_size, bidirectional)` makes a layer.
 `CELLS` is the registry of cell kinds (`register_cell`), through which a user's own cell becomes a
 variant (`register_variant`) exactly as the built-in kinds are; `variants.contract` states (and
 checks) what a cell must do.
@@ -21,7 +21,7 @@ from variants.registry import (
     spec_from_dict,
     spec_to_dict,
 )
-from variants.spec import CellSpec, GRUSpec, LSTMSpec, gru, lstm
+from variants.spec import CellSpec, GRUSpec, LeakySpec, LSTMSpec, RNNSpec, gru, leaky, lstm, rnn
 
 __all__ = [
     "CELLS",
@@ -31,6 +31,8 @@ __all__ = [
     "CellSpec",
     "GRUSpec",
     "LSTMSpec",
+    "LeakySpec",
+    "RNNSpec",
     "build",
     "cell_kind",
     "register_cell",
@@ -38,7 +40,9 @@ __all__ = [
     "build_spec",
     "get_spec",
     "gru",
+    "leaky",
     "lstm",
+    "rnn",
     "spec_from_dict",
     "spec_to_dict",
 ]

@@ -13,7 +13,9 @@ A cell (built-in or a user's plug-in) is an `nn.Module` class with
     hidden_blocks(self) -> {parameter name: blocks per dimension after K}
         how many blocks of N units each dimension holds (None: not made of units), e.g. an
         LSTM's R (K, 4N, N) is (4, 1). A pack pads a narrower trial with zero units by it, so
-        zero units must output exactly zero
+        zero units must output exactly zero. In a stack (`training.layers`), a cell above the
+        first has its attribute `input_blocks` set to the blocks of units its input holds (the
+        directions below it): report it for W's input dimension (e.g. `(4, self.input_blocks)`)
 and optionally the class attributes `packable = False` (runs one trial per job), `flags = {...}`
 (boolean flags a study file may set, with defaults; the cell reads them from `spec.flag(name)`)
 and `parameter_count(input_size, hidden_size)` (checked against the parameters it allocates).

@@ -19,6 +19,8 @@ from variants.spec import GRUSpec
 
 
 class GRUCell(nn.Module):
+    input_blocks: int | None = None  # see LSTMCell.input_blocks
+
     def __init__(
         self,
         spec: GRUSpec,
@@ -43,7 +45,7 @@ class GRUCell(nn.Module):
 
     def hidden_blocks(self) -> dict[str, tuple[int | None, ...]]:
         """As `LSTMCell.hidden_blocks`: blocks of N units per dimension of each parameter."""
-        return {"W": (3, None), "R": (3, 1), "b_ih": (3,), "b_hh": (3,)}
+        return {"W": (3, self.input_blocks), "R": (3, 1), "b_ih": (3,), "b_hh": (3,)}
 
     def step(self, xw: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """`xw = W x + b_ih (K, B, 3N)`, `h' (K, B, N)` -> `h (K, B, N)`."""

@@ -72,7 +72,7 @@ class Recurrent(nn.Module):
         """Views in the paper's notation (`W_z`, `R_i`, `p_f`, `R_io`, ...) for LSTM variants."""
         if not isinstance(self.spec, LSTMSpec):
             raise TypeError(
-                f"paper_weights is defined for the LSTM variants, not {self.name or 'GRU'}"
+                f"paper_weights is defined for the LSTM variants, not {self.name or self.spec.kind}"
             )
         if direction not in range(self.directions):
             raise ValueError(f"direction must be in 0..{self.directions - 1}, got {direction}")

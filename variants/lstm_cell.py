@@ -37,6 +37,10 @@ def init_normal_(module: nn.Module, generator: torch.Generator | None = None) ->
 class LSTMCell(nn.Module):
     """One direction of an LSTM variant for K trials; `scan` runs it over a whole oriented batch."""
 
+    # how many blocks of units the input features are (None: a task's features, not units); a
+    # layer stacked on another sets it (`study.model.build_model`) so a pack can pad W's columns
+    input_blocks: int | None = None
+
     def __init__(
         self,
         spec: LSTMSpec,
@@ -80,7 +84,11 @@ class LSTMCell(nn.Module):
         """Per parameter (after the trial dimension): how many blocks of N units each dimension
         holds (None: a dimension not made of units). `study.pack` pads and masks by it."""
         g = len(self.gates)
-        out: dict[str, tuple[int | None, ...]] = {"W": (g, None), "R": (g, 1), "b": (g,)}
+        out: dict[str, tuple[int | None, ...]] = {
+            "W": (g, self.input_blocks),
+            "R": (g, 1),
+            "b": (g,),
+        }
         if self.p is not None:
             out["p"] = (None, 1)
         if self.Rg is not None:

@@ -1,4 +1,5 @@
-"""The registries: cell kinds, and variants (the paper's in its order, plus the GRU).
+"""The registries: cell kinds, and variants (the paper's in its order, the GRU, and two ungated
+baselines, the tanh RNN and leaky-integrator units).
 
 A *cell kind* is a cell class following the cell contract (`variants.contract`) together with the
 spec class whose flags select its equations: `lstm` (Greff et al. 2017's generic cell, flags in
@@ -20,8 +21,10 @@ import torch
 from torch import nn
 
 from variants.gru_cell import GRUCell
+from variants.leaky_cell import LeakyCell
 from variants.lstm_cell import LSTMCell
-from variants.spec import CellSpec, GRUSpec, LSTMSpec, gru, lstm
+from variants.rnn_cell import RNNCell
+from variants.spec import CellSpec, GRUSpec, LeakySpec, LSTMSpec, RNNSpec, gru, leaky, lstm, rnn
 
 Spec = Any  # a frozen dataclass of flags with a `kind` (LSTMSpec, GRUSpec, CellSpec, ...)
 
@@ -78,6 +81,8 @@ def cell_kind(spec_or_kind: Spec | str) -> CellKind:
 
 register_cell("lstm", LSTMCell, LSTMSpec)
 register_cell("gru", GRUCell, GRUSpec)
+register_cell("rnn", RNNCell, RNNSpec)
+register_cell("leaky", LeakyCell, LeakySpec)
 
 # fmt: off
 VARIANTS: dict[str, LSTMSpec | GRUSpec] = {
@@ -91,6 +96,8 @@ VARIANTS: dict[str, LSTMSpec | GRUSpec] = {
     "CIFG": lstm("f = 1 - i (coupled input and forget gate)", coupled_input_forget=True),
     "FGR":  lstm("gates see i, f, o of t-1 (+9 N x N matrices R_ab)", full_gate_recurrence=True),
     "GRU":  gru("GRU (torch.nn.GRU / cuDNN form of Chung et al. 2014)"),
+    "RNN":  rnn("no gates: h = tanh(W x + R h' + b) (torch.nn.RNN)"),
+    "LEAKY": leaky("leaky RNN: h = (1 - a) h' + a tanh(W x + R h' + b), learned a"),
 }
 # fmt: on
 ORIGINS: dict[str, str] = dict.fromkeys(VARIANTS, "built-in")

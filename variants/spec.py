@@ -2,6 +2,8 @@
 
 Each flag removes or changes exactly one piece of the vanilla LSTM; the generic cell in
 `variants.lstm` reads the flags and allocates only the weights the resulting equations use.
+A spec's class attribute `kind` names the cell that runs it (`variants.registry.CELLS`): "lstm",
+"gru", and the ungated baselines "rnn" and "leaky".
 """
 
 from __future__ import annotations
@@ -102,9 +104,37 @@ class CellSpec:
         return dict(self.options).get(name, default)
 
 
+@dataclass(frozen=True)
+class RNNSpec:
+    """The plain tanh RNN (Elman 1990), torch.nn.RNN's form: h = tanh(W x + b_ih + R h' + b_hh).
+    No flags: the baseline that asks what gating buys at all."""
+
+    change: str = ""
+
+    kind = "rnn"
+
+
+@dataclass(frozen=True)
+class LeakySpec:
+    """Leaky-integrator units with learned per-unit time constants (`variants.leaky_cell`):
+    h = (1 - a) * h' + a * tanh(W x + R h' + b), a = sigmoid(tau). No flags."""
+
+    change: str = ""
+
+    kind = "leaky"
+
+
 def lstm(change: str = "", **flags: bool) -> LSTMSpec:
     return LSTMSpec(change=change, **flags)
 
 
 def gru(change: str = "", **flags: bool) -> GRUSpec:
     return GRUSpec(change=change, **flags)
+
+
+def rnn(change: str = "") -> RNNSpec:
+    return RNNSpec(change=change)
+
+
+def leaky(change: str = "") -> LeakySpec:
+    return LeakySpec(change=change)

@@ -20,7 +20,10 @@ FGR = 1 << KERNEL_FLAGS.index("full_gate_recurrence")
 def supports(spec: LSTMSpec | GRUSpec) -> bool:
     """Whether the compiled kernels implement `spec`: every equation-changing field of an LSTM
     spec is in the flag table (a field added later runs in the reference loop until the kernel
-    learns it); the GRU in its torch.nn.GRU (reset-after) form."""
+    learns it); the GRU in its torch.nn.GRU (reset-after) form; no other kind (RNN, LEAKY and
+    cells added later run their reference loops)."""
+    if spec.kind not in ("lstm", "gru"):
+        return False
     if isinstance(spec, GRUSpec):
         return spec.reset_after and {f.name for f in dataclasses.fields(spec)} == {
             "reset_after",

@@ -17,6 +17,7 @@ from torch import nn
 
 class MGU(nn.Module):
     packable = True  # K trials in one module: a pack of K equals K single trials
+    input_blocks = None  # set by a stack above its first layer: the input is made of units
 
     def __init__(self, spec, input_size, hidden_size, trials=1, generator=None):
         super().__init__()
@@ -35,7 +36,7 @@ class MGU(nn.Module):
         return 2 * n * input_size + 2 * n * n + 2 * n
 
     def hidden_blocks(self):
-        return {"W": (2, None), "U": (2, 1), "b": (2,)}
+        return {"W": (2, self.input_blocks), "U": (2, 1), "b": (2,)}
 
     def scan(self, x, steps=None, need_cells=True):
         k, t_len, batch, m = x.shape
