@@ -113,7 +113,9 @@ def lstm_scan(
         return y[0].unsqueeze(0), None
     if path == "triton":
         triton_launch.require(x)
-        return triton_launch.kernels("triton_lstm").scan(cell, x, _steps(steps, *x.shape[:2]), need_cells)
+        return triton_launch.kernels("triton_lstm").scan(
+            cell, x, _steps(steps, *x.shape[:2]), need_cells
+        )
     trials, t_len, batch, m = x.shape
     xw = torch.bmm(x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2))
     xw = xw.view(trials, t_len, batch, -1)  # (K, T, B, G*N)

@@ -41,7 +41,9 @@ def require(x: torch.Tensor) -> None:
             "interpreter only (set TRITON_INTERPRET=1 before starting Python)"
         )
     if x.device.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"the triton cell path runs on CUDA (or interpreted CPU), not {x.device}")
+        raise RuntimeError(
+            f"the triton cell path runs on CUDA (or interpreted CPU), not {x.device}"
+        )
     if x.dtype not in (torch.float32, torch.float64):
         raise RuntimeError(f"the triton cell path runs float32 or float64, not {x.dtype}")
 

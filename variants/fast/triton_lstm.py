@@ -50,7 +50,7 @@ def _rows_t(base, rows, cols, ld, mrows, mcols):
     return tl.load(base + rows[None, :] * ld + cols[:, None], mask=mcols[:, None] & mrows[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _lstm_forward_step(
     xw, bias, R, Rg, P, steps, y, c, g, act, hc,
     t, T, B, N,
@@ -102,16 +102,22 @@ def _lstm_forward_step(
     rows = ob[:, None] * gn
     c_prev = _tile(c + (k * (T + 1) + t) * B * N, ob, oj, N, mb, mj)
     a_t = act + (k * T + t) * B * gn
-    z = acc_z + tl.load(x_t + rows + IX_Z * N + oj[None, :], mask=m2) + tl.load(
-        b_k + IX_Z * N + oj, mask=mj)[None, :]
+    z = (
+        acc_z
+        + tl.load(x_t + rows + IX_Z * N + oj[None, :], mask=m2)
+        + tl.load(b_k + IX_Z * N + oj, mask=mj)[None, :]
+    )
     if TANH_IN:
         z = _tanh(z)
     tl.store(a_t + rows + IX_Z * N + oj[None, :], z, mask=m2)
     cn = z
     i = z  # placeholder of the right type; 1 when there is no input gate
     if IX_I >= 0:
-        v = acc_i + tl.load(x_t + rows + IX_I * N + oj[None, :], mask=m2) + tl.load(
-            b_k + IX_I * N + oj, mask=mj)[None, :]
+        v = (
+            acc_i
+            + tl.load(x_t + rows + IX_I * N + oj[None, :], mask=m2)
+            + tl.load(b_k + IX_I * N + oj, mask=mj)[None, :]
+        )
         if PI >= 0:
             v += tl.load(p_k + PI * N + oj, mask=mj)[None, :] * c_prev
         i = _sigmoid(v)
@@ -119,8 +125,11 @@ def _lstm_forward_step(
         cn = z * i
     f = c_prev
     if IX_F >= 0:
-        v = acc_f + tl.load(x_t + rows + IX_F * N + oj[None, :], mask=m2) + tl.load(
-            b_k + IX_F * N + oj, mask=mj)[None, :]
+        v = (
+            acc_f
+            + tl.load(x_t + rows + IX_F * N + oj[None, :], mask=m2)
+            + tl.load(b_k + IX_F * N + oj, mask=mj)[None, :]
+        )
         if PF >= 0:
             v += tl.load(p_k + PF * N + oj, mask=mj)[None, :] * c_prev
         f = _sigmoid(v)
@@ -137,8 +146,11 @@ def _lstm_forward_step(
     out = h
     o = h
     if IX_O >= 0:
-        v = acc_o + tl.load(x_t + rows + IX_O * N + oj[None, :], mask=m2) + tl.load(
-            b_k + IX_O * N + oj, mask=mj)[None, :]
+        v = (
+            acc_o
+            + tl.load(x_t + rows + IX_O * N + oj[None, :], mask=m2)
+            + tl.load(b_k + IX_O * N + oj, mask=mj)[None, :]
+        )
         if PO >= 0:
             v += tl.load(p_k + PO * N + oj, mask=mj)[None, :] * cn
         o = _sigmoid(v)
@@ -155,7 +167,7 @@ def _lstm_forward_step(
         tl.store(g_t + 2 * N, o, mask=m2)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _lstm_backward_step(
     dy_ext, dc_ext, R, Rg, P, steps, c, act, hc, da, dga, carry,
     t, T, B, N,
@@ -327,7 +339,9 @@ class LSTMTriton(torch.autograd.Function):
         da = da[:, :t_len]  # (K, T, B, G*N): zero past each trial's steps
         rows = t_len * batch
         # the weight gradients once per sequence: one batched product over all steps
-        dR = torch.bmm(da.reshape(trials, rows, gn).transpose(1, 2), y[:, :t_len].reshape(trials, rows, n))
+        dR = torch.bmm(
+            da.reshape(trials, rows, gn).transpose(1, 2), y[:, :t_len].reshape(trials, rows, n)
+        )
         db = da.sum((1, 2))
         dRg = dp = None
         if fgr:
