@@ -18,6 +18,9 @@ from collections import Counter
 import torch
 
 INSTALL_HINT = "the triton cell path needs Triton: pip install 'lstm-odyssey[gpu]' (or triton>=3.2)"
+# the design: kernel launches per time step for a whole pack (benchmarks.roofline projects with
+# it; tests/test_triton.py counts them)
+LAUNCHES_PER_STEP = {"forward": 1, "backward": 1}
 LAUNCHES: Counter[str] = Counter()  # kernel name -> launches since the last clear (tests, bench)
 
 
