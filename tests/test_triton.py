@@ -198,6 +198,60 @@ def test_package_imports_without_triton():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
+# compiles the step kernels for an H100 (sm_90) without a GPU: Triton's front end, its GPU passes
+# and ptxas, in a process of its own (this one interprets); argv: dtype, variant names
+COMPILE = """
+import inspect, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+import variants
+from variants.fast import triton_gru, triton_lstm
+from variants.fast.triton_launch import tiles
+
+def build(kernel, consts, dtype):
+    names = list(inspect.signature(kernel.fn).parameters)
+    sig = {n: "constexpr" if n in consts else "i32" if n in ("t", "T", "B", "N")
+           else "*i32" if n == "steps" else "*" + dtype for n in names}
+    src = ASTSource(kernel, sig, constexprs={(names.index(k),): v for k, v in consts.items()})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32))
+
+dtype = sys.argv[1]
+for name in sys.argv[2:]:
+    common = {**tiles(1, 200), "PREC": "ieee"}
+    if name == "GRU":
+        kernels = [(triton_gru._gru_forward_step, common), (triton_gru._gru_backward_step, common)]
+    else:
+        meta = {**triton_lstm._meta(variants.VARIANTS[name]), **common}
+        kernels = [(triton_lstm._lstm_forward_step, meta),
+                   (triton_lstm._lstm_backward_step, {**meta, "HAS_DY": True, "HAS_DC": True})]
+    for kernel, consts in kernels:
+        assert "ptx" in build(kernel, consts, dtype).asm
+print("compiled")
+"""
+
+
+def _compile_for_sm90(dtype: str, names: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE, dtype, *names], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
+def test_fgr_kernels_compile_for_a_gpu():
+    """The interpreter runs Python semantics; this compiles the most involved variant's forward
+    and backward kernels for an H100 as the GPU would, so a construct Triton's compiler rejects
+    fails here, without a GPU."""
+    _compile_for_sm90("fp32", ["FGR"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
+def test_every_variant_compiles_for_a_gpu(dtype):
+    _compile_for_sm90(dtype, list(VARIANTS))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", VARIANTS)
 def test_cuda_triton_pack_equals_reference(name, on_gpu):
