@@ -217,6 +217,7 @@ IMPLS = {
     "reference": "per-step autograd loop",
     "torch.lstm": "PyTorch's fused LSTM",
     "torch.gru": "PyTorch's fused GRU",
+    "triton": "our fused Triton step kernels",
 }
 
 

@@ -72,8 +72,9 @@ def _compiled(x: torch.Tensor):
 
 
 def _triton_on_cuda(x: torch.Tensor) -> bool:
-    """The `fast` path's choice on CUDA: the Triton kernels when Triton is installed."""
-    if x.device.type != "cuda":
+    """The `fast` path's choice on CUDA: the Triton kernels (float32 and float64) when Triton is
+    installed."""
+    if x.device.type != "cuda" or x.dtype not in (torch.float32, torch.float64):
         return False
     if triton_launch.available():
         return True
