@@ -31,16 +31,16 @@ echo "missing: ${missing:-nothing}" | tr '\n' ' ' | tee -a "$out/summary.txt"
 echo
 # 1. correctness: the gpu-marked tests (the Triton kernels on CUDA against the reference loop,
 #    a CUDA pack equals the CPU pack, train_pack on CUDA equals single CPU runs)
-step gpu-tests 170 python3 -m pytest -m gpu -q -p no:cacheprovider \
+step gpu-tests 200 python3 -m pytest -m gpu -q -p no:cacheprovider \
   tests/test_triton.py tests/test_fast.py tests/test_pack.py
 # 2. JSB Chorales, paper protocol, full corpus: 4 trials one at a time (a short baseline:
 #    batch-1 steps are launch-bound on a GPU) against packs of 64, 256 and 1024 of a 1024-trial
 #    sample (cut into width buckets as the study engine cuts them on CUDA)
-step bench-jsb 240 python3 -m study.cli bench study --protocol paper --tasks jsb_chorales \
+step bench-jsb 220 python3 -m study.cli bench study --protocol paper --tasks jsb_chorales \
   --device cuda --packs 1,64,256,1024 --trials 1024 --single-trials 4 --epochs 1 --no-mix
 # 3. the stand-ins (bidirectional) on 64 training sequences (splits in proportion; the grid is
 #    projected over the full corpus), so that their preparation and an epoch fit
-step bench-standins 150 python3 -m study.cli bench study --protocol paper --tasks timit,iam_online \
+step bench-standins 140 python3 -m study.cli bench study --protocol paper --tasks timit,iam_online \
   --device cuda --packs 1,256 --trials 256 --single-trials 4 --size 64 --epochs 1 --no-mix
 cat "$out/gpu.txt" "$out/summary.txt"
 tail -n 25 "$out"/bench-*.txt 2>/dev/null
