@@ -48,15 +48,15 @@ def _gru_forward_step(
         acc_u += tl.dot(hv, _rows_t(r_k, N + oj, om, N, mj, mm), input_precision=PREC)
         acc_n += tl.dot(hv, _rows_t(r_k, 2 * N + oj, om, N, mj, mm), input_precision=PREC)
     b_k = b_hh + k * 3 * N
-    hr = acc_r + tl.load(b_k + oj, mask=mj)[None, :]
-    hu = acc_u + tl.load(b_k + N + oj, mask=mj)[None, :]
-    hn = acc_n + tl.load(b_k + 2 * N + oj, mask=mj)[None, :]
+    hr = acc_r + tl.load(b_k + oj, mask=mj, other=0.0)[None, :]
+    hu = acc_u + tl.load(b_k + N + oj, mask=mj, other=0.0)[None, :]
+    hn = acc_n + tl.load(b_k + 2 * N + oj, mask=mj, other=0.0)[None, :]
     x_t = xw + (k * T + t) * B * 3 * N + ob[:, None] * 3 * N + oj[None, :]
-    r = _sigmoid(tl.load(x_t, mask=m2) + hr)
-    u = _sigmoid(tl.load(x_t + N, mask=m2) + hu)
-    n = _tanh(tl.load(x_t + 2 * N, mask=m2) + r * hn)
+    r = _sigmoid(tl.load(x_t, mask=m2, other=0.0) + hr)
+    u = _sigmoid(tl.load(x_t + N, mask=m2, other=0.0) + hu)
+    n = _tanh(tl.load(x_t + 2 * N, mask=m2, other=0.0) + r * hn)
     unit = ob[:, None] * N + oj[None, :]
-    hp = tl.load(h_prev + unit, mask=m2)
+    hp = tl.load(h_prev + unit, mask=m2, other=0.0)
     tl.store(h + (k * (T + 1) + t + 1) * B * N + unit, (1.0 - u) * n + u * hp, mask=m2)
     a_t = act + (k * T + t) * B * 4 * N + ob[:, None] * 4 * N + oj[None, :]
     tl.store(a_t, r, mask=m2)
@@ -79,7 +79,7 @@ def _gru_backward_step(
     m2 = mb[:, None] & mj[None, :]
     unit = ob[:, None] * N + oj[None, :]
     # the gradient reaching h_t: from outside, through u h_t at t+1 (carry), and dhh_{t+1} R
-    d = tl.load(dh + (k * T + t) * B * N + unit, mask=m2) + tl.load(
+    d = tl.load(dh + (k * T + t) * B * N + unit, mask=m2, other=0.0) + tl.load(
         carry + k * B * N + unit, mask=m2
     )
     dhh_next = dhh + (k * (T + 1) + t + 1) * B * 3 * N  # plane T stays zero
@@ -92,11 +92,11 @@ def _gru_backward_step(
             input_precision=PREC,
         )  # fmt: skip
     a_t = act + (k * T + t) * B * 4 * N + ob[:, None] * 4 * N + oj[None, :]
-    r = tl.load(a_t, mask=m2)
-    u = tl.load(a_t + N, mask=m2)
-    n = tl.load(a_t + 2 * N, mask=m2)
-    hn = tl.load(a_t + 3 * N, mask=m2)
-    hp = tl.load(h + (k * (T + 1) + t) * B * N + unit, mask=m2)
+    r = tl.load(a_t, mask=m2, other=0.0)
+    u = tl.load(a_t + N, mask=m2, other=0.0)
+    n = tl.load(a_t + 2 * N, mask=m2, other=0.0)
+    hn = tl.load(a_t + 3 * N, mask=m2, other=0.0)
+    hp = tl.load(h + (k * (T + 1) + t) * B * N + unit, mask=m2, other=0.0)
     dan = d * (1.0 - u) * (1.0 - n * n)
     dau = d * (hp - n) * u * (1.0 - u)
     dar = dan * hn * r * (1.0 - r)

@@ -40,14 +40,18 @@ def _tanh(x):
 @triton.jit
 def _tile(base, rows, cols, ld, mrows, mcols):
     """Load base[rows, cols] (row stride ld) as a (len(rows), len(cols)) tile, zero outside."""
-    return tl.load(base + rows[:, None] * ld + cols[None, :], mask=mrows[:, None] & mcols[None, :])
+    return tl.load(
+        base + rows[:, None] * ld + cols[None, :], mask=mrows[:, None] & mcols[None, :], other=0.0
+    )
 
 
 @triton.jit
 def _rows_t(base, rows, cols, ld, mrows, mcols):
     """Load base[rows, cols]^T as a (len(cols), len(rows)) tile: a weight block ready for
     `activations @ tile`."""
-    return tl.load(base + rows[None, :] * ld + cols[:, None], mask=mcols[:, None] & mrows[None, :])
+    return tl.load(
+        base + rows[None, :] * ld + cols[:, None], mask=mcols[:, None] & mrows[None, :], other=0.0
+    )
 
 
 @triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
@@ -104,8 +108,8 @@ def _lstm_forward_step(
     a_t = act + (k * T + t) * B * gn
     z = (
         acc_z
-        + tl.load(x_t + rows + IX_Z * N + oj[None, :], mask=m2)
-        + tl.load(b_k + IX_Z * N + oj, mask=mj)[None, :]
+        + tl.load(x_t + rows + IX_Z * N + oj[None, :], mask=m2, other=0.0)
+        + tl.load(b_k + IX_Z * N + oj, mask=mj, other=0.0)[None, :]
     )
     if TANH_IN:
         z = _tanh(z)
@@ -115,11 +119,11 @@ def _lstm_forward_step(
     if IX_I >= 0:
         v = (
             acc_i
-            + tl.load(x_t + rows + IX_I * N + oj[None, :], mask=m2)
-            + tl.load(b_k + IX_I * N + oj, mask=mj)[None, :]
+            + tl.load(x_t + rows + IX_I * N + oj[None, :], mask=m2, other=0.0)
+            + tl.load(b_k + IX_I * N + oj, mask=mj, other=0.0)[None, :]
         )
         if PI >= 0:
-            v += tl.load(p_k + PI * N + oj, mask=mj)[None, :] * c_prev
+            v += tl.load(p_k + PI * N + oj, mask=mj, other=0.0)[None, :] * c_prev
         i = _sigmoid(v)
         tl.store(a_t + rows + IX_I * N + oj[None, :], i, mask=m2)
         cn = z * i
@@ -127,11 +131,11 @@ def _lstm_forward_step(
     if IX_F >= 0:
         v = (
             acc_f
-            + tl.load(x_t + rows + IX_F * N + oj[None, :], mask=m2)
-            + tl.load(b_k + IX_F * N + oj, mask=mj)[None, :]
+            + tl.load(x_t + rows + IX_F * N + oj[None, :], mask=m2, other=0.0)
+            + tl.load(b_k + IX_F * N + oj, mask=mj, other=0.0)[None, :]
         )
         if PF >= 0:
-            v += tl.load(p_k + PF * N + oj, mask=mj)[None, :] * c_prev
+            v += tl.load(p_k + PF * N + oj, mask=mj, other=0.0)[None, :] * c_prev
         f = _sigmoid(v)
         tl.store(a_t + rows + IX_F * N + oj[None, :], f, mask=m2)
         cn += c_prev * f
@@ -148,11 +152,11 @@ def _lstm_forward_step(
     if IX_O >= 0:
         v = (
             acc_o
-            + tl.load(x_t + rows + IX_O * N + oj[None, :], mask=m2)
-            + tl.load(b_k + IX_O * N + oj, mask=mj)[None, :]
+            + tl.load(x_t + rows + IX_O * N + oj[None, :], mask=m2, other=0.0)
+            + tl.load(b_k + IX_O * N + oj, mask=mj, other=0.0)[None, :]
         )
         if PO >= 0:
-            v += tl.load(p_k + PO * N + oj, mask=mj)[None, :] * cn
+            v += tl.load(p_k + PO * N + oj, mask=mj, other=0.0)[None, :] * cn
         o = _sigmoid(v)
         tl.store(a_t + rows + IX_O * N + oj[None, :], o, mask=m2)
         out = h * o
@@ -190,7 +194,7 @@ def _lstm_backward_step(
     # the gradient reaching y_t from step t+1: da_{t+1} R (da has a zero plane at T)
     dy = tl.zeros((BB, BN), dt)
     if HAS_DY:
-        dy += tl.load(dy_ext + (k * T + t) * B * N + unit, mask=m2)
+        dy += tl.load(dy_ext + (k * T + t) * B * N + unit, mask=m2, other=0.0)
     da_next = da + (k * (T + 1) + t + 1) * B * gn
     r_k = R + k * gn * N
     for r0 in range(0, gn, BK):
@@ -214,18 +218,18 @@ def _lstm_backward_step(
             dgf += tl.dot(dv, _tile(rg_k, orow, N + oj, 3 * N, mr, mj), input_precision=PREC)
             dgo += tl.dot(dv, _tile(rg_k, orow, 2 * N + oj, 3 * N, mr, mj), input_precision=PREC)
     a_t = act + (k * T + t) * B * gn + ob[:, None] * gn + oj[None, :]
-    c_prev = tl.load(c + (k * (T + 1) + t) * B * N + unit, mask=m2)
-    h = tl.load(hc + (k * T + t) * B * N + unit, mask=m2)
-    z = tl.load(a_t + IX_Z * N, mask=m2)
+    c_prev = tl.load(c + (k * (T + 1) + t) * B * N + unit, mask=m2, other=0.0)
+    h = tl.load(hc + (k * T + t) * B * N + unit, mask=m2, other=0.0)
+    z = tl.load(a_t + IX_Z * N, mask=m2, other=0.0)
     p_k = P + k * NP * N
     da_t = da + (k * (T + 1) + t) * B * gn + ob[:, None] * gn + oj[None, :]
-    dc = tl.load(carry + k * B * N + unit, mask=m2)
+    dc = tl.load(carry + k * B * N + unit, mask=m2, other=0.0)
     if HAS_DC:
-        dc += tl.load(dc_ext + (k * T + t) * B * N + unit, mask=m2)
+        dc += tl.load(dc_ext + (k * T + t) * B * N + unit, mask=m2, other=0.0)
     dao = tl.zeros((BB, BN), dt)
     dhc = dy
     if IX_O >= 0:
-        o = tl.load(a_t + IX_O * N, mask=m2)
+        o = tl.load(a_t + IX_O * N, mask=m2, other=0.0)
         dao = (dy * h + dgo) * o * (1.0 - o)
         tl.store(da_t + IX_O * N, dao, mask=m2)
         dhc = dy * o
@@ -234,10 +238,10 @@ def _lstm_backward_step(
     else:
         dc += dhc
     if PO >= 0:
-        dc += dao * tl.load(p_k + PO * N + oj, mask=mj)[None, :]
+        dc += dao * tl.load(p_k + PO * N + oj, mask=mj, other=0.0)[None, :]
     i = tl.full((BB, BN), 1.0, dt)
     if IX_I >= 0:
-        i = tl.load(a_t + IX_I * N, mask=m2)
+        i = tl.load(a_t + IX_I * N, mask=m2, other=0.0)
     daz = dc * i
     if TANH_IN:
         daz = daz * (1.0 - z * z)
@@ -253,14 +257,14 @@ def _lstm_backward_step(
         dai = di * i * (1.0 - i)
         tl.store(da_t + IX_I * N, dai, mask=m2)
     if IX_F >= 0:
-        f = tl.load(a_t + IX_F * N, mask=m2)
+        f = tl.load(a_t + IX_F * N, mask=m2, other=0.0)
         daf = (dc * c_prev + dgf) * f * (1.0 - f)
         tl.store(da_t + IX_F * N, daf, mask=m2)
         carry_t = dc * f
     if PI >= 0:
-        carry_t += dai * tl.load(p_k + PI * N + oj, mask=mj)[None, :]
+        carry_t += dai * tl.load(p_k + PI * N + oj, mask=mj, other=0.0)[None, :]
     if PF >= 0:
-        carry_t += daf * tl.load(p_k + PF * N + oj, mask=mj)[None, :]
+        carry_t += daf * tl.load(p_k + PF * N + oj, mask=mj, other=0.0)[None, :]
     tl.store(carry + k * B * N + unit, carry_t, mask=m2)
     if FGR:
         dg_t = dga + (k * (T + 1) + t) * B * 3 * N + ob[:, None] * 3 * N + oj[None, :]
