@@ -1,9 +1,8 @@
 """The Triton cell path (variants/fast/triton_*.py) against the reference time loop.
 
-Without a GPU the kernels run under Triton's interpreter on CPU tensors: this module sets
-TRITON_INTERPRET=1 before Triton is first imported (Triton decides between compiling and
-interpreting as it defines its kernels, its own library's included) and restores the variable
-after its tests. With a CUDA device the same tests run the compiled kernels on it. The reference
+Without a GPU the kernels run under Triton's interpreter on CPU tensors: this module imports
+Triton with TRITON_INTERPRET=1 (Triton decides between compiling and interpreting as it defines
+its kernels, its own library's included) and sets the variable only while its own tests run. With a CUDA device the same tests run the compiled kernels on it. The reference
 loop (`scan_reference`, per-step autograd) is the truth: outputs, final states and every
 gradient, in float64 to 1e-10 and float32 to ~1e-5. The `gpu` tests add the default path's choice
 on CUDA (skipped without one).
@@ -24,24 +23,33 @@ from variants.fast import triton_launch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 _BEFORE = os.environ.get("TRITON_INTERPRET")
+# Triton's own library decides between compiling and interpreting as it is first imported: import
+# it here with the interpreter asked for, then give the variable back at once; the fixture below
+# sets it again only while this module's tests run
+_READY = DEVICE == "cuda" or "triton" not in sys.modules or _BEFORE == "1"
 if DEVICE == "cpu" and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_environment():
-    yield
+try:
+    pytest.importorskip("triton")
+finally:
     if _BEFORE is None:
         os.environ.pop("TRITON_INTERPRET", None)
     else:
         os.environ["TRITON_INTERPRET"] = _BEFORE
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _interpreter_while_here():
+    with pytest.MonkeyPatch.context() as mp:
+        if DEVICE == "cpu":
+            mp.setenv("TRITON_INTERPRET", "1")
+        yield
+
+
 @pytest.fixture
 def interpret():
     """The kernels can run here: on CUDA, or interpreted on the CPU."""
-    if DEVICE == "cpu" and not triton_launch.interpreting():
+    if not _READY:
         pytest.skip("Triton was imported before this module could ask for its interpreter")
 
 
