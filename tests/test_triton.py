@@ -200,6 +200,21 @@ def test_forced_path_without_interpreter_or_triton_says_what_to_do(monkeypatch):
     assert fast.lstm_path(cell, x) == "compiled" or fast.lstm_path(cell, x) == "reference"
 
 
+def test_every_masked_load_names_its_fill():
+    """On a GPU a masked lane of `tl.load` without `other` is undefined (the interpreter reads 0,
+    so the tests above cannot see it) and would reach the products through the reduction chunks
+    past N: every masked load in the kernels says `other=0.0`."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(triton_launch.__file__).parent
+    for name in ("triton_lstm.py", "triton_gru.py"):
+        for node in ast.walk(ast.parse((folder / name).read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load":
+                words = {k.arg for k in node.keywords}
+                assert "mask" not in words or "other" in words, f"{name}:{node.lineno}"
+
+
 def test_package_imports_without_triton():
     """`variants` never imports Triton until the Triton path runs."""
     code = "import sys, variants, variants.fast; sys.exit('triton' in sys.modules)"

@@ -80,7 +80,7 @@ def _gru_backward_step(
     unit = ob[:, None] * N + oj[None, :]
     # the gradient reaching h_t: from outside, through u h_t at t+1 (carry), and dhh_{t+1} R
     d = tl.load(dh + (k * T + t) * B * N + unit, mask=m2, other=0.0) + tl.load(
-        carry + k * B * N + unit, mask=m2
+        carry + k * B * N + unit, mask=m2, other=0.0
     )
     dhh_next = dhh + (k * (T + 1) + t + 1) * B * 3 * N  # plane T stays zero
     r_k = R + k * 3 * N * N
