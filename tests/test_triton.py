@@ -93,6 +93,21 @@ def test_triton_pack_equals_reference_float64(name, interpret):
     assert_all_close(run_pack(pack, x, lengths, "triton"), want, atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["V", "CIFG"])
+def test_training_case_without_cell_states(name, interpret):
+    """Training uses the outputs only: no cell states asked for, none of their gradient."""
+    torch.manual_seed(9)
+    pack = variants.build(name, 3, 5, trials=3).double()
+    x, lengths = pack_data()
+    got, want = [], []
+    for path, into in (("triton", got), ("reference", want)):
+        xx = x.clone().requires_grad_(True)
+        with fast.use(path):
+            out = pack.forward_packed(xx, lengths)
+            into += [out, *torch.autograd.grad(out.sin().sum(), [xx, *pack.parameters()])]
+    assert_all_close(got, want, atol=1e-10, rtol=1e-9)
+
+
 @pytest.mark.parametrize("name", ["FGR", "GRU"])
 def test_triton_bidirectional_float32(name, interpret):
     """float32, both directions (the reversed direction's own steps), N = 37: two unit tiles of
