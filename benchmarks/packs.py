@@ -17,7 +17,14 @@ evenly over its hidden sizes: on a GPU a batch-1 trial is launch-bound, and the 
 by one would outlast a pack of hundreds by far.
 The trials of a task row are a seeded sample of the paper's space (hidden sizes log-uniform in
 [20, 200]), sorted by hidden size and cut into packs of `pack` trials with one slot each (the
-study engine also takes rounds by trial number and refills freed slots: `study.plan`).
+study engine also takes rounds by trial number and refills freed slots: `study.plan`); on CUDA
+first into width buckets (`study.plan.width_buckets`), as the study engine cuts them there.
+`pad_waste` is the share of the packs' recurrent arithmetic spent on padded units.
+
+GPU projection (`benchmarks.roofline`, an H100 roofline of the fused Triton loop, not a
+measurement): per task row, the recurrent loop's microseconds per trial-frame for the sample cut
+as on CUDA, beside the measured time when the run is on CUDA; `projection` gives the same rows
+without training (what `odyssey bench study --protocol paper --projection` prints).
 
 The *standard mix* (JSB Chorales, V, hidden sizes 20, 64, 100 and 200) is reported per pack size
 as the mean microseconds per trial-frame over the four sizes, beside its arithmetic floor: the
@@ -81,6 +88,25 @@ def spread(sample: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return [ranked[round(i * (len(ranked) - 1) / max(1, n - 1))] for i in range(n)]
 
 
+def cut(widths: list[int], pack: int, device: str) -> list[list[int]]:
+    """Indices of `widths` in packs of at most `pack`, narrowest first: sorted by width and cut
+    (CPU), or width buckets of `study.plan` cut to `pack` (CUDA)."""
+    from study import plan
+
+    if device.startswith("cuda"):
+        buckets = plan.width_buckets(widths, plan.MAX_PAD_WASTE, most=pack)
+        return [sorted(b, key=lambda k: (widths[k], k)) for b in buckets[::-1]]
+    order = sorted(range(len(widths)), key=lambda k: (widths[k], k))
+    return [order[i : i + pack] for i in range(0, len(order), pack)]
+
+
+def cut_waste(packs: list[list[int]]) -> float:
+    """Padded units' share of the recurrent arithmetic of `packs` (lists of widths), together."""
+    used = sum(n * n for p in packs for n in p)
+    paid = sum(len(p) * max(p) ** 2 for p in packs if p)
+    return 1.0 - used / paid if paid else 0.0
+
+
 def _train(task, variant, hparams, splits, epochs: int, pack: int, device: str) -> float:
     """Wall seconds to train `hparams` for `epochs` epochs in packs of `pack` (1: one by one)."""
     from study.config import TrainConfig
@@ -88,17 +114,48 @@ def _train(task, variant, hparams, splits, epochs: int, pack: int, device: str) 
     from study.train import train
 
     settings = TrainConfig(batch_size=1, max_epochs=epochs, patience=epochs + 1, threads=1)
-    order = sorted(range(len(hparams)), key=lambda k: hparams[k]["hidden_size"])
     start = time.perf_counter()
-    if pack == 1:
-        for k in order:
-            train(task, variant, hparams[k], splits, settings, k, device)
-    else:
-        for i in range(0, len(order), pack):
-            trials = [PackTrial(k, hparams[k], k) for k in order[i : i + pack]]
-            for _ in train_pack(task, variant, trials, splits, settings, pack, None, device):
-                pass
+    for group in cut([h["hidden_size"] for h in hparams], pack, device):
+        if pack == 1:
+            train(task, variant, hparams[group[0]], splits, settings, group[0], device)
+            continue
+        trials = [PackTrial(k, hparams[k], k) for k in group]
+        for _ in train_pack(task, variant, trials, splits, settings, len(group), None, device):
+            pass
     return time.perf_counter() - start
+
+
+def projection(
+    packs: Iterable[int] = (1, 4, 8, 16), trials: int | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """The GPU projection of the fused loop (`benchmarks.roofline`, H100) for the paper sample
+    cut as on CUDA, per pack size; V, batch 1, float32. No training, no device needed."""
+    from benchmarks import roofline
+    from variants import VARIANTS
+    from variants.fast.triton_launch import LAUNCHES_PER_STEP
+
+    packs = sorted(set(int(p) for p in packs) | {1})
+    widths = [h["hidden_size"] for h in paper_sample(trials or max(packs), seed)]
+    rows = []
+    for pack in packs:
+        groups = [[widths[k] for k in g] for g in cut(widths, pack, "cuda")]
+        widest = max(groups, key=lambda g: len(g) * max(g) ** 2)
+        moved = roofline.step_bytes(VARIANTS["V"], max(widest))
+        rows.append(
+            {
+                "pack": pack,
+                "trials": len(widths),
+                "packs": len(groups),
+                "pad_waste": round(cut_waste(groups), 3),
+                "largest_pack_bytes_per_step": len(widest) * sum(moved.values()),
+                "launches_per_step": sum(LAUNCHES_PER_STEP.values()),
+                "projected_us_per_trial_frame": round(
+                    roofline.trial_frame_us(VARIANTS["V"], groups), 3
+                ),
+                "device_model": roofline.H100.name,
+            }
+        )
+    return rows
 
 
 def _frames(split) -> int:
@@ -140,8 +197,10 @@ def run(
 ) -> dict[str, Any]:
     """`{"rows": [...], "mix": [...]}` (see the module docstring)."""
     import tasks
+    from benchmarks import roofline
     from benchmarks.flops import peak_gflops
     from tasks.base import load_prepared
+    from variants import VARIANTS
 
     packs = sorted(set(int(p) for p in packs) | {1})
     if packs[0] < 1 or epochs < 1:
@@ -151,6 +210,7 @@ def run(
     rows, mix_rows = [], []
     for name in task_names:
         task = tasks.get(name)
+        directions = 2 if task.bidirectional else 1
         folder, _ = tasks.prepare(name, size=size, seed=seed, progress=False)
         splits, _ = load_prepared(folder)
         frames = _frames(splits["train"])
@@ -166,11 +226,18 @@ def run(
             wall = _train(task, "V", hps, splits, epochs, pack, device)
             us = wall / (len(hps) * epochs * frames) * 1e6
             base = base or us
+            widths = [h["hidden_size"] for h in hps]
+            ran = [[widths[k] for k in g] for g in cut(widths, pack, device)]
+            gpu = [[widths[k] for k in g] for g in cut(widths, pack, "cuda")]
             rows.append(
                 {
                     "task": name,
                     "pack": pack,
                     "trials": len(hps),
+                    "pad_waste": round(cut_waste(ran), 3),
+                    "projected_gpu_us_per_trial_frame": round(
+                        roofline.trial_frame_us(VARIANTS["V"], gpu, directions), 3
+                    ),
                     "epochs": epochs,
                     "train_frames": frames,
                     "wall_s": round(wall, 2),

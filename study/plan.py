@@ -5,7 +5,10 @@ variant)'s remaining trials can be asked up front and trained together. They are
 rounds of `PACK_ROUND` x pack trials by trial number (so that a study stopped part-way has
 finished whole rounds of random trials, not the small ones first), and each round is sorted by
 hidden size and cut into jobs of `PACK_QUEUE` x pack trials (so that a job's layer, as wide as
-its widest trial, pads little), each trained with `pack` slots. Adaptive samplers (TPE) need
+its widest trial, pads little), each trained with `pack` slots. On CUDA, where packs are large
+(hundreds of trials: a pair's whole sample in one job otherwise), a round is first cut into
+buckets of similar width (`width_buckets`) so that padded units waste at most `MAX_PAD_WASTE`
+of a job's recurrent arithmetic; each bucket is then cut into jobs. Adaptive samplers (TPE) need
 each result before the next ask, so they run one trial per job (pack size 1).
 
 Pack size: `training.pack` when given; otherwise the measured default for the device and the
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from study import record
@@ -32,6 +36,40 @@ DEFAULT_PACK = {"cpu": 4, "cuda": 256}
 DEFAULT_PACK_BIDIRECTIONAL = {"cpu": 1, "cuda": 256}
 PACK_QUEUE = 2  # trials per job = PACK_QUEUE x pack: a stopped trial's slot takes the next
 PACK_ROUND = 4  # trials per round = PACK_ROUND x pack, in trial-number order
+# on CUDA: the most of a job's recurrent arithmetic (N^2 per gate block and row, at the layer's
+# width N) that its narrower trials' padded units may take (`padding_waste`)
+MAX_PAD_WASTE = 0.25
+
+
+def padding_waste(widths: Sequence[int]) -> float:
+    """The fraction of a pack's recurrent arithmetic spent on padded units: its layer is as wide
+    as its widest trial (N), and a trial of width n uses n^2 of the N^2 multiply-adds of every
+    recurrent matrix block, so 1 - sum(n^2) / (K N^2) for K trials (0 for none)."""
+    if not widths:
+        return 0.0
+    top = max(widths)
+    return 1.0 - sum(n * n for n in widths) / (len(widths) * top * top)
+
+
+def width_buckets(
+    widths: Sequence[int], max_waste: float = MAX_PAD_WASTE, most: int | None = None
+) -> list[list[int]]:
+    """Indices of `widths` in buckets of similar width, widest first: each bucket starts at the
+    widest trial left and takes the next widest while its `padding_waste` stays within
+    `max_waste` and it holds at most `most` trials (None: no limit). Ties keep index order."""
+    order = sorted(range(len(widths)), key=lambda k: (-widths[k], k))
+    buckets: list[list[int]] = []
+    for k in order:
+        last = buckets[-1] if buckets else None
+        if (
+            last is not None
+            and (most is None or len(last) < most)
+            and padding_waste([widths[j] for j in last] + [widths[k]]) <= max_waste
+        ):
+            last.append(k)
+        else:
+            buckets.append([k])
+    return buckets
 
 
 def pack_size(cfg: StudyConfig, device: str, bidirectional: bool = False) -> int:
@@ -109,23 +147,34 @@ def pack_job(
     }
 
 
-def cut_into_packs(
-    trials: list[Pending], pack: int, meaning: str, bidirectional: bool
-) -> list[list[Pending]]:
-    """One (task, variant)'s trials in rounds of PACK_ROUND x pack by trial number, each round
-    sorted by hidden size (then number) and cut into jobs of at most PACK_QUEUE x pack trials."""
+def width_of(meaning: str, bidirectional: bool) -> Callable[[Pending], int]:
+    """A trial's layer width (hidden units per direction)."""
     from study.model import hidden_per_direction  # torch: imported only where packs are cut
-
-    size, round_size = max(1, PACK_QUEUE * pack), max(1, PACK_ROUND * pack)
 
     def hidden(p: Pending) -> int:
         return hidden_per_direction(int(p.params["hidden_size"]), meaning, bidirectional)
 
+    return hidden
+
+
+def cut_into_packs(
+    trials: list[Pending], pack: int, meaning: str, bidirectional: bool, device: str = "cpu"
+) -> list[list[Pending]]:
+    """One (task, variant)'s trials in rounds of PACK_ROUND x pack by trial number, each round
+    sorted by hidden size (then number) and cut into jobs of at most PACK_QUEUE x pack trials;
+    on CUDA each round is first cut into `width_buckets` (at most `MAX_PAD_WASTE` padding)."""
+    size, round_size = max(1, PACK_QUEUE * pack), max(1, PACK_ROUND * pack)
+    hidden = width_of(meaning, bidirectional)
     by_number = sorted(trials, key=lambda p: p.number)
     jobs = []
     for r in range(0, len(by_number), round_size):
         ordered = sorted(by_number[r : r + round_size], key=lambda p: (hidden(p), p.number))
-        jobs += [ordered[i : i + size] for i in range(0, len(ordered), size)]
+        groups = [ordered]
+        if device.startswith("cuda"):
+            buckets = width_buckets([hidden(p) for p in ordered], MAX_PAD_WASTE)
+            groups = [[ordered[k] for k in sorted(b)] for b in buckets[::-1]]
+        for group in groups:
+            jobs += [group[i : i + size] for i in range(0, len(group), size)]
     return jobs
 
 
@@ -145,12 +194,18 @@ def task_of(item) -> str:
 
 
 def ask_packs(
-    cfg: StudyConfig, studies: dict, space: dict, queue: deque, packs: dict[str, int]
+    cfg: StudyConfig,
+    studies: dict,
+    space: dict,
+    queue: deque,
+    packs: dict[str, int],
+    device: str = "cpu",
 ) -> deque:
     """Turn the queue (interrupted trials and pairs to ask) into packs where a task's pack size
     is above 1: every remaining trial of such a pair is asked now (random search draws them
     independently of results), then the pair's trials are cut into packs of similar hidden
-    size, round-robin over the pairs. Tasks that run one trial per job keep their items."""
+    size (`cut_into_packs` on `device`), round-robin over the pairs. Tasks that run one trial
+    per job keep their items."""
     import tasks
 
     by_pair: dict[tuple[str, str], list[Pending]] = {}
@@ -163,17 +218,32 @@ def ask_packs(
         by_pair.setdefault((p.task, p.variant), []).append(p)
     per_pair = [
         cut_into_packs(
-            trials, packs[task], cfg.space.hidden_size_meaning, tasks.get(task).bidirectional
+            trials,
+            packs[task],
+            cfg.space.hidden_size_meaning,
+            tasks.get(task).bidirectional,
+            device,
         )
         for (task, _), trials in by_pair.items()
     ]
     return deque(interleave(per_pair)) + single
 
 
-def repack(first: Pending, queue: deque) -> list[Pending]:
-    """`first` and the other retried trials of its pair waiting in `queue`, as one pack."""
+def repack(
+    first: Pending, queue: deque, width: Callable[[Pending], int] | None = None
+) -> list[Pending]:
+    """`first` and the other retried trials of its pair waiting in `queue`, as one pack. With
+    `width` (on CUDA: `width_of`), only those, nearest in width first, that keep the pack's
+    `padding_waste` within `MAX_PAD_WASTE`; the others wait for a pack of their own."""
     pair = (first.task, first.variant)
     same = [q for q in queue if isinstance(q, Pending) and (q.task, q.variant) == pair]
+    if width is not None:
+        taken, widths = [], [width(first)]
+        for q in sorted(same, key=lambda q: abs(width(q) - widths[0])):
+            if padding_waste([*widths, width(q)]) <= MAX_PAD_WASTE:
+                taken.append(q)
+                widths.append(width(q))
+        same = [q for q in same if any(q is t for t in taken)]
     for q in same:
         queue.remove(q)
     return [first, *same]

@@ -235,7 +235,7 @@ def _plan(st: _Open) -> deque:
     for k in range(max(new_counts.values(), default=0)):
         queue.extend(pair for pair, n in new_counts.items() if k < n)
     if queue and max(st.packs.values()) > 1:
-        queue = plan.ask_packs(cfg, st.studies, st.space, queue, st.packs)
+        queue = plan.ask_packs(cfg, st.studies, st.space, queue, st.packs, st.device)
     return queue
 
 
@@ -293,7 +293,11 @@ def _submit(st: _Open, queue: deque, executor, display, packs: dict[str, int]) -
         and isinstance(item, record.Pending)
         and plan.packable(item.variant)
     ):
-        item = plan.repack(item, queue)  # retried: packed again with its pair
+        width = None  # on CUDA a retried trial joins only trials of similar width
+        if st.device.startswith("cuda"):
+            bidirectional = tasks.get(item.task).bidirectional
+            width = plan.width_of(st.cfg.space.hidden_size_meaning, bidirectional)
+        item = plan.repack(item, queue, width)  # retried: packed again with its pair
     if isinstance(item, list):  # a pack of asked trials of one pair
         task = item[0].task
         executor.submit(item, plan.pack_job(st.cfg, item, st.data[task][0], st.device, packs[task]))

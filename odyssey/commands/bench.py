@@ -93,6 +93,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on a GPU a few, since one trial at a time is launch-bound)",
     )
     s.add_argument("--no-mix", action="store_true", help="--protocol paper: skip the standard mix")
+    s.add_argument(
+        "--projection",
+        action="store_true",
+        help="--protocol paper: only the GPU roofline projection of the fused loop (no training)",
+    )
     s.add_argument("--device", default="cpu", help="--protocol paper: cpu (default) or cuda")
     s.add_argument("--task", default="jsb_chorales", help="task (default jsb_chorales)")
     s.add_argument(
@@ -212,6 +217,7 @@ IMPLS = {
     "reference": "per-step autograd loop",
     "torch.lstm": "PyTorch's fused LSTM",
     "torch.gru": "PyTorch's fused GRU",
+    "triton": "our fused Triton step kernels",
 }
 
 
@@ -277,6 +283,39 @@ def run_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_projection(rows: list[dict], as_json: bool, console=None) -> int:
+    """The GPU roofline projection of the fused loop (`benchmarks.roofline`), labelled as such."""
+    if as_json:
+        print(json.dumps({"gpu_projection": rows}, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    t = Table(
+        title=f"GPU projection, NOT measured: fused Triton loop, JSB-like V, batch 1, float32, "
+        f"{rows[0]['device_model'] if rows else ''}",
+        caption="roofline of the recurrent loop only (per launch: the longer of the launch cost "
+        "and bytes / HBM bandwidth); trials: the paper sample cut as on CUDA (width buckets); "
+        "pad waste: padded units' share of the recurrent arithmetic",
+    )
+    for col in ("pack", "trials", "packs", "pad waste", "MB/step (largest)", "launches/step"):
+        t.add_column(col, justify="right")
+    t.add_column("projected us/trial-frame", justify="right")
+    for r in rows:
+        t.add_row(
+            str(r["pack"]),
+            str(r["trials"]),
+            str(r["packs"]),
+            f"{r['pad_waste']:.0%}",
+            f"{r['largest_pack_bytes_per_step'] / 1e6:.2f}",
+            str(r["launches_per_step"]),
+            f"{r['projected_us_per_trial_frame']:.3f}",
+        )
+    console.print(t)
+    return 0
+
+
 def run_paper(args: argparse.Namespace) -> int:
     import tasks
     from benchmarks import packs
@@ -285,6 +324,8 @@ def run_paper(args: argparse.Namespace) -> int:
         tasks.get(name)  # raises with the valid choices
     if any(p < 1 for p in args.packs):
         raise ValueError(f"--packs must be integers >= 1, got {args.packs}")
+    if args.projection:
+        return _print_projection(packs.projection(args.packs, args.trials), args.json)
     env = _setup(1)
     kwargs = {
         "packs": args.packs,
@@ -311,24 +352,29 @@ def run_paper(args: argparse.Namespace) -> int:
         "speedup: against pack 1 (one trial at a time) in this run; grid: the paper's 2000 "
         "trials per task at this speed, over the task's full corpus",
     )
-    hours = "GPU-h" if args.device.startswith("cuda") else "core-h"
-    columns = ("task", "pack", "trials", "us/trial-frame", "speedup", f"trial-epochs/{hours}")
-    for col in (*columns, f"grid {hours}"):
+    gpu = args.device.startswith("cuda")
+    hours = "GPU-h" if gpu else "core-h"
+    columns = ("task", "pack", "trials", "pad waste", "us/trial-frame")
+    columns += ("projected us (loop)",) if gpu else ()
+    for col in (*columns, "speedup", f"trial-epochs/{hours}", f"grid {hours}"):
         t.add_column(col, justify="left" if col == "task" else "right")
     for r in out["rows"]:
         if r.get("mix"):
             continue
+        cells = [r["task"], str(r["pack"]), str(r["trials"]), f"{r['pad_waste']:.0%}"]
+        cells.append(f"{r['us_per_trial_frame']:.1f}")
+        if gpu:  # the roofline of the recurrent loop beside the measured whole trial
+            cells.append(f"{r['projected_gpu_us_per_trial_frame']:.2f}")
         t.add_row(
-            r["task"],
-            str(r["pack"]),
-            str(r["trials"]),
-            f"{r['us_per_trial_frame']:.1f}",
+            *cells,
             f"{r['speedup']:.2f}x",
             f"{r['trial_epochs_per_core_hour']:.0f}",
             f"{r['projected_grid_core_hours']:.0f} ({r['mean_epochs']:.0f} ep., "
             f"{r['mean_epochs_from']})",
         )
     console.print(t)
+    if not gpu:
+        _print_projection(packs.projection(args.packs, args.trials), False, console)
     mix = [r for r in out["rows"] if r.get("mix")]
     if mix:
         m = Table(title="standard mix: JSB Chorales, V, N = 20, 64, 100, 200 (mean us/trial-frame)")

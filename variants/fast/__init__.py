@@ -8,21 +8,26 @@ Paths, chosen per call by `ODYSSEY_CELLS` (or `use(...)`), the spec and the tens
   kernels do not know (`supports`) or a failed build (one warning) falls back to `reference`.
   Variants whose equations are exactly PyTorch's run in PyTorch's fused kernels for a single
   model (K = 1): NP -> torch.lstm when the cell states are not needed, the GRU -> torch.gru on
-  CUDA, where cuDNN beats any loop of ours. Packs on CUDA run the reference loop batched over
-  the pack (one launch per operation per step for all K trials).
+  CUDA, where cuDNN beats any loop of ours. On CUDA everything else runs the `triton` path when
+  Triton is installed (else the reference loop batched over the pack, with one warning).
+- `triton`: fused Triton step kernels for all K trials of a pack (`triton_lstm`, `triton_gru`):
+  one launch per time step forward and one backward, the recurrent-weight gradients as one
+  batched product per sequence. Chosen on CUDA by `fast`; on CPU tensors only when asked for
+  (`ODYSSEY_CELLS=triton` or `use("triton")`) under Triton's interpreter (`TRITON_INTERPRET=1`).
 In every path the input projection of all steps is one (batched) matrix product outside the time
 loop (for the LSTM variants without the bias, which the kernels add in their step loop).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
-from variants.fast import build
+from variants.fast import build, triton_launch
 from variants.fast.functions import (
     GRUSequence,
     LSTMSequence,
@@ -32,9 +37,11 @@ from variants.fast.functions import (
     supports,
 )
 
-MODES = ("fast", "reference")
+MODES = ("fast", "reference", "triton")
 ENV = "ODYSSEY_CELLS"
 _override: list[str] = []
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def mode() -> str:
@@ -47,7 +54,7 @@ def mode() -> str:
 
 @contextmanager
 def use(m: str) -> Iterator[None]:
-    """Run the block with path `m` ("fast" or "reference")."""
+    """Run the block with path `m` ("fast", "reference" or "triton")."""
     if m not in MODES:
         raise ValueError(f"unknown cell path {m!r}; known: {', '.join(MODES)}")
     _override.append(m)
@@ -64,13 +71,31 @@ def _compiled(x: torch.Tensor):
     return None
 
 
+def _triton_on_cuda(x: torch.Tensor) -> bool:
+    """The `fast` path's choice on CUDA: the Triton kernels (float32 and float64) when Triton is
+    installed."""
+    if x.device.type != "cuda" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if triton_launch.available():
+        return True
+    if "triton" not in _warned:
+        _warned.add("triton")
+        log.warning("%s; CUDA runs the reference loops meanwhile", triton_launch.INSTALL_HINT)
+    return False
+
+
 def lstm_path(cell, x: torch.Tensor, need_cells: bool = True) -> str:
     """Which implementation `lstm_scan` uses for this cell and input (for logs and benchmarks):
-    "reference", "torch.lstm" or "compiled"."""
-    if mode() == "reference" or not supports(cell.spec):
+    "reference", "torch.lstm", "triton" or "compiled"."""
+    m = mode()
+    if m == "reference" or not supports(cell.spec):
         return "reference"
+    if m == "triton":
+        return "triton"
     if not need_cells and cell.trials == 1 and is_torch_lstm(cell.spec):
         return "torch.lstm"
+    if _triton_on_cuda(x):
+        return "triton"
     return "compiled" if _compiled(x) is not None else "reference"
 
 
@@ -87,6 +112,11 @@ def lstm_scan(
         params = [cell.W[0], cell.R[0], cell.b[0], torch.zeros_like(cell.b[0])]
         y = torch.lstm(x[0], (h0, h0), params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
         return y[0].unsqueeze(0), None
+    if path == "triton":
+        triton_launch.require(x)
+        return triton_launch.kernels("triton_lstm").scan(
+            cell, x, _steps(steps, *x.shape[:2]), need_cells
+        )
     trials, t_len, batch, m = x.shape
     xw = torch.bmm(x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2))
     xw = xw.view(trials, t_len, batch, -1)  # (K, T, B, G*N)
@@ -97,10 +127,16 @@ def lstm_scan(
 
 
 def gru_path(cell, x: torch.Tensor) -> str:
-    if mode() == "reference" or not supports(cell.spec):
+    """As `lstm_path` for a `GRUCell`: "reference", "torch.gru", "triton" or "compiled"."""
+    m = mode()
+    if m == "reference" or not supports(cell.spec):
         return "reference"  # the kernels implement the reset-after (torch.nn.GRU) form only
+    if m == "triton":
+        return "triton"
     if x.device.type != "cpu":
-        return "torch.gru" if cell.trials == 1 and is_torch_gru(cell.spec) else "reference"
+        if cell.trials == 1 and is_torch_gru(cell.spec):
+            return "torch.gru"
+        return "triton" if _triton_on_cuda(x) else "reference"
     return "compiled" if _compiled(x) is not None else "reference"
 
 
@@ -114,6 +150,9 @@ def gru_scan(cell, x: torch.Tensor, steps: torch.Tensor | None = None) -> tuple[
         params = [cell.W[0], cell.R[0], cell.b_ih[0], cell.b_hh[0]]
         h = torch.gru(x[0], h0, params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
         return h[0].unsqueeze(0), None
+    if path == "triton":
+        triton_launch.require(x)
+        return triton_launch.kernels("triton_gru").scan(cell, x, _steps(steps, *x.shape[:2]))
     trials, t_len, batch, m = x.shape
     xw = torch.baddbmm(
         cell.b_ih.unsqueeze(1), x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2)
