@@ -50,7 +50,7 @@ def test_bench_cut_and_waste():
 
 
 def test_projection_cli_json(capsys):
-    from study.cli import main
+    from odyssey.cli import main
 
     assert main(["bench", "study", "--protocol", "paper", "--projection", "--packs", "4"]) == 0
     assert "GPU projection, NOT measured" in capsys.readouterr().out
@@ -65,7 +65,7 @@ def test_projection_cli_json(capsys):
 def test_paper_bench_prints_waste_and_projection(monkeypatch, capsys, device):
     """The measured table carries the pad waste; on CUDA the projection stands beside the
     measured time, elsewhere it is printed alone, labelled as not measured (training stubbed)."""
-    from study.cli import main
+    from odyssey.cli import main
 
     row = {
         "task": "jsb_chorales",
