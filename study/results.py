@@ -92,10 +92,58 @@ class DamagedFile(ValueError):
         )
 
 
-def _read(path: Path, schema: pa.Schema | None) -> pa.Table:
+# Columns added to SCHEMA after tables were first written: a table without them still reads
+# (they come back empty). Every other column of the schema must be in a file, with its type.
+LATER_COLUMNS: frozenset[str] = frozenset()
+
+
+class BlockedPath(ValueError):
+    """Something else (a folder, a file) stands where a results file or folder belongs."""
+
+    def __init__(self, path: Path, is_what: str, belongs: str) -> None:
+        self.path = Path(path)
+        super().__init__(
+            f"{path} is {is_what}, where the study's {belongs} belongs; move it out of the way "
+            f"(nothing else was changed) and run the same command again"
+        )
+
+
+def schema_problem(
+    found: pa.Schema, schema: pa.Schema, later: frozenset[str] = frozenset()
+) -> str | None:
+    """Why a file's schema is not `schema` (missing columns, other types), or None."""
+    have = {f.name: f.type for f in found}
+    missing = [f.name for f in schema if f.name not in have and f.name not in later]
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        return f"not a table of this kind: it lacks the columns {shown}"
+    typed = [
+        f"{f.name} is {have[f.name]}, not {f.type}"
+        for f in schema
+        if f.name in have and have[f.name] != f.type and have[f.name] != pa.null()
+    ]
+    return f"not a table of this kind: {typed[0]}" if typed else None
+
+
+def _read(path: Path, schema: pa.Schema | None, later: frozenset[str] = frozenset()) -> pa.Table:
+    """The table at `path` (a file, or a folder of part files). With `schema`, every file must
+    hold its columns with its types: a valid Parquet file of another table (an epochs part file
+    copied over the results table) is damage too, never read as rows of nulls."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise BlockedPath(path, "not a regular file", "table")
     try:
+        if schema is not None:
+            files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+            for f in files:
+                problem = schema_problem(pq.read_schema(f), schema, later)
+                if problem:
+                    raise DamagedFile(f, ValueError(problem))
         return pq.read_table(path, schema=schema, page_checksum_verification=True)
     except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, DamagedFile | BlockedPath):
+            raise
         raise DamagedFile(path, e) from e
 
 
@@ -104,9 +152,11 @@ def read_trials(study_dir: Path, strict: bool = True) -> pd.DataFrame:
     `strict=False`, the columns the file has, as they are (a table of an older version, or one
     written by other tools): the report reads it so and fills in what is missing."""
     path = Path(study_dir) / TRIALS_FILE
+    if path.is_dir():
+        raise BlockedPath(path, "a folder", "results table")
     if not path.is_file():
         return empty()
-    return _read(path, SCHEMA if strict else None).to_pandas()
+    return _read(path, SCHEMA if strict else None, LATER_COLUMNS).to_pandas()
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
