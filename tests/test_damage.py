@@ -28,6 +28,18 @@ from study import rebuild, results
 pytestmark = pytest.mark.integration  # whole studies
 
 
+@pytest.fixture(autouse=True)
+def _screen_handler_removed():
+    """cli.main puts a screen handler on the root logger, bound to this test's captured
+    stderr: taken off again after the test."""
+    import logging
+
+    yield
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if h.get_name() == "odyssey-screen"]:
+        root.removeHandler(h)
+
+
 @pytest.fixture
 def damaged(request, tmp_path, smoke_data):
     """(config, table, epochs) of a copy of the finished study."""
@@ -172,10 +184,9 @@ def test_only_the_epoch_files_left(damaged, capsys, caplog):
     assert _doctor(cfg, "--check") == 0
 
 
-def test_the_best_epoch_rule_of_the_rebuild_is_the_training_loops(damaged):
+def test_the_best_epoch_rule_of_the_rebuild_is_the_training_loops(smoke):
     """Ties keep the earlier epoch; a history that ends before patience and the epoch limit
     ended in a divergence one epoch later (noted in `error`, status complete)."""
-    cfg, _, _ = damaged
     vals = [3.0, 2.0, 2.0, 2.5]
     long = pd.DataFrame(
         [
@@ -184,12 +195,25 @@ def test_the_best_epoch_rule_of_the_rebuild_is_the_training_loops(damaged):
             for n, x in (("val/nll", val), ("test/nll", 10.0 + e), ("train/loss", e), ("time_s", 1))
         ]
     )
-    raw = rebuild.seeded_params(cfg, "jsb_chorales", "V", 7)
-    row = rebuild.row_from_history(cfg, "jsb_chorales", "V", 7, long, raw)
-    assert (row["best_epoch"], row["val_metric"], row["test_metric"]) == (2, 2.0, 12.0)
-    assert cfg.training.patience > 2 and len(vals) < cfg.training.max_epochs
-    assert row["epochs"] == 5 and "ended in epoch 5" in row["error"]
-    assert row["status"] == "complete" and math.isnan(row["wall_s"])
+    for patience, epochs in ((5, 5), (2, 4)):  # diverged in epoch 5; stopped by patience
+        cfg = smoke(**{"training.patience": patience, "training.max_epochs": 10})
+        raw = rebuild.seeded_params(cfg, "jsb_chorales", "V", 7)
+        row = rebuild.row_from_history(cfg, "jsb_chorales", "V", 7, long, raw)
+        assert (row["best_epoch"], row["val_metric"], row["test_metric"]) == (2, 2.0, 12.0)
+        assert row["train_loss"] == 2.0 and row["epochs"] == epochs
+        assert row["status"] == "complete" and math.isnan(row["wall_s"])
+        assert (row["error"] is None) == (epochs == 4)
+    assert (
+        "ended in epoch 5"
+        in rebuild.row_from_history(
+            smoke(**{"training.patience": 5, "training.max_epochs": 10}),
+            "jsb_chorales",
+            "V",
+            7,
+            long,
+            raw,
+        )["error"]
+    )
 
 
 def test_a_second_folder_on_a_shared_storage_warns_which_history_it_lacks(

@@ -47,6 +47,16 @@ class _Runs:
 def doctor(args: argparse.Namespace) -> int:
     import logging
 
+    quiet = logging.getLogger("study.repair")  # its lines are printed at the end
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return _doctor(args)
+    finally:
+        quiet.setLevel(level)
+
+
+def _doctor(args: argparse.Namespace) -> int:
     import tasks
     from study import config, preflight, record, repair, results, runner, setup, stores
     from study.space import search_space
@@ -55,8 +65,10 @@ def doctor(args: argparse.Namespace) -> int:
     sdir, cfg = config.saved_study(args.results, args.study)
     preflight.check_blocked(sdir)
     if not args.check:
-        preflight.check_results_dir(sdir, create=False)
-    logging.getLogger("study.repair").setLevel(logging.CRITICAL)  # its lines are printed below
+        try:
+            preflight.check_results_dir(sdir, create=False)
+        except ValueError as e:
+            raise ValueError(f"{e} (`odyssey doctor {args.study} --check` only reads)") from None
     cfg = cfg.model_copy(update={"results": str(Path(args.results).expanduser())})
     found = repair.Findings(fix=not args.check)
     space = search_space(cfg.space)
