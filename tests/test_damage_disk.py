@@ -51,8 +51,17 @@ def mount(tmp_path):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def _remount_ro(where):
-    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+def _read_only_view(src, dst, done):
+    """`dst`: a read-only bind mount of `src` (skips where binding is not allowed)."""
+    dst.mkdir()
+    for cmd in (
+        ["mount", "--bind", str(src), str(dst)],
+        ["mount", "-o", "remount,ro,bind", str(dst)],
+    ):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot make a read-only bind mount here: {r.stderr.strip()}")
+        done.append(dst)
 
 
 def _fill(where, leave: int = 0) -> None:
@@ -111,19 +120,25 @@ def test_unusable_results_folders(tmp_path, mount, odyssey, smoke_data):
     assert rc == 2 and sorted(p.name for p in full.iterdir()) == ["filler"]  # nothing written
 
 
-def test_doctor_on_a_read_only_study_is_one_line_and_check_still_reads(mount, odyssey, smoke):
-    where = mount("study", "size=64m")
-    cfg = smoke(where, variants=["V"], trials=1)
+def test_doctor_on_a_read_only_study_is_one_line_and_check_still_reads(tmp_path, odyssey, smoke):
+    cfg = smoke(tmp_path, variants=["V"], trials=1)
     runner.run(cfg, lambda c, d: InlineExecutor(run_trial), live=False)
-    _remount_ro(where)
-    rc, screen = odyssey("doctor", cfg.name, "--results", str(cfg.results))
-    _one_line(screen, f"the study folder {cfg.study_dir} is read-only (Read-only file system)")
-    assert rc == 2
-    assert odyssey("doctor", cfg.name, "--results", str(cfg.results), "--check")[0] == 0
+    bound = []
+    try:
+        _read_only_view(tmp_path / "res", tmp_path / "ro", bound)
+        ro = tmp_path / "ro"
+        rc, screen = odyssey("doctor", cfg.name, "--results", str(ro))
+        _one_line(screen, f"the study folder {ro / cfg.name} is read-only (Read-only file system)")
+        assert rc == 2 and "--check` only reads" in screen
+        rc, screen = odyssey("doctor", cfg.name, "--results", str(ro), "--check")
+        assert rc == 0, screen
+    finally:
+        for where in bound[:1]:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def test_a_disk_full_at_the_first_start(mount, odyssey, smoke_data):
-    where = mount("disk", "size=1m")
+    where = mount("disk", "size=16m")
     _fill(where, leave=24 * 1024)
     rc, screen = odyssey(*_run_args(where / "res", smoke_data), "--variants", "V", "--trials", "1")
     _one_line(screen, "no space left on the device: could not write", "with the same command")
@@ -136,7 +151,15 @@ def test_a_disk_full_at_the_first_start(mount, odyssey, smoke_data):
 
 def test_a_disk_full_mid_run_stops_with_one_line_and_resumes(mount, odyssey, smoke_data):
     where = mount("disk", "size=64m")
-    args = (*_run_args(where / "res", smoke_data), "--variants", "V,NP", "--trials", "2")
+    args = (
+        *_run_args(where / "res", smoke_data),
+        "--variants",
+        "V,NP",
+        "--trials",
+        "2",
+        "--pack",
+        "1",
+    )
     jobs = []
 
     def fills_the_disk_at_the_third(job):
