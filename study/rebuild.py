@@ -132,7 +132,7 @@ def rows_from_epochs(cfg: Any, have: set[str], studies: dict, found: Any) -> lis
     rows, retrain = [], []
     for path in sorted(folder.glob("*.parquet")):
         try:
-            long = results._read(path, results.EPOCH_SCHEMA).to_pandas()
+            long = results.read_part(path)
         except results.DamagedFile:
             continue  # left for repair_epochs (a row) or the rerun (no row)
         keys = set(zip(long["task"], long["variant"], long["trial"], strict=True))

@@ -357,7 +357,7 @@ def repair_epochs(
     if rebuilt or damaged:
         found.say(
             f"{results.EPOCHS_DIR}: {len(damaged)} damaged part files kept in "
-            f"{study_dir / stores.DAMAGED_DIR}; rebuilt {rebuilt} trials' history from MLflow",
+            f"{stores.damaged_dir(study_dir)}; rebuilt {rebuilt} trials' history from MLflow",
             f"{results.EPOCHS_DIR}: {len(damaged)} damaged part files, {rebuilt} trials' history "
             f"missing; would rebuild them from MLflow",
         )

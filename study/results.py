@@ -92,9 +92,14 @@ class DamagedFile(ValueError):
         )
 
 
-# Columns added to SCHEMA after tables were first written: a table without them still reads
-# (they come back empty). Every other column of the schema must be in a file, with its type.
-LATER_COLUMNS: frozenset[str] = frozenset()
+# The columns every results table has held since the first version: a file without one of them
+# is not a results table (an epochs part file copied over it is a valid Parquet file). A column
+# added to SCHEMA later may be missing from an older table: it reads back empty.
+REQUIRED = ("study", "task", "variant", "trial", "seed", "status", "error", "hp_hidden_size")
+REQUIRED += ("hp_learning_rate", "hp_momentum", "hp_input_noise", "n_params", "epochs")
+REQUIRED += ("best_epoch", "val_metric", "test_metric", "train_loss", "wall_s", "device")
+REQUIRED += ("started_at", "finished_at", "code_version", "metric", "data_source", "stand_in")
+REQUIRED += ("test_extra",)
 
 
 class BlockedPath(ValueError):
@@ -108,26 +113,21 @@ class BlockedPath(ValueError):
         )
 
 
-def schema_problem(
-    found: pa.Schema, schema: pa.Schema, later: frozenset[str] = frozenset()
-) -> str | None:
-    """Why a file's schema is not `schema` (missing columns, other types), or None."""
+def schema_problem(found: pa.Schema, schema: pa.Schema, required: tuple[str, ...]) -> str | None:
+    """Why a file's schema is not `schema` (a `required` column missing, a column of another
+    type), or None."""
     have = {f.name: f.type for f in found}
-    missing = [f.name for f in schema if f.name not in have and f.name not in later]
+    missing = [c for c in required if c not in have]
     if missing:
-        shown = ", ".join(missing[:4]) + (
-            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-        )
-        return f"not a table of this kind: it lacks the columns {shown}"
-    typed = [
-        f"{f.name} is {have[f.name]}, not {f.type}"
-        for f in schema
-        if f.name in have and have[f.name] != f.type and have[f.name] != pa.null()
-    ]
-    return f"not a table of this kind: {typed[0]}" if typed else None
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return f"not a table of this kind: it lacks the columns {', '.join(missing[:3])}{more}"
+    for f in schema:
+        if f.name in have and have[f.name] not in (f.type, pa.null()):
+            return f"not a table of this kind: its column {f.name} is {have[f.name]}, not {f.type}"
+    return None
 
 
-def _read(path: Path, schema: pa.Schema | None, later: frozenset[str] = frozenset()) -> pa.Table:
+def _read(path: Path, schema: pa.Schema | None, required: tuple[str, ...] = ()) -> pa.Table:
     """The table at `path` (a file, or a folder of part files). With `schema`, every file must
     hold its columns with its types: a valid Parquet file of another table (an epochs part file
     copied over the results table) is damage too, never read as rows of nulls."""
@@ -137,7 +137,7 @@ def _read(path: Path, schema: pa.Schema | None, later: frozenset[str] = frozense
         if schema is not None:
             files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
             for f in files:
-                problem = schema_problem(pq.read_schema(f), schema, later)
+                problem = schema_problem(pq.read_schema(f), schema, required)
                 if problem:
                     raise DamagedFile(f, ValueError(problem))
         return pq.read_table(path, schema=schema, page_checksum_verification=True)
@@ -156,7 +156,7 @@ def read_trials(study_dir: Path, strict: bool = True) -> pd.DataFrame:
         raise BlockedPath(path, "a folder", "results table")
     if not path.is_file():
         return empty()
-    return _read(path, SCHEMA if strict else None, LATER_COLUMNS).to_pandas()
+    return _read(path, SCHEMA if strict else None, REQUIRED).to_pandas()
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
@@ -263,7 +263,12 @@ def read_epochs(
         path = folder
     if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
         return EPOCH_SCHEMA.empty_table().to_pandas()
-    return _read(path, EPOCH_SCHEMA).to_pandas()
+    return _read(path, EPOCH_SCHEMA, tuple(EPOCH_SCHEMA.names)).to_pandas()
+
+
+def read_part(path: Path) -> pd.DataFrame:
+    """One part file of `epochs.parquet/` (long form); `DamagedFile` if it is not one."""
+    return _read(path, EPOCH_SCHEMA, tuple(EPOCH_SCHEMA.names)).to_pandas()
 
 
 def epochs_path(study_dir: Path, task: str, variant: str, trial: int) -> Path:

@@ -23,7 +23,7 @@ from test_repair import (  # noqa: F401 - finished: the module fixture, one trai
     finished,
 )
 
-from study import rebuild, results
+from study import rebuild, repair, results
 
 pytestmark = pytest.mark.integration  # whole studies
 
@@ -182,6 +182,21 @@ def test_only_the_epoch_files_left(damaged, capsys, caplog):
         assert [t.number for t in _optuna(cfg, v).get_trials()] == [0, 1, 2]
     assert len(_mlflow_runs(cfg)[2]) == 6
     assert _doctor(cfg, "--check") == 0
+
+
+def test_without_seeded_parameters_the_trials_to_train_again_are_named(damaged):
+    """TPE draws from the study's history: with no store holding a trial's parameters, its
+    row cannot be rebuilt; one line names the trials, and their part files move to damaged/
+    (the rerun writes its own, never over them)."""
+    cfg, _, _ = damaged
+    found = repair.Findings(fix=True)
+    assert (
+        rebuild.rows_from_epochs(cfg.model_copy(update={"sampler": "tpe"}), set(), {}, found) == []
+    )
+    (line,) = found.lines
+    assert "trials jsb_chorales/NP/0, jsb_chorales/NP/1" in line and "again" in line
+    assert not list((cfg.study_dir / "epochs.parquet").glob("*.parquet"))
+    assert len(list((cfg.study_dir / "damaged").glob("jsb_chorales__*"))) == 5
 
 
 def test_the_best_epoch_rule_of_the_rebuild_is_the_training_loops(smoke):
