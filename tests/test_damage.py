@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -52,6 +53,19 @@ def _doctor(cfg, *extra):
     from odyssey import cli
 
     return cli.main(["doctor", cfg.name, "--results", str(cfg.results), *extra])
+
+
+def _read_only_view(src, dst, done):
+    """`dst`: a read-only bind mount of `src` (skips where binding is not allowed)."""
+    dst.mkdir()
+    for cmd in (
+        ["mount", "--bind", str(src), str(dst)],
+        ["mount", "-o", "remount,ro,bind", str(dst)],
+    ):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot make a read-only bind mount here: {r.stderr.strip()}")
+        done.append(dst)
 
 
 def _part(cfg, variant="V", trial=0):
@@ -231,16 +245,33 @@ def test_the_best_epoch_rule_of_the_rebuild_is_the_training_loops(smoke):
     )
 
 
+def test_doctor_on_a_read_only_study_is_one_line_and_check_still_reads(damaged, capsys):
+    """Read-only through a read-only bind mount (root writes through permission bits)."""
+    cfg, _, _ = damaged
+    bound, ro = [], cfg.study_dir.parent.parent / "ro"
+    try:
+        _read_only_view(cfg.study_dir.parent, ro, bound)
+        assert _doctor(cfg.model_copy(update={"results": str(ro)})) == 2
+        err = capsys.readouterr().err
+        assert f"the study folder {ro / cfg.name} is read-only (Read-only file system)" in err
+        assert "--check` only reads" in err and "Traceback" not in err
+        assert _doctor(cfg.model_copy(update={"results": str(ro)}), "--check") == 0
+        assert "the four stores agree" in capsys.readouterr().out
+    finally:
+        for where in bound[:1]:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
 def test_a_second_folder_on_a_shared_storage_warns_which_history_it_lacks(
     tmp_path, caplog, smoke_data
 ):
     shared = f"sqlite:///{tmp_path / 'shared.db'}"
-    first = _cfg(tmp_path / "res1", smoke_data, storage=shared)
-    second = _cfg(tmp_path / "res2", smoke_data, storage=shared)
-    assert _run(first, diverge_v1)["ran"] == 6
+    first = _cfg(tmp_path / "res1", smoke_data, storage=shared, variants=["V"], trials=2)
+    second = _cfg(tmp_path / "res2", smoke_data, storage=shared, variants=["V"], trials=2)
+    assert _run(first, diverge_v1)["ran"] == 2
     caplog.set_level("INFO")
-    assert _run(second) == {"complete": 5, "failed": 1, "expected": 6, "ran": 0}
-    assert "this results folder lacks the per-epoch history of 5 trials" in caplog.text
+    assert _run(second) == {"complete": 1, "failed": 1, "expected": 2, "ran": 0}
+    assert "lacks the per-epoch history of 1 trials (jsb_chorales/V/0)" in caplog.text
     assert shared in caplog.text
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     pd.testing.assert_frame_equal(

@@ -2,7 +2,8 @@
 mount, a full disk), a read-only study under `doctor`, a disk that fills at the first start or
 mid-run, and names that are not UTF-8. Each is one line on the screen, written before anything
 else is (no folder left by a refused start), and the study resumes once the cause is gone.
-Read-only and full disks are real tmpfs mounts (the tests skip where mounting is not allowed)."""
+Read-only and full disks are real tmpfs mounts (the tests skip where mounting is not allowed);
+`doctor` on a read-only study is in test_damage.py."""
 
 from __future__ import annotations
 
@@ -49,19 +50,6 @@ def mount(tmp_path):
     yield make
     for where in reversed(done):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-def _read_only_view(src, dst, done):
-    """`dst`: a read-only bind mount of `src` (skips where binding is not allowed)."""
-    dst.mkdir()
-    for cmd in (
-        ["mount", "--bind", str(src), str(dst)],
-        ["mount", "-o", "remount,ro,bind", str(dst)],
-    ):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            pytest.skip(f"cannot make a read-only bind mount here: {r.stderr.strip()}")
-        done.append(dst)
 
 
 def _fill(where, leave: int = 0) -> None:
@@ -118,23 +106,6 @@ def test_unusable_results_folders(tmp_path, mount, odyssey, smoke_data):
     rc, screen = odyssey(*_run_args(full, smoke_data))
     _one_line(screen, "no space left on the device holding", "run the same command again")
     assert rc == 2 and sorted(p.name for p in full.iterdir()) == ["filler"]  # nothing written
-
-
-def test_doctor_on_a_read_only_study_is_one_line_and_check_still_reads(tmp_path, odyssey, smoke):
-    cfg = smoke(tmp_path, variants=["V"], trials=1)
-    runner.run(cfg, lambda c, d: InlineExecutor(run_trial), live=False)
-    bound = []
-    try:
-        _read_only_view(tmp_path / "res", tmp_path / "ro", bound)
-        ro = tmp_path / "ro"
-        rc, screen = odyssey("doctor", cfg.name, "--results", str(ro))
-        _one_line(screen, f"the study folder {ro / cfg.name} is read-only (Read-only file system)")
-        assert rc == 2 and "--check` only reads" in screen
-        rc, screen = odyssey("doctor", cfg.name, "--results", str(ro), "--check")
-        assert rc == 0, screen
-    finally:
-        for where in bound[:1]:
-            subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def test_a_disk_full_at_the_first_start(mount, odyssey, smoke_data):
