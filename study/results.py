@@ -122,9 +122,29 @@ def schema_problem(found: pa.Schema, schema: pa.Schema, required: tuple[str, ...
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         return f"not a table of this kind: it lacks the columns {', '.join(missing[:3])}{more}"
     for f in schema:
-        if f.name in have and have[f.name] not in (f.type, pa.null()):
-            return f"not a table of this kind: its column {f.name} is {have[f.name]}, not {f.type}"
+        got = have.get(f.name)
+        if got is not None and not pa.types.is_null(got) and not _castable(got, f.type):
+            return f"not a table of this kind: its column {f.name} is {got}, not {f.type}"
     return None
+
+
+def _kind(t: pa.DataType) -> str:
+    """The family of a type that reading with a schema converts within (string and
+    large_string, int32 and int64, ...)."""
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
+    for kind in ("string", "large_string", "string_view"):
+        if getattr(pa.types, f"is_{kind}")(t):
+            return "string"
+    for kind in ("integer", "floating", "boolean"):
+        if getattr(pa.types, f"is_{kind}")(t):
+            return kind
+    return str(t)
+
+
+def _castable(found: pa.DataType, want: pa.DataType) -> bool:
+    a, b = _kind(found), _kind(want)
+    return a == b or (a == "integer" and b == "floating")
 
 
 def _read(path: Path, schema: pa.Schema | None, required: tuple[str, ...] = ()) -> pa.Table:
@@ -161,9 +181,13 @@ def read_trials(study_dir: Path, strict: bool = True) -> pd.DataFrame:
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, write_page_checksum=True)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    try:
+        pq.write_table(table, tmp, write_page_checksum=True)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk: no half-written temp file left, the error names `path`
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e}", str(path)) from e
     os.replace(tmp, path)
     # make the rename itself durable before Optuna's tell (committed) can outlive it
     fd = os.open(path.parent, os.O_RDONLY)
@@ -360,5 +384,9 @@ def write_data(study_dir: Path, summary: DataSummary) -> None:
     path = Path(study_dir) / DATA_FILE
     doc = {"format": DATA_FORMAT, "variants": summary.variants, "tasks": summary.tasks}
     tmp = path.with_name(f".{DATA_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as e:  # as _atomic_write
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e}", str(path)) from e
     os.replace(tmp, path)

@@ -178,7 +178,8 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
     studies = stores.open_optuna(cfg, directions, found, held, open_store)
     tracker = stores.open_tracker(cfg, version, found, open_store, init_mlflow_store)
-    save_config(cfg)
+    with preflight.writing(sdir / results.CONFIG_FILE):
+        save_config(cfg)
     runs = tracker.trial_runs()
     df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found, cfg)
     packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
