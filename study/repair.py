@@ -210,8 +210,6 @@ def rebuild_rows(
         for row in derived:
             key = trial_key(row["task"], row["variant"], row["trial"])
             got[key], source[key] = row, "epochs.parquet and the seeded parameters"
-        if derived:
-            found.say(rebuild.note(derived), "would mark them: " + rebuild.note(derived))
     if not got:
         return df
     by_source = {s: sum(v == s for v in source.values()) for s in sorted(set(source.values()))}
@@ -220,6 +218,11 @@ def rebuild_rows(
         f"{results.TRIALS_FILE}: rebuilt {len(got)} rows ({what})",
         f"{results.TRIALS_FILE} lacks {len(got)} recorded trials ({what}); would rebuild them",
     )
+    if any(s.startswith("epochs.parquet") for s in source.values()):
+        from study import rebuild
+
+        derived = [got[k] for k, s in source.items() if s.startswith("epochs.parquet")]
+        found.say(rebuild.note(derived), rebuild.note(derived))
     if not found.fix:  # what the table would hold, for the checks that follow
         import pandas as pd
 

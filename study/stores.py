@@ -89,8 +89,10 @@ def sqlite_damage(path: Path) -> str | None:
     need = TABLES.get(path.name, ())
     if names and not all(t in names for t in need):
         what = next((w for k, w in KNOWN.items() if all(t in names for t in k)), None)
+        if what:
+            return f"it holds {what}, not this store's"
         shown = ", ".join(sorted(names)[:4]) + (", ..." if len(names) > 4 else "")
-        return f"it holds {what or 'another database'} (tables {shown}), not {', '.join(need)}"
+        return f"it holds other tables ({shown}), not {', '.join(need)}"
     return None
 
 
