@@ -89,7 +89,7 @@ def row_from_history(
     hp = hyperparameters(raw)
     summary = results.read_data(cfg.study_dir)
     data = summary.tasks.get(task_name, {}) if summary is not None else {}
-    return results.make_row(
+    values = dict(
         study=cfg.name,
         task=task_name,
         variant=variant,
@@ -119,6 +119,8 @@ def row_from_history(
             k[5:]: v for k, v in best.items() if k.startswith("test/") and k != f"test/{metric}"
         },
     )
+    # a column the history says nothing about (one added to the table later) is left empty
+    return results.make_row(**{c: values.get(c) for c in results.COLUMNS})
 
 
 def rows_from_epochs(cfg: Any, have: set[str], studies: dict, found: Any) -> list[dict[str, Any]]:

@@ -5,14 +5,16 @@ The stores: the results table (`trials.parquet`, the source of truth), the per-e
 each can be rebuilt from the others without training anything again:
 
     results row     <- Optuna trial attribute `row` (exact), else MLflow tag `row` (exact),
-                       else MLflow tags, params and final metrics (studies from before `row`)
+                       else MLflow tags, params and final metrics (studies from before `row`),
+                       else its epoch history and seeded parameters (study.rebuild; marked)
     Optuna trial    <- results row (`add_trial` with its parameters, value and state, under the
                        same trial number; a number with no row becomes RUNNING, so it is rerun
                        with its seeded parameters, as after a crash)
     MLflow run      <- results row + epoch history (study.tracking.Tracker.reconcile)
     epoch history   <- the MLflow run's per-epoch metrics
 
-A damaged file is moved to `<study>/damaged/` (study.stores.aside), never deleted. Every repair
+A damaged file (or one of another schema or store) is moved to `<study>/damaged/`
+(study.stores.aside), never deleted. Every repair
 is logged in one line saying what was rebuilt and from what. `fix=False` (`odyssey doctor
 --check`) only says what would be done.
 """
