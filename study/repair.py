@@ -14,9 +14,8 @@ each can be rebuilt from the others without training anything again:
     epoch history   <- the MLflow run's per-epoch metrics
 
 A damaged file (or one of another schema or store) is moved to `<study>/damaged/`
-(study.stores.aside), never deleted. Every repair
-is logged in one line saying what was rebuilt and from what. `fix=False` (`odyssey doctor
---check`) only says what would be done.
+(study.stores.aside), never deleted. Every repair is logged in one line saying what was rebuilt
+and from what. `fix=False` (`odyssey doctor --check`) only says what would be done.
 """
 
 from __future__ import annotations
