@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from study import signals
+from study import preflight, signals
 from study.console import UserError, screen, setup_logging
 
 # module -> commands it registers, in the order `odyssey --help` lists them
@@ -49,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=screen())
         return 130
+    except Exception as e:
+        if args.verbose or not preflight.disk_full(e):
+            raise
+        print(
+            f"odyssey {args.command}: error: {preflight.DiskFull(preflight.full_path(e))}",
+            file=screen(),
+        )
+        return 2
 
 
 if __name__ == "__main__":

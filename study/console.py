@@ -9,6 +9,7 @@ went there.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -56,14 +57,45 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class _LogFile(io.TextIOWrapper):
+    """The log file: a write that fails (a full disk) loses that text instead of raising in
+    whichever library printed it; the run's own writes fail, and say which file, instead."""
+
+    def write(self, s: str) -> int:
+        try:
+            return super().write(s)
+        except OSError:
+            return len(s)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            pass
+
+
+def open_log(path: Path) -> TextIO:
+    """`path` opened for appending, line-buffered, as `_LogFile`; a one-line `UserError` when it
+    cannot be (a folder in its place, a read-only folder)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raw = open(path, "ab")  # noqa: SIM115 - stays open for the loggers that hold it
+    except OSError as e:
+        why = "a folder stands there" if path.is_dir() else (e.strerror or str(e))
+        raise UserError(
+            f"cannot open the study's log {path} ({why}); move it out of the way or give "
+            f"another --results, then run the same command again"
+        ) from None
+    return _LogFile(raw, encoding="utf-8", errors="replace", line_buffering=True)
+
+
 @contextmanager
 def noise_to_file(path: Path) -> Iterator[None]:
     """Send third-party output to `path` (appended) while the block runs: Python's stdout and
     stderr, the process's file descriptors 1 and 2 (C++ logs of Ray's core), and third-party
     loggers. Our own log lines go to both the screen and the file. On leaving, one line on the
     screen says how many third-party lines, warnings and errors the file received."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logfile = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+    logfile = open_log(path)
     start = logfile.tell()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -89,7 +121,10 @@ def noise_to_file(path: Path) -> Iterator[None]:
     finally:
         root.removeHandler(to_file)
         for stream in (sys.stdout, sys.stderr, logfile):
-            stream.flush()
+            try:  # the screen is restored whatever happened to the log file
+                stream.flush()
+            except (OSError, ValueError):
+                pass
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:
@@ -101,15 +136,14 @@ def noise_to_file(path: Path) -> Iterator[None]:
             handler.filters = old_filters
         term.close()
         # the file stays open: loggers set up meanwhile (Ray's) may still write to it
-        if path.is_file():
-            lines, bad = third_party_lines(path, start)
-            if lines:
-                logging.getLogger("odyssey").info(
-                    "Ray, MLflow and the workers wrote %d lines to %s (warnings or errors: %d)",
-                    lines,
-                    path,
-                    bad,
-                )
+        lines, bad = third_party_lines(path, start) if path.is_file() else (0, 0)
+        if lines:
+            logging.getLogger("odyssey").info(
+                "Ray, MLflow and the workers wrote %d lines to %s (warnings or errors: %d)",
+                lines,
+                path,
+                bad,
+            )
 
 
 def third_party_lines(path: Path, start: int = 0) -> tuple[int, int]:

@@ -5,16 +5,17 @@ The stores: the results table (`trials.parquet`, the source of truth), the per-e
 each can be rebuilt from the others without training anything again:
 
     results row     <- Optuna trial attribute `row` (exact), else MLflow tag `row` (exact),
-                       else MLflow tags, params and final metrics (studies from before `row`)
+                       else MLflow tags, params and final metrics (studies from before `row`),
+                       else its epoch history and seeded parameters (study.rebuild; marked)
     Optuna trial    <- results row (`add_trial` with its parameters, value and state, under the
                        same trial number; a number with no row becomes RUNNING, so it is rerun
                        with its seeded parameters, as after a crash)
     MLflow run      <- results row + epoch history (study.tracking.Tracker.reconcile)
     epoch history   <- the MLflow run's per-epoch metrics
 
-A damaged file is moved to `<study>/damaged/` (study.stores.aside), never deleted. Every repair
-is logged in one line saying what was rebuilt and from what. `fix=False` (`odyssey doctor
---check`) only says what would be done.
+A damaged file (or one of another schema or store) is moved to `<study>/damaged/`
+(study.stores.aside), never deleted. Every repair is logged in one line saying what was rebuilt
+and from what. `fix=False` (`odyssey doctor --check`) only says what would be done.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from study import record, results, stores
+from study import preflight, record, results, stores
 from study.tracking import ROW_TAG, trial_key
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,15 @@ class Findings:
     fix: bool
     lines: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # neither repaired nor lost: where things are
 
     def say(self, done: str, todo: str | None = None) -> None:
         line = done if self.fix or todo is None else todo
         self.lines.append(line)
+        log.warning("%s", line)
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
         log.warning("%s", line)
 
     def unrecoverable(self, line: str) -> None:
@@ -85,7 +91,9 @@ def open_own_db(
     try:
         return opener()
     except Exception as e:  # noqa: BLE001 - decided below: damage, or the user's to fix
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if preflight.disk_full(e):
+            raise preflight.DiskFull(default_db or what) from e
+        first = preflight.short_error(e)
         # a store that is busy, or too old for the installed library, is not damaged
         busy_or_old = any(w in str(e) for w in ("upgrade", "database is locked", "busy"))
         if default_db is None or not default_db.exists() or busy_or_old:
@@ -101,7 +109,14 @@ def _aside_and_reopen(what, default_db, study_dir, opener, found: Findings, why:
         return None
     dest = stores.aside(default_db, study_dir)
     found.say(f"{what} {default_db} was damaged ({why}): kept it as {dest}; rebuilding it")
-    return opener()
+    try:
+        return opener()
+    except Exception as e:  # noqa: BLE001 - one line naming the store
+        if preflight.disk_full(e):
+            raise preflight.DiskFull(default_db) from e
+        raise ValueError(
+            f"could not rebuild the {what} {default_db}: {preflight.short_error(e)}"
+        ) from e
 
 
 def _iso(ms: int | None) -> str | None:
@@ -161,8 +176,10 @@ def rebuild_rows(
     studies: dict[tuple[str, str], optuna.Study],
     runs: list[Any],
     found: Findings,
+    cfg: Any = None,
 ) -> Any:
-    """Add to the table every finished trial that Optuna or MLflow holds and it lacks."""
+    """Add to the table every finished trial that Optuna or MLflow holds and it lacks; with the
+    study's `cfg`, then those that only their per-epoch history holds (study.rebuild)."""
     have = {
         trial_key(t, v, int(k))
         for t, v, k in zip(df["task"], df["variant"], df["trial"], strict=True)
@@ -188,6 +205,13 @@ def rebuild_rows(
             found.unrecoverable(f"MLflow run {run.info.run_id} ({key}) cannot be read: {e}")
             continue
         source[key] = "MLflow" if exact else "MLflow tags, params and metrics"
+    if cfg is not None:
+        from study import rebuild
+
+        derived = rebuild.rows_from_epochs(cfg, have | set(got), studies, found)
+        for row in derived:
+            key = trial_key(row["task"], row["variant"], row["trial"])
+            got[key], source[key] = row, "epochs.parquet and the seeded parameters"
     if not got:
         return df
     by_source = {s: sum(v == s for v in source.values()) for s in sorted(set(source.values()))}
@@ -196,6 +220,11 @@ def rebuild_rows(
         f"{results.TRIALS_FILE}: rebuilt {len(got)} rows ({what})",
         f"{results.TRIALS_FILE} lacks {len(got)} recorded trials ({what}); would rebuild them",
     )
+    if any(s.startswith("epochs.parquet") for s in source.values()):
+        from study import rebuild
+
+        derived = [got[k] for k, s in source.items() if s.startswith("epochs.parquet")]
+        found.say(rebuild.note(derived), rebuild.note(derived))
     if not found.fix:  # what the table would hold, for the checks that follow
         import pandas as pd
 
@@ -234,6 +263,15 @@ def restore_optuna(
         f"Optuna {s.study_name}: restored {len(restored)} recorded trials from {results.TRIALS_FILE}",
         f"Optuna {s.study_name} lacks {len(restored)} recorded trials; would restore them",
     )
+    lost = [k for k in range(n, top + 1) if k not in rows]
+    if lost:
+        found.say(
+            f"Optuna {s.study_name}: no store holds a result of trials {lost} (no row, no "
+            "history: stopped while running, or failed before its first epoch); `odyssey run` "
+            "trains them again with their seeded parameters",
+            f"Optuna {s.study_name}: no store holds a result of trials {lost}; `odyssey run` "
+            "would train them again with their seeded parameters",
+        )
     if not found.fix:
         return
     for k in range(n, top + 1):
@@ -258,18 +296,21 @@ def restore_optuna(
         assert s._storage.get_n_trials(s._study_id) == k + 1, "Optuna renumbered a trial"
 
 
-def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found: Findings) -> None:
+def repair_epochs(
+    study_dir: Path, df: Any, tracker: Any, runs: list[Any], found: Findings, shared: str = ""
+) -> None:
     """Every trial's per-epoch history readable in `epochs.parquet/`: a damaged part file moves
     aside, and a missing one is written again from the MLflow run's per-epoch metrics (`runs`:
     the study's trial runs). The folder is read as one table first; only when that fails is
-    each part file read on its own."""
+    each part file read on its own. `shared`: the Optuna storage URL when several results
+    folders share it (a trial run from another folder keeps its history there)."""
     by_key = {r.data.tags.get("key"): r for r in runs}
     try:
         whole = results.read_epochs(study_dir)
         sound = {trial_key(t, v, int(k)) for t, v, k in set(zip(*_key_cols(whole), strict=True))}
     except results.DamagedFile:
         sound = None
-    rebuilt, damaged, nowhere = 0, [], 0
+    rebuilt, damaged, nowhere = 0, [], []
     cols = (df["task"], df["variant"], df["trial"], df["status"])
     for t, v, k, status in zip(*cols, strict=True):
         if sound is not None and trial_key(t, v, int(k)) in sound:
@@ -291,7 +332,7 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found
             if was_damaged:
                 found.unrecoverable(f"{path}: damaged and no MLflow run to rebuild it from")
             elif status == "complete":  # a diverged trial may have stopped before any epoch
-                nowhere += 1
+                nowhere.append(trial_key(t, v, int(k)))
             continue
         history: dict[int, dict[str, Any]] = {}
         for name in run.data.metrics:
@@ -304,15 +345,24 @@ def repair_epochs(study_dir: Path, df: Any, tracker: Any, runs: list[Any], found
         if found.fix:
             results.write_epochs(study_dir, t, v, int(k), [history[e] for e in sorted(history)])
         rebuilt += 1
-    if nowhere:
+    if nowhere and shared:
+        shown = ", ".join(nowhere[:6]) + (
+            f" and {len(nowhere) - 6} more" if len(nowhere) > 6 else ""
+        )
+        found.note(
+            f"{results.EPOCHS_DIR}: this results folder lacks the per-epoch history of "
+            f"{len(nowhere)} trials ({shown}): they were run from another results folder sharing "
+            f"the storage {shared}, which keeps their history; their rows are here"
+        )
+    elif nowhere:
         found.unrecoverable(
-            f"{results.EPOCHS_DIR}: the per-epoch history of {nowhere} recorded trials is in no store "
-            "(no part file, no MLflow run); their rows and final metrics are kept"
+            f"{results.EPOCHS_DIR}: the per-epoch history of {len(nowhere)} recorded trials is in "
+            "no store (no part file, no MLflow run); their rows and final metrics are kept"
         )
     if rebuilt or damaged:
         found.say(
             f"{results.EPOCHS_DIR}: {len(damaged)} damaged part files kept in "
-            f"{study_dir / stores.DAMAGED_DIR}; rebuilt {rebuilt} trials' history from MLflow",
+            f"{stores.damaged_dir(study_dir)}; rebuilt {rebuilt} trials' history from MLflow",
             f"{results.EPOCHS_DIR}: {len(damaged)} damaged part files, {rebuilt} trials' history "
             f"missing; would rebuild them from MLflow",
         )

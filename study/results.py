@@ -94,10 +94,78 @@ class DamagedFile(ValueError):
         )
 
 
-def _read(path: Path, schema: pa.Schema | None) -> pa.Table:
+# The columns every results table has held since the first version: a file without one of them
+# is not a results table (an epochs part file copied over it is a valid Parquet file). A column
+# added to SCHEMA later may be missing from an older table: it reads back empty.
+REQUIRED = ("study", "task", "variant", "trial", "seed", "status", "error", "hp_hidden_size")
+REQUIRED += ("hp_learning_rate", "hp_momentum", "hp_input_noise", "n_params", "epochs")
+REQUIRED += ("best_epoch", "val_metric", "test_metric", "train_loss", "wall_s", "device")
+REQUIRED += ("started_at", "finished_at", "code_version", "metric", "data_source", "stand_in")
+REQUIRED += ("test_extra",)
+
+
+class BlockedPath(ValueError):
+    """Something else (a folder, a file) stands where a results file or folder belongs."""
+
+    def __init__(self, path: Path, is_what: str, belongs: str) -> None:
+        self.path = Path(path)
+        super().__init__(
+            f"{path} is {is_what}, where the study's {belongs} belongs; move it out of the way "
+            f"(nothing else was changed) and run the same command again"
+        )
+
+
+def schema_problem(found: pa.Schema, schema: pa.Schema, required: tuple[str, ...]) -> str | None:
+    """Why a file's schema is not `schema` (a `required` column missing, a column of another
+    type), or None."""
+    have = {f.name: f.type for f in found}
+    missing = [c for c in required if c not in have]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return f"not a table of this kind: it lacks the columns {', '.join(missing[:3])}{more}"
+    for f in schema:
+        got = have.get(f.name)
+        if got is not None and not pa.types.is_null(got) and not _castable(got, f.type):
+            return f"not a table of this kind: its column {f.name} is {got}, not {f.type}"
+    return None
+
+
+def _kind(t: pa.DataType) -> str:
+    """The family of a type that reading with a schema converts within (string and
+    large_string, int32 and int64, ...)."""
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
+    for kind in ("string", "large_string", "string_view"):
+        if getattr(pa.types, f"is_{kind}")(t):
+            return "string"
+    for kind in ("integer", "floating", "boolean"):
+        if getattr(pa.types, f"is_{kind}")(t):
+            return kind
+    return str(t)
+
+
+def _castable(found: pa.DataType, want: pa.DataType) -> bool:
+    a, b = _kind(found), _kind(want)
+    return a == b or (a == "integer" and b == "floating")
+
+
+def _read(path: Path, schema: pa.Schema | None, required: tuple[str, ...] = ()) -> pa.Table:
+    """The table at `path` (a file, or a folder of part files). With `schema`, every file must
+    hold its columns with its types: a valid Parquet file of another table (an epochs part file
+    copied over the results table) is damage too, never read as rows of nulls."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise BlockedPath(path, "not a regular file", "table")
     try:
+        if schema is not None:
+            files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+            for f in files:
+                problem = schema_problem(pq.read_schema(f), schema, required)
+                if problem:
+                    raise DamagedFile(f, ValueError(problem))
         return pq.read_table(path, schema=schema, page_checksum_verification=True)
     except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, DamagedFile | BlockedPath):
+            raise
         raise DamagedFile(path, e) from e
 
 
@@ -106,16 +174,22 @@ def read_trials(study_dir: Path, strict: bool = True) -> pd.DataFrame:
     `strict=False`, the columns the file has, as they are (a table of an older version, or one
     written by other tools): the report reads it so and fills in what is missing."""
     path = Path(study_dir) / TRIALS_FILE
+    if path.is_dir():
+        raise BlockedPath(path, "a folder", "results table")
     if not path.is_file():
         return empty()
-    return _read(path, SCHEMA if strict else None).to_pandas()
+    return _read(path, SCHEMA if strict else None, REQUIRED).to_pandas()
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, write_page_checksum=True)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    try:
+        pq.write_table(table, tmp, write_page_checksum=True)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk: no half-written temp file left, the error names `path`
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e}", str(path)) from e
     os.replace(tmp, path)
     # make the rename itself durable before Optuna's tell (committed) can outlive it
     fd = os.open(path.parent, os.O_RDONLY)
@@ -216,7 +290,12 @@ def read_epochs(
         path = folder
     if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
         return EPOCH_SCHEMA.empty_table().to_pandas()
-    return _read(path, EPOCH_SCHEMA).to_pandas()
+    return _read(path, EPOCH_SCHEMA, tuple(EPOCH_SCHEMA.names)).to_pandas()
+
+
+def read_part(path: Path) -> pd.DataFrame:
+    """One part file of `epochs.parquet/` (long form); `DamagedFile` if it is not one."""
+    return _read(path, EPOCH_SCHEMA, tuple(EPOCH_SCHEMA.names)).to_pandas()
 
 
 def epochs_path(study_dir: Path, task: str, variant: str, trial: int) -> Path:
@@ -324,5 +403,9 @@ def write_data(study_dir: Path, summary: DataSummary) -> None:
     if summary.plugins:
         doc["plugins"] = summary.plugins
     tmp = path.with_name(f".{DATA_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as e:  # as _atomic_write
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e}", str(path)) from e
     os.replace(tmp, path)

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 import tasks
-from study import plan, record, repair, results, stores
+from study import plan, preflight, record, repair, results, stores
 from study.config import StudyConfig
 from study.console import UserError
 from study.setup import (
@@ -112,7 +112,9 @@ def run(
     from study.plugins import check_declared
 
     check_declared(cfg)  # a plug-in that breaks the contract is refused before anything is written
+    preflight.check_paths(cfg.to_dict())
     stores.check_results_dir(cfg.study_dir)
+    preflight.check_blocked(cfg.study_dir)
     with study_lock(cfg.study_dir), ExitStack() as held:  # held: the lease of a shared storage
         check_config(cfg)
         return _run_locked(cfg, executor_factory, live, held)
@@ -154,7 +156,12 @@ def _run_locked(
             ran = _run_queue(st, queue, stop, executor_factory or _ray_executor, live)
         finished = True
     finally:
-        st.tracker.close(finished)
+        try:
+            st.tracker.close(finished)
+        except Exception as e:  # noqa: BLE001 - the error that stopped the run says more
+            if finished:
+                raise
+            log.debug("could not mark the MLflow study run as stopped: %s", e)
     return _count(cfg, st.table, ran)
 
 
@@ -178,9 +185,10 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
     directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
     studies = stores.open_optuna(cfg, directions, found, held, open_store)
     tracker = stores.open_tracker(cfg, version, found, open_store, init_mlflow_store)
-    save_config(cfg)
+    with preflight.writing(sdir / results.CONFIG_FILE):
+        save_config(cfg)
     runs = tracker.trial_runs()
-    df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found)
+    df = repair.rebuild_rows(sdir, cfg.name, df, studies, runs, found, cfg)
     packs = {t: plan.pack_size(cfg, device, tasks.get(t).bidirectional) for t in cfg.tasks}
     for name in cfg.variants:
         if max(packs.values()) > 1 and not plan.packable(name):
@@ -189,7 +197,7 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
     by_pair = _rows_by_pair(df)
     for pair, s in studies.items():
         repair.restore_optuna(s, pair, by_pair.get(pair, {}), st.space, found)
-    repair.repair_epochs(sdir, df, tracker, runs, found)  # before MLflow logs runs from history
+    repair.repair_epochs(sdir, df, tracker, runs, found, cfg.storage or "")  # before MLflow logs
     relogged = tracker.reconcile(
         df.to_dict("records"),
         lambda t, v, k: results.history_records(results.read_epochs(sdir, t, v, k)),
@@ -322,10 +330,17 @@ def _record(st: _Open, p: record.Pending, result: dict[str, Any]) -> dict[str, A
         st.device,
     )
     sdir = st.cfg.study_dir
-    results.write_epochs(sdir, p.task, p.variant, p.number, result.get("history", []))
-    st.table = results.append_trial(sdir, row)
-    record.tell(st.studies[(p.task, p.variant)], p.number, row)
-    st.tracker.log_trial(row, result.get("history", []))
+    part = results.epochs_path(sdir, p.task, p.variant, p.number)
+    if part.exists():  # history of an earlier run of this trial that no store held a row for
+        log.warning("%s: kept the earlier run's history as %s", part, stores.aside(part, sdir))
+    with preflight.writing(part):
+        results.write_epochs(sdir, p.task, p.variant, p.number, result.get("history", []))
+    with preflight.writing(sdir / results.TRIALS_FILE):
+        st.table = results.append_trial(sdir, row)
+    with preflight.writing(st.cfg.optuna_storage):
+        record.tell(st.studies[(p.task, p.variant)], p.number, row)
+    with preflight.writing(st.cfg.mlflow_uri):
+        st.tracker.log_trial(row, result.get("history", []))
     return row
 
 

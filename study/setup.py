@@ -16,7 +16,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from study import config as config_mod
-from study import results
+from study import preflight, results
 from study.config import StudyConfig
 from study.results import LOCK_FILE, RUN_LOG
 
@@ -286,20 +286,30 @@ def open_store(
             stale.unlink(missing_ok=True)  # from a start killed while building (we hold the lock)
         tmp = default_db.with_name(f".{default_db.name}.init-{os.getpid()}")
         try:
-            (init or opener)(f"sqlite:///{tmp.resolve()}")
+            with preflight.writing(default_db):
+                (init or opener)(f"sqlite:///{tmp.resolve()}")
+        except preflight.DiskFull:
+            tmp.unlink(missing_ok=True)  # a half-built schema: the next start builds it anew
+            raise
         except Exception as e:  # noqa: BLE001 - reported with what was being opened
-            raise ValueError(f"could not create the {what} {uri}: {e}") from e
+            raise ValueError(
+                f"could not create the {what} {uri}: {preflight.short_error(e)}"
+            ) from e
         os.replace(tmp, default_db)
     try:
-        return opener(uri)
+        with preflight.writing(default_db or uri):
+            return opener(uri)
+    except preflight.DiskFull:
+        raise
     except Exception as e:  # noqa: BLE001 - reported with what was being opened
         hint = (
             if_broken
             if default_db is not None
             else "; valid: a URL like sqlite:////abs/path.db, or a server whose driver is installed"
         )
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"could not open the {what} {uri}: {first}{hint}") from e
+        raise ValueError(
+            f"could not open the {what} {uri}: {preflight.short_error(e)}{hint}"
+        ) from e
 
 
 def prepare_data(cfg: StudyConfig) -> dict[str, tuple[str, dict]]:

@@ -1,6 +1,6 @@
 """Opening a study's stores safely: the results folder, damaged files, and the driver lease.
 
-- `check_results_dir`: a `--results` that is a file, read-only, or not UTF-8 is one clear error.
+- `check_results_dir` (study.preflight): a `--results` that cannot be used is one clear error.
 - `aside`: a damaged file is never deleted; it moves to `<study>/damaged/` with a time stamp, and
   the stores are rebuilt from what remains (study.repair).
 - `sqlite_damage`: whether a study folder's own SQLite file is unreadable (not a database,
@@ -24,7 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from study import results
+from study.preflight import check_results_dir, undecodable
 
+__all__ = ["DriverLease", "aside", "check_results_dir", "sqlite_damage", "undecodable"]
 log = logging.getLogger(__name__)
 
 DAMAGED_DIR = "damaged"
@@ -33,49 +35,18 @@ LEASE_TTL_S = 90.0
 HEARTBEAT_S = 20.0
 
 
-def undecodable(text: str) -> str | None:
-    """None if `text` (a path from the OS) is valid UTF-8, else where it is not ("byte 0xff at
-    position 7"). Python keeps undecodable path bytes as lone surrogates."""
-    try:
-        text.encode("utf-8")
-        return None
-    except UnicodeEncodeError as e:
-        raw = text[e.start].encode("utf-8", "surrogateescape")
-        return f"byte 0x{raw[0]:02x} at position {e.start}"
-
-
-def check_results_dir(study_dir: Path, option: str = "--results") -> None:
-    """Create the study folder, or say in one line why it cannot be used."""
-    where = undecodable(str(study_dir))
-    if where:
-        raise ValueError(
-            f"{option} path {str(study_dir)!r} is not UTF-8 ({where}); the study's databases "
-            f"need UTF-8 paths: rename the folder or give another one with {option}"
-        )
-    for parent in (study_dir, *study_dir.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(
-                    f"{option}: {parent} is a file, not a folder; give a folder with {option}"
-                )
-            break
-    try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(
-            f"{option}: cannot create the study folder {study_dir} ({e.strerror}); "
-            f"give a writable folder with {option}"
-        ) from None
-    if not os.access(study_dir, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"{option}: the study folder {study_dir} is read-only; give a writable folder "
-            f"with {option}, or make it writable"
-        )
+def damaged_dir(study_dir: Path) -> Path:
+    """`<study>/damaged/`, or `damaged-N/` when something else (a file) holds that name."""
+    for n in range(1000):
+        folder = study_dir / (DAMAGED_DIR if n == 0 else f"{DAMAGED_DIR}-{n}")
+        if folder.is_dir() or not (folder.exists() or folder.is_symlink()):
+            return folder
+    raise results.BlockedPath(study_dir / DAMAGED_DIR, "a file", f"{DAMAGED_DIR}/ folder")
 
 
 def aside(path: Path, study_dir: Path) -> Path:
     """Move a damaged file (or folder) to `<study>/damaged/<name>.<UTC time>`; never deleted."""
-    folder = study_dir / DAMAGED_DIR
+    folder = damaged_dir(study_dir)
     folder.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     dest = folder / f"{path.name}.{stamp}"
@@ -87,22 +58,42 @@ def aside(path: Path, study_dir: Path) -> Path:
     return dest
 
 
+# tables that tell the study folder's two databases apart (a copy of one over the other, or
+# another program's database, is damage: recognised here, before Optuna or MLflow open it and
+# cache an engine for its URL)
+TABLES = {results.OPTUNA_DB: ("studies", "trials"), results.MLFLOW_DB: ("experiments", "runs")}
+KNOWN = {
+    ("studies", "version_info"): "an Optuna database",
+    ("experiments", "runs"): "an MLflow database",
+}
+
+
 def sqlite_damage(path: Path) -> str | None:
-    """Why the SQLite database at `path` is unreadable (SQLite's own words), or None if it is
-    sound or absent. A file that is sound to SQLite but not to Optuna/MLflow is found when they
-    open it."""
+    """Why the SQLite database at `path` is unreadable (SQLite's own words) or not the store its
+    name says (`TABLES`: an Optuna database where MLflow's belongs), or None if it is sound or
+    absent. A file that is sound to SQLite but not to Optuna/MLflow is found when they open it."""
     if not path.is_file():
         return None
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
             rows = con.execute("PRAGMA quick_check").fetchall()
+            names = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
         return str(e)
     problems = [r[0] for r in rows if r[0] != "ok"]
-    return "; ".join(problems[:3]) or None
+    if problems:
+        return "; ".join(problems[:3])
+    need = TABLES.get(path.name, ())
+    if names and not all(t in names for t in need):
+        what = next((w for k, w in KNOWN.items() if all(t in names for t in k)), None)
+        if what:
+            return f"it holds {what}, not this store's"
+        shown = ", ".join(sorted(names)[:4]) + (", ..." if len(names) > 4 else "")
+        return f"it holds other tables ({shown}), not {', '.join(need)}"
+    return None
 
 
 def holder_name(study_dir: Path) -> str:

@@ -42,8 +42,9 @@ def trial_key(task: str, variant: str, trial: int) -> str:
 
 
 def _ms(iso: str | None) -> int:
-    """Milliseconds since the epoch of an ISO timestamp (now if missing)."""
-    if not iso:
+    """Milliseconds since the epoch of an ISO timestamp (now if missing: null, or NaN as pandas
+    reads a column that is all null)."""
+    if not isinstance(iso, str) or not iso:
         return int(time.time() * 1000)
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 

@@ -47,13 +47,28 @@ class _Runs:
 def doctor(args: argparse.Namespace) -> int:
     import logging
 
+    quiet = logging.getLogger("study.repair")  # its lines are printed at the end
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return _doctor(args)
+    finally:
+        quiet.setLevel(level)
+
+
+def _doctor(args: argparse.Namespace) -> int:
     import tasks
-    from study import config, record, repair, results, runner, setup, stores
+    from study import config, preflight, record, repair, results, runner, setup, stores
     from study.space import search_space
     from study.tracking import trial_key
 
     sdir, cfg = config.saved_study(args.results, args.study)
-    logging.getLogger("study.repair").setLevel(logging.CRITICAL)  # its lines are printed below
+    preflight.check_blocked(sdir)
+    if not args.check:
+        try:
+            preflight.check_results_dir(sdir, create=False)
+        except ValueError as e:
+            raise ValueError(f"{e} (`odyssey doctor {args.study} --check` only reads)") from None
     cfg = cfg.model_copy(update={"results": str(Path(args.results).expanduser())})
     found = repair.Findings(fix=not args.check)
     space = search_space(cfg.space)
@@ -75,7 +90,7 @@ def doctor(args: argparse.Namespace) -> int:
                     "MLflow tracking URI", db, sdir, lambda: _Runs(cfg.mlflow_uri, cfg.name), found
                 )
         runs = tracker.trial_runs() if tracker else []
-        df = repair.rebuild_rows(sdir, cfg.name, df, studies or {}, runs, found)
+        df = repair.rebuild_rows(sdir, cfg.name, df, studies or {}, runs, found, cfg)
         by_pair = runner._rows_by_pair(df)
         interrupted = 0
         for (task, variant), s in (studies or {}).items():
@@ -97,7 +112,7 @@ def doctor(args: argparse.Namespace) -> int:
                     f"{task}/{variant}: Optuna trials {orphans} finished but no store holds "
                     "their results"
                 )
-        repair.repair_epochs(sdir, df, tracker, runs, found)
+        repair.repair_epochs(sdir, df, tracker, runs, found, cfg.storage or "")
         keys = [r.data.tags.get("key") for r in runs if r.info.status in ("FINISHED", "FAILED")]
         extra = len(keys) - len(set(keys))
         if extra:
@@ -129,6 +144,8 @@ def doctor(args: argparse.Namespace) -> int:
     )
     for line in found.lines:
         print(("repaired: " if found.fix else "to repair: ") + line)
+    for line in found.notes:
+        print("note: " + line)
     for line in found.lost:
         print("cannot recover: " + line)
     if not found.lines and not found.lost:

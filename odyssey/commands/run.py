@@ -90,14 +90,20 @@ OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
+    from study import preflight
     from study.config import resolve
     from study.console import noise_to_file
     from study.plugins import check_declared
     from study.results import RUN_LOG
     from study.runner import run as run_study
 
+    preflight.check_paths({}, spec=args.spec)
     cfg = resolve(args.spec, {k: getattr(args, k) for k in OVERRIDES})
-    check_declared(cfg)  # before the log file: a refused plug-in leaves no study folder
+    # before the log file is opened in the study folder: a refused start writes nothing
+    preflight.check_paths(cfg.to_dict())
+    preflight.check_results_dir(cfg.study_dir, create=False)
+    preflight.check_blocked(cfg.study_dir)
+    check_declared(cfg)  # a refused plug-in leaves no study folder
     if args.verbose:  # everything on the screen
         counts = run_study(cfg, live=False if args.no_live else None)
         _report(cfg)
