@@ -4,14 +4,15 @@ Paths, chosen per call by `ODYSSEY_CELLS` (or `use(...)`), the spec and the tens
 - `reference`: the cells' readable per-step loop under autograd (`LSTMCell.scan_reference`),
   batched over the trials of a pack. Every other path is tested against it.
 - `fast` (default): on CPU the compiled kernels of `cells.cpp` (built once per machine, see
-  `build`), forward and hand-written backward over whole sequences, trial by trial; a spec the
-  kernels do not know (`supports`) or a failed build (one warning) falls back to `reference`.
-  Variants whose equations are exactly PyTorch's run in PyTorch's fused kernels for a single
-  model (K = 1): NP -> torch.lstm when the cell states are not needed, the GRU -> torch.gru on
-  CUDA, where cuDNN beats any loop of ours. Packs on CUDA run the reference loop batched over
-  the pack (one launch per operation per step for all K trials).
+  `build`), forward and hand-written backward over whole sequences, trial by trial, each trial on
+  a compact copy of its own units and steps (`cell.units`), so that its numbers do not depend on
+  its pack; a spec the kernels do not know (`supports`) or a failed build (one warning) falls
+  back to `reference`. On CUDA, single models and packs alike run the reference loop batched
+  over the pack (one launch per operation per step for all K trials); no shortcut to PyTorch's
+  fused LSTM / GRU (cuDNN), so that a trial takes the same path alone and packed.
 In every path the input projection of all steps is one (batched) matrix product outside the time
-loop (for the LSTM variants without the bias, which the kernels add in their step loop).
+loop (in the compiled kernels, one per trial).
+`numerics(spec, device)` names the implementation a layer trains with (recorded per trial).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from variants.fast import build
 from variants.fast.functions import (
     GRUSequence,
     LSTMSequence,
-    is_torch_gru,
-    is_torch_lstm,
     lstm_flags,
     supports,
 )
@@ -66,12 +65,28 @@ def _compiled(x: torch.Tensor):
 
 def lstm_path(cell, x: torch.Tensor, need_cells: bool = True) -> str:
     """Which implementation `lstm_scan` uses for this cell and input (for logs and benchmarks):
-    "reference", "torch.lstm" or "compiled"."""
+    "reference" or "compiled"."""
     if mode() == "reference" or not supports(cell.spec):
         return "reference"
-    if not need_cells and cell.trials == 1 and is_torch_lstm(cell.spec):
-        return "torch.lstm"
     return "compiled" if _compiled(x) is not None else "reference"
+
+
+def numerics(spec, device: str | torch.device) -> str:
+    """The implementation a layer of `spec` runs on `device`, as recorded with each trial:
+    "cpu-compiled" (the compiled kernels: a trial's numbers are bitwise the same in any pack),
+    else "<device type>-reference" (the reference loop)."""
+    kind = torch.device(device).type
+    if kind == "cpu" and mode() == "fast" and supports(spec) and build.load() is not None:
+        return "cpu-compiled"
+    return f"{kind}-reference"
+
+
+def _units(cell, trials: int) -> torch.Tensor:
+    """Each trial's real hidden units (`cell.units`, set by a pack; all of them by default)."""
+    units = getattr(cell, "units", None)
+    if units is None:
+        return torch.full((trials,), cell.hidden_size, dtype=torch.int64)
+    return units.to("cpu", torch.int64)
 
 
 def lstm_scan(
@@ -82,25 +97,25 @@ def lstm_scan(
     path = lstm_path(cell, x, need_cells)
     if path == "reference":
         return cell.scan_reference(x)
-    if path == "torch.lstm":
-        h0 = x.new_zeros(1, x.shape[2], cell.hidden_size)
-        params = [cell.W[0], cell.R[0], cell.b[0], torch.zeros_like(cell.b[0])]
-        y = torch.lstm(x[0], (h0, h0), params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
-        return y[0].unsqueeze(0), None
-    trials, t_len, batch, m = x.shape
-    xw = torch.bmm(x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2))
-    xw = xw.view(trials, t_len, batch, -1)  # (K, T, B, G*N)
-    steps = _steps(steps, trials, t_len)
+    trials, t_len = x.shape[:2]
+    steps, units = _steps(steps, trials, t_len), _units(cell, trials)
     return LSTMSequence.apply(
-        xw, cell.b, cell.R, cell.p, cell.Rg, steps, lstm_flags(cell.spec), _compiled(x)
+        x,
+        cell.W,
+        cell.b,
+        cell.R,
+        cell.p,
+        cell.Rg,
+        steps,
+        units,
+        lstm_flags(cell.spec),
+        _compiled(x),
     )
 
 
 def gru_path(cell, x: torch.Tensor) -> str:
     if mode() == "reference" or not supports(cell.spec):
         return "reference"  # the kernels implement the reset-after (torch.nn.GRU) form only
-    if x.device.type != "cpu":
-        return "torch.gru" if cell.trials == 1 and is_torch_gru(cell.spec) else "reference"
     return "compiled" if _compiled(x) is not None else "reference"
 
 
@@ -109,17 +124,10 @@ def gru_scan(cell, x: torch.Tensor, steps: torch.Tensor | None = None) -> tuple[
     path = gru_path(cell, x)
     if path == "reference":
         return cell.scan_reference(x)
-    if path == "torch.gru":
-        h0 = x.new_zeros(1, x.shape[2], cell.hidden_size)
-        params = [cell.W[0], cell.R[0], cell.b_ih[0], cell.b_hh[0]]
-        h = torch.gru(x[0], h0, params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
-        return h[0].unsqueeze(0), None
-    trials, t_len, batch, m = x.shape
-    xw = torch.baddbmm(
-        cell.b_ih.unsqueeze(1), x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2)
-    ).view(trials, t_len, batch, -1)
-    steps = _steps(steps, trials, t_len)
-    return GRUSequence.apply(xw, cell.R, cell.b_hh, steps, _compiled(x)), None
+    trials, t_len = x.shape[:2]
+    steps, units = _steps(steps, trials, t_len), _units(cell, trials)
+    h = GRUSequence.apply(x, cell.W, cell.b_ih, cell.R, cell.b_hh, steps, units, _compiled(x))
+    return h, None
 
 
 def _steps(steps: torch.Tensor | None, trials: int, t_len: int) -> torch.Tensor:
@@ -137,6 +145,7 @@ __all__ = [
     "lstm_path",
     "lstm_scan",
     "mode",
+    "numerics",
     "supports",
     "use",
 ]
