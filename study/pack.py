@@ -50,7 +50,7 @@ import variants
 from study.config import TrainConfig
 from study.model import SequenceModel, build_model, count_parameters, hidden_per_direction
 from study.optim import NesterovStep
-from study.slots import copy_into_slot, param_blocks
+from study.slots import copy_into_slot, param_blocks, take_from_slot
 from tasks.base import SequenceSet, Splits, Task
 from variants import fast
 
@@ -83,6 +83,7 @@ class _Slot:
 
 
 OnEpoch = Callable[[Any, dict[str, Any]], None]
+OnFinish = Callable[[Any, dict[str, torch.Tensor]], None]
 EVAL_ELEMENTS = 2**26  # off the CPU: the largest evaluation activation of a pack, in elements
 
 
@@ -135,6 +136,14 @@ class _Pack:
         for cell in self.model.rnn.cells:
             cell.units[s] = hidden
         self.opt.set_trial(s, lr, mu)
+
+    def weights(self, s: int, hidden: int) -> dict[str, torch.Tensor]:
+        """Slot `s`'s parameters as its trial's own model holds them (without the trial dim)."""
+        names = [name for name, _ in self.model.named_parameters()]
+        return {
+            name: take_from_slot(p[s], blocks, hidden)
+            for name, p, blocks in zip(names, self.params, self.blocks, strict=True)
+        }
 
     @torch.no_grad()
     def clear(self, s: int) -> None:
@@ -228,13 +237,15 @@ def train_pack(
     on_epoch: OnEpoch | None = None,
     device: str | torch.device = "cpu",
     hidden_size_meaning: str = "per_direction",
+    on_finish: OnFinish | None = None,
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Train `trials` with at most `slots` of them at a time; yields `(key, result)` for each
     trial as soon as it finishes; per-epoch metrics go to `on_epoch(key, m)`. `result`: `status`
     ('complete' | 'failed'), `error`, `n_params`, `epochs`, `best_epoch`, `val_metric`,
     `test_metric`, `train_loss` (all at the best validation epoch), `test_extra` (other test
     metrics at that epoch), `wall_s`, `device`, `numerics`, `hidden_per_direction`,
-    `started_at` (when the trial took its slot)."""
+    `started_at` (when the trial took its slot). `on_finish(key, weights)` gets a finished
+    trial's final parameters (named as in its own model, `study.model.build_model`)."""
     if not trials:
         return
     torch.set_num_threads(settings.threads)
@@ -251,12 +262,12 @@ def train_pack(
         for queue in queues:
             yield from _run(
                 task, variant, queue, splits, settings, k, on_epoch, device,
-                hidden_size_meaning, numerics,
+                hidden_size_meaning, numerics, on_finish,
             )  # fmt: skip
 
 
 def _run(
-    task, variant, trials, splits, settings, k, on_epoch, device, meaning, numerics
+    task, variant, trials, splits, settings, k, on_epoch, device, meaning, numerics, on_finish
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The loop of one pack of `k` slots over the queue `trials`."""
     hidden = pack_hidden(trials, meaning, task.bidirectional)
@@ -276,6 +287,8 @@ def _run(
             st.best, error, st.epoch, st.n_params, wall, str(device), st.hidden, metric
         )
         result.update(numerics=numerics, started_at=st.started_at)
+        if on_finish is not None:
+            on_finish(st.trial.key, pack.weights(s, st.hidden))
         slot[s] = None
         pack.clear(s)
         ready.append((st.trial.key, result))

@@ -57,3 +57,10 @@ def copy_into_slot(
     if mask is not None:
         mask.zero_()
         _split(mask, blocks)[index] = 1.0
+
+
+@torch.no_grad()
+def take_from_slot(slot: torch.Tensor, blocks: tuple[int | None, ...], units: int) -> torch.Tensor:
+    """The trial's own parameter (`units` units per block) out of its slot, as a copy."""
+    shape = [size if b is None else b * units for size, b in zip(slot.shape, blocks, strict=True)]
+    return _split(slot, blocks)[_unit_index(blocks, units)].reshape(shape).clone()
