@@ -89,6 +89,8 @@ class NesterovStep:
         """The update from the gradients; `masks` (one per parameter, 0 or 1) zero some first
         (a pack's padded units)."""
         used = [i for i, p in enumerate(self.params) if p.grad is not None]  # others: unreached
+        if not used:
+            return
         grads = [self.params[i].grad for i in used]
         if masks is not None:
             torch._foreach_mul_(grads, [masks[i] for i in used])
