@@ -1,7 +1,7 @@
 """Trials per hour of a fixed small training grid, and where a trial's time goes.
 
-Runs `study.train.train` (a pack of one through the training engine a Ray worker runs) in this process, one
-trial after another with one torch thread, over variants x hidden sizes on one task, and splits
+Runs `study.train.train` (a pack of one through the engine a Ray worker runs) in this process,
+one trial after another with one torch thread, over variants x hidden sizes on one task, and splits
 the wall time of each trial into:
 - `data`: `task.collate` (padding, tensors) for training and evaluation batches;
 - `loop`: the model's forward and backward during training (the recurrent time loop, the
