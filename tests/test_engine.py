@@ -44,11 +44,13 @@ def alone(variant, splits, key):
     return got
 
 
-def packed(variant, splits, keys, slots, stop_after=None, settings=SETTINGS, device="cpu"):
+def packed(
+    variant, splits, keys, slots, stop_after=None, settings=SETTINGS, device="cpu", hparams=HPARAMS
+):
     """Trials `keys` in a pack of `slots`; with `stop_after`, the pack is abandoned (as a killed
     worker) once that many trials finished. Returns {key: (result, history, weights)}."""
     histories, weights, done = {}, {}, {}
-    trials = [PackTrial(k, HPARAMS[k], SEEDS[k]) for k in keys]
+    trials = [PackTrial(k, hparams[k], SEEDS[k]) for k in keys]
     run = train_pack(
         JSB, variant, trials, splits, settings, slots,
         lambda key, m: histories.setdefault(key, []).append(m), device,
@@ -194,3 +196,14 @@ def test_cuda_pack_equals_the_trial_alone_within_tolerance():
         for key, history in want.items():
             for a, b in zip(history, got[key], strict=True):
                 assert b == pytest.approx(a, rel=1e-4, abs=1e-6), (variant, key)
+
+
+def test_two_threads_change_nothing_either():
+    """With 2 threads a trial alone runs its BLAS calls outside any parallel region and in a pack
+    inside one: the kernels keep BLAS on one thread per trial, so the numbers still agree."""
+    splits = small_jsb()
+    settings = TrainConfig(batch_size=2, max_epochs=3, patience=3, eval_batch_size=4, threads=2)
+    hparams = {**HPARAMS, "a": {**HPARAMS["a"], "hidden_size": 40}}
+    want = packed("V", splits, ["a"], 1, settings=settings, hparams=hparams)["a"]
+    got = packed("V", splits, ["a", "wide"], 2, settings=settings, hparams=hparams)["a"]
+    assert_bitwise(got, want, "2 threads")
