@@ -61,10 +61,10 @@ def _flush(c: _Clock) -> None:
 def _instrument(clock: _Clock):
     """Times the engine's training forward and backward (`SequenceModel.forward_trials` with
     gradients on, to the last parameter gradient) and its evaluation (`evaluate_slots`)."""
-    import study.pack as pack_mod
+    import study.evaluation as evaluation
     from study.model import SequenceModel
 
-    forward, evaluate = SequenceModel.forward_trials, pack_mod.evaluate_slots
+    forward, evaluate = SequenceModel.forward_trials, evaluation.evaluate_slots
     hooked: dict[int, list] = {}
 
     def grad_done(_p: torch.Tensor) -> None:
@@ -90,11 +90,11 @@ def _instrument(clock: _Clock):
         finally:
             clock.eval += time.perf_counter() - start - (clock.data - data_before)
 
-    SequenceModel.forward_trials, pack_mod.evaluate_slots = timed_forward, timed_evaluate
+    SequenceModel.forward_trials, evaluation.evaluate_slots = timed_forward, timed_evaluate
     try:
         yield
     finally:
-        SequenceModel.forward_trials, pack_mod.evaluate_slots = forward, evaluate
+        SequenceModel.forward_trials, evaluation.evaluate_slots = forward, evaluate
         for handles in hooked.values():
             for h in handles:
                 h.remove()

@@ -48,10 +48,11 @@ import torch
 
 import variants
 from study.config import TrainConfig
+from study.evaluation import evaluate_pack
 from study.model import SequenceModel, build_model, count_parameters, hidden_per_direction
 from study.optim import NesterovStep
 from study.slots import copy_into_slot, param_blocks, take_from_slot
-from tasks.base import SequenceSet, Splits, Task
+from tasks.base import Splits, Task
 from variants import fast
 
 
@@ -84,7 +85,6 @@ class _Slot:
 
 OnEpoch = Callable[[Any, dict[str, Any]], None]
 OnFinish = Callable[[Any, dict[str, torch.Tensor]], None]
-EVAL_ELEMENTS = 2**26  # off the CPU: the largest evaluation activation of a pack, in elements
 
 
 def better(a: float, b: float, direction: str) -> bool:
@@ -105,13 +105,8 @@ class _Pack:
     def __init__(
         self, task: Task, variant: Any, hidden: int, slots: int, device: torch.device, own: bool
     ):
-        self.task, self.hidden, self.k, self.device, self.own_units = (
-            task,
-            hidden,
-            slots,
-            device,
-            own,
-        )
+        self.task, self.hidden, self.k, self.device = task, hidden, slots, device
+        self.own_units = own  # each trial computes on its own units (the compiled kernels)
         self.model: SequenceModel = build_model(
             task, variant, hidden, torch.Generator().manual_seed(0), trials=slots
         ).to(device)
@@ -158,58 +153,6 @@ class _Pack:
         for p in self.params:
             ok &= torch.isfinite(p).flatten(1).all(1)
         return ok.cpu()
-
-
-def eval_rows(device_type: str, trials: int, batch_size: int, longest: int, width: int) -> int:
-    """Sequences per evaluation batch of a pack of `trials`. On the CPU `batch_size` whatever the
-    pack: the kernels run trial by trial, and a trial's batches must not depend on its pack (their
-    shapes decide BLAS's summation order). Elsewhere one launch per operation and step serves all
-    trials, so as many rows as keep the largest activation (trials x rows x `longest` steps x
-    `width`) under EVAL_ELEMENTS, at most `batch_size`."""
-    if device_type == "cpu":
-        return batch_size
-    return max(1, min(batch_size, EVAL_ELEMENTS // (trials * longest * width)))
-
-
-def evaluate_pack(
-    pack: _Pack, data: SequenceSet, batch_size: int, live: list[int]
-) -> list[dict[str, float]]:
-    """Corpus-level metrics of a split for every slot (`{}` for slots not in `live`), in one
-    pass over the split (all trials see the same sequences)."""
-    longest = max(len(x) for x in data.inputs)
-    width = 4 * pack.hidden * pack.model.rnn.directions
-    rows = eval_rows(pack.device.type, pack.k, batch_size, longest, width)
-    return evaluate_slots(pack.model, pack.task, data, rows, live, pack.own_units, pack.device)
-
-
-@torch.no_grad()
-def evaluate_slots(
-    model: SequenceModel,
-    task: Task,
-    data: SequenceSet,
-    rows: int,
-    live: list[int],
-    own_units: bool,
-    device: torch.device,
-) -> list[dict[str, float]]:
-    """Corpus-level metrics of a split for the slots `live` of `model`: sum of errors / sum of
-    counts over all its sequences, in batches of `rows` (shortest first, less padding)."""
-    k = model.rnn.trials
-    model.eval()
-    order = sorted(range(len(data)), key=lambda i: len(data.inputs[i]))
-    sums: list[dict[str, list[float]]] = [{} for _ in range(k)]
-    for start in range(0, len(order), rows):
-        idx = order[start : start + rows]
-        batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx]).to(device)
-        x = batch.x.unsqueeze(0).expand(k, *batch.x.shape)  # (K, T, B, M)
-        lengths = batch.lengths.unsqueeze(0).expand(k, -1)
-        logits = model.forward_trials(x, lengths, live, own_units)  # [(T, B, O)]
-        for s, out in zip(live, logits, strict=True):
-            for name, (e, c) in task.errors(out, batch).items():
-                acc = sums[s].setdefault(name, [0.0, 0])
-                acc[0] += float(e)
-                acc[1] += int(c)
-    return [{name: (e / c if c else math.nan) for name, (e, c) in d.items()} for d in sums]
 
 
 @contextmanager

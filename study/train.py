@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from study.config import TrainConfig
+from study.evaluation import evaluate_slots
 from study.model import SequenceModel
-from study.pack import PackTrial, evaluate_slots, train_pack
+from study.pack import PackTrial, train_pack
 from tasks.base import SequenceSet, Splits, Task
 
 Report = Callable[[dict[str, Any]], None]

@@ -76,7 +76,14 @@ def test_variants_imports_only_torch_and_the_stdlib():
 
 @pytest.mark.parametrize(
     "module",
-    ["study/train.py", "study/pack.py", "study/model.py", "study/optim.py", "study/slots.py"],
+    [
+        "study/train.py",
+        "study/pack.py",
+        "study/evaluation.py",
+        "study/model.py",
+        "study/optim.py",
+        "study/slots.py",
+    ],
 )
 def test_training_loop_imports_no_scheduler(module):
     path = ROOT / module

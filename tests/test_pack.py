@@ -198,7 +198,7 @@ def test_pack_on_the_device_equals_single_trials_on_the_cpu(device, variant):
 
 
 def test_evaluation_rows_per_device():
-    from study.pack import EVAL_ELEMENTS, eval_rows
+    from study.evaluation import EVAL_ELEMENTS, eval_rows
 
     # CPU: a trial's evaluation batches do not depend on its pack
     assert eval_rows("cpu", 4, 64, 160, 800) == eval_rows("cpu", 256, 64, 160, 800) == 64
