@@ -45,6 +45,7 @@ class SequenceModel(nn.Module):
         super().__init__()
         self.rnn = rnn
         self.out = PackedLinear(rnn.trials, rnn_out, output_size)
+        self._unit_index: dict[tuple[int, str], torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.rnn(x, lengths)  # (T, B, N * directions)
@@ -91,9 +92,11 @@ class SequenceModel(nn.Module):
     def unit_index(self, s: int, device: torch.device) -> torch.Tensor:
         """The output layer's input features of slot `s`'s real units (each direction's first)."""
         n, units = self.rnn.hidden_size, self.units(s)
-        return torch.cat([torch.arange(units) + d * n for d in range(self.rnn.directions)]).to(
-            device
-        )
+        key = (units, str(device))
+        if key not in self._unit_index:  # made once per width: this runs every step
+            index = [torch.arange(units) + d * n for d in range(self.rnn.directions)]
+            self._unit_index[key] = torch.cat(index).to(device)
+        return self._unit_index[key]
 
 
 def build_model(

@@ -119,11 +119,36 @@ template <typename T>
 struct Aligned {
   at::Tensor t;
   T* p;
-  explicit Aligned(int64_t n)
-      : t(at::zeros({std::max<int64_t>(n, 1)}, at::TensorOptions().dtype(
-                                                   c10::CppTypeToScalarType<T>::value))),
+  explicit Aligned(int64_t n, bool zero = true)
+      : t(zero ? at::zeros({std::max<int64_t>(n, 1)}, options()) : at::empty({std::max<int64_t>(n, 1)}, options())),
         p(t.data_ptr<T>()) {}
+  static at::TensorOptions options() {
+    return at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  }
 };
+
+// One dimension of a padded array: `blocks` blocks of `full` entries, of which the first `real`
+// are the trial's (a dimension not made of units: one block, all real).
+struct Dim {
+  int64_t blocks, full, real;
+};
+inline Dim plain(int64_t size) { return {1, size, size}; }
+
+// Copies between a padded (rows x cols) array and its compact form, in either direction.
+template <typename T>
+void repack(T* padded, T* compact, Dim rows, Dim cols, bool to_compact) {
+  const int64_t pw = cols.blocks * cols.full, cw = cols.blocks * cols.real;
+  for (int64_t rb = 0; rb < rows.blocks; ++rb)
+    for (int64_t r = 0; r < rows.real; ++r) {
+      const int64_t pr = rb * rows.full + r, cr = rb * rows.real + r;
+      for (int64_t cb = 0; cb < cols.blocks; ++cb) {
+        T* pp = padded + pr * pw + cb * cols.full;
+        T* cp = compact + cr * cw + cb * cols.real;
+        if (to_compact) std::memcpy(cp, pp, cols.real * sizeof(T));
+        else std::memcpy(pp, cp, cols.real * sizeof(T));
+      }
+    }
+}
 
 template <typename T>
 struct FixedRight {
@@ -137,20 +162,51 @@ struct FixedRight {
   bool few;
   std::unique_ptr<Aligned<float>> packed;
   std::unique_ptr<Aligned<T>> wk;  // few rows: op(W) stored (k x n): products are runs of axpys
+  std::unique_ptr<Aligned<T>> compact;  // BLAS, W given padded: its compact copy
   FixedRight(const T* w_, bool tw_, int64_t m_, int64_t n_, int64_t k_, int64_t ldw_)
       : w(w_), tw(tw_), m(m_), n(n_), k(k_), ldw(ldw_),
         few(m <= kFewRows || (m <= kSmallRows && n * k <= kSmallMatrix)) {
     if (few) {
-      wk = std::make_unique<Aligned<T>>(k * n);
+      wk = std::make_unique<Aligned<T>>(k * n, false);
       T* out = wk->p;
       for (int64_t r = 0; r < k; ++r)
         for (int64_t j = 0; j < n; ++j) out[r * n + j] = tw ? w[j * ldw + r] : w[r * ldw + j];
       return;
     }
+    pack_for_blas();
+  }
+  // The same for W given as a trial's real part of a padded array (`rows` x `cols` as `repack`
+  // takes them): the few-rows copy reads it in place, BLAS gets a compact, aligned copy. Either
+  // way the product is that of the compact W.
+  FixedRight(const T* padded, Dim rows, Dim cols, bool tw_, int64_t m_)
+      : w(nullptr), tw(tw_), m(m_),
+        n(tw_ ? rows.blocks * rows.real : cols.blocks * cols.real),
+        k(tw_ ? cols.blocks * cols.real : rows.blocks * rows.real),
+        ldw(cols.blocks * cols.real),
+        few(m <= kFewRows || (m <= kSmallRows && n * k <= kSmallMatrix)) {
+    const int64_t wr = rows.blocks * rows.real, wc = cols.blocks * cols.real;
+    if (few) {
+      std::vector<int64_t> prow(wr), pcol(wc);  // compact row / column -> padded offset
+      for (int64_t i = 0; i < wr; ++i)
+        prow[i] = ((i / rows.real) * rows.full + i % rows.real) * cols.blocks * cols.full;
+      for (int64_t c = 0; c < wc; ++c) pcol[c] = (c / cols.real) * cols.full + c % cols.real;
+      wk = std::make_unique<Aligned<T>>(k * n, false);
+      T* out = wk->p;
+      for (int64_t r = 0; r < k; ++r)
+        for (int64_t j = 0; j < n; ++j)
+          out[r * n + j] = tw ? padded[prow[j] + pcol[r]] : padded[prow[r] + pcol[j]];
+      return;
+    }
+    compact = std::make_unique<Aligned<T>>(wr * wc, false);
+    repack(const_cast<T*>(padded), compact->p, rows, cols, true);
+    w = compact->p;
+    pack_for_blas();
+  }
+  void pack_for_blas() {
     if constexpr (std::is_same_v<T, float>) {
       if (cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute) {
         packed = std::make_unique<Aligned<float>>(
-            cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1);
+            cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1, false);
         cblas_sgemm_pack(kRowMajor, kBMatrix, tw ? kTrans : kNoTrans, m, n, k, 1.0f, w, ldw,
                          packed->p);
       }
@@ -373,35 +429,12 @@ int64_t units_of(const at::Tensor& units, int64_t k, int64_t n) {
 // call (its shapes and alignment) and every vectorised loop of a trial is the same in any pack,
 // with any neighbours: a trial's numbers are bitwise those it gets alone.
 
-// One dimension of a padded array: `blocks` blocks of `full` entries, of which the first `real`
-// are the trial's (a dimension not made of units: one block, all real).
-struct Dim {
-  int64_t blocks, full, real;
-};
-inline Dim plain(int64_t size) { return {1, size, size}; }
-
-// Copies between a padded (rows x cols) array and its compact form, in either direction.
-template <typename T>
-void repack(T* padded, T* compact, Dim rows, Dim cols, bool to_compact) {
-  const int64_t pw = cols.blocks * cols.full, cw = cols.blocks * cols.real;
-  for (int64_t rb = 0; rb < rows.blocks; ++rb)
-    for (int64_t r = 0; r < rows.real; ++r) {
-      const int64_t pr = rb * rows.full + r, cr = rb * rows.real + r;
-      for (int64_t cb = 0; cb < cols.blocks; ++cb) {
-        T* pp = padded + pr * pw + cb * cols.full;
-        T* cp = compact + cr * cw + cb * cols.real;
-        if (to_compact) std::memcpy(cp, pp, cols.real * sizeof(T));
-        else std::memcpy(pp, cp, cols.real * sizeof(T));
-      }
-    }
-}
-
 // A compact copy of trial data (aligned, zeroed, then filled from the padded array if given).
 template <typename T>
 struct Compact : Aligned<T> {
-  explicit Compact(int64_t size) : Aligned<T>(size) {}
+  explicit Compact(int64_t size, bool zero = true) : Aligned<T>(size, zero) {}
   Compact(const T* padded, Dim rows, Dim cols)
-      : Aligned<T>(rows.blocks * rows.real * cols.blocks * cols.real) {
+      : Aligned<T>(rows.blocks * rows.real * cols.blocks * cols.real, false) {
     repack(const_cast<T*>(padded), this->p, rows, cols, true);
   }
   void put(T* padded, Dim rows, Dim cols) const { repack(padded, this->p, rows, cols, false); }
@@ -464,20 +497,20 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& w_,
         Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
         Compact<T> W(wx.data_ptr<T>() + k * gn_full * m, gate_units, plain(m));
         Compact<T> BI(bias.data_ptr<T>() + k * gn_full, plain(1), gate_units);
-        Compact<T> RW(rw.data_ptr<T>() + k * gn_full * N, gate_units, hidden);
-        Compact<T> RG = fgr ? Compact<T>(rg.data_ptr<T>() + k * 9 * N * N, fgr_units, fgr_units)
-                            : Compact<T>(0);
+        const T* RW = rw.data_ptr<T>() + k * gn_full * N;  // read by FixedRight
+        const T* RG = fgr ? rg.data_ptr<T>() + k * 9 * N * N : nullptr;
         Compact<T> P = np ? Compact<T>(p.data_ptr<T>() + k * np * N, plain(np), hidden)
                           : Compact<T>(0);
         // its results
-        Compact<T> XW(rows * gn), Y((t_k + 1) * bn), C((t_k + 1) * bn),
+        Aligned<T> XW(rows * gn, false);  // written whole by the GEMM
+        Compact<T> Y((t_k + 1) * bn), C((t_k + 1) * bn),
             G(fgr ? (t_k + 1) * 3 * bn : 0), A(rows * gn), H(rows * n), Q(B * gn),
             QG(fgr ? B * 3 * n : 0);
         gemm<T>(false, true, rows, gn, m, T(1), X.p, m, W.p, m, T(0), XW.p, gn);  // W x
-        FixedRight<T> rec(RW.p, true, B, gn, n, n);  // q = y' R^T
+        FixedRight<T> rec(RW, gate_units, hidden, true, B);  // q = y' R^T
         std::unique_ptr<FixedRight<T>> rec_g;
         if (fgr)
-          rec_g = std::make_unique<FixedRight<T>>(RG.p, true, B, 3 * n, 3 * n, 3 * n);  // g' Rg^T
+          rec_g = std::make_unique<FixedRight<T>>(RG, fgr_units, fgr_units, true, B);  // g' Rg^T
         with_flags(flags, [&](auto fl) {
           for (int64_t t = 0; t < t_k; ++t) {
             if (t > 0) {  // y[0] = g[0] = 0 contribute nothing: q, qg stay zero at t = 0
@@ -645,9 +678,8 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dy_, const at::Tensor& d
                              : Compact<T>(n);
         Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
         Compact<T> W(wx.data_ptr<T>() + k * gn_full * m, gate_units, plain(m));
-        Compact<T> RW(rw.data_ptr<T>() + k * gn_full * N, gate_units, hidden);
-        Compact<T> RG = fgr ? Compact<T>(rg.data_ptr<T>() + k * 9 * N * N, fgr_units, fgr_units)
-                            : Compact<T>(0);
+        const T* RW = rw.data_ptr<T>() + k * gn_full * N;  // read by FixedRight
+        const T* RG = fgr ? rg.data_ptr<T>() + k * 9 * N * N : nullptr;
         Compact<T> P = np ? Compact<T>(p.data_ptr<T>() + k * np * N, plain(np), hidden)
                           : Compact<T>(0);
         Compact<T> C(c.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
@@ -658,12 +690,14 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dy_, const at::Tensor& d
         Compact<T> A(act.data_ptr<T>() + k * TT * B * gn_full, plain(rows), gate_units);
         Compact<T> H(hc.data_ptr<T>() + k * TT * B * N, plain(rows), hidden);
         // its gradients
-        Compact<T> DA(rows * gn), DGA(fgr ? rows * 3 * n : 0), DB(gn), DR(gn * n),
-            DRG(fgr ? 9 * n * n : 0), DP(np * n), DW(gn * m), DX(need_dx ? rows * m : 0),
+        Compact<T> DGA(fgr ? rows * 3 * n : 0), DB(gn), DRG(fgr ? 9 * n * n : 0), DP(np * n),
             DYN(bn), DGN(fgr ? 3 * bn : 0), CARRY(bn);
-        FixedRight<T> rec(RW.p, false, B, n, gn, n);  // dy' = da R
+        // written whole (every step's gate gradients; GEMMs with beta 0)
+        Compact<T> DA(rows * gn, false), DR(gn * n, false), DW(gn * m, false),
+            DX(need_dx ? rows * m : 0, false);
+        FixedRight<T> rec(RW, gate_units, hidden, false, B);  // dy' = da R
         std::unique_ptr<FixedRight<T>> rec_g;
-        if (fgr) rec_g = std::make_unique<FixedRight<T>>(RG.p, false, B, 3 * n, 3 * n, 3 * n);
+        if (fgr) rec_g = std::make_unique<FixedRight<T>>(RG, fgr_units, fgr_units, false, B);
         with_flags(flags, [&](auto fl) {
           for (int64_t t = t_k - 1; t >= 0; --t) {
             lstm_step_backward<T>(fl, L, B, A.p + t * B * gn, C.p + t * bn, C.p + (t + 1) * bn,
@@ -731,12 +765,12 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& w_,
         Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
         Compact<T> W(wx.data_ptr<T>() + k * 3 * N * m, three, plain(m));
         Compact<T> BI(bih.data_ptr<T>() + k * 3 * N, plain(1), three);
-        Compact<T> R(rw.data_ptr<T>() + k * 3 * N * N, three, hidden);
+        const T* R = rw.data_ptr<T>() + k * 3 * N * N;  // read by FixedRight
         Compact<T> BH(bhh.data_ptr<T>() + k * 3 * N, plain(1), three);
         Compact<T> XW(rows * 3 * n), Hs((t_k + 1) * B * n), Ac(rows * 4 * n), HH(B * 3 * n);
         for (int64_t i = 0; i < rows; ++i) std::memcpy(XW.p + i * 3 * n, BI.p, 3 * n * sizeof(T));
         gemm<T>(false, true, rows, 3 * n, m, T(1), X.p, m, W.p, m, T(1), XW.p, 3 * n);  // b + W x
-        FixedRight<T> rec(R.p, true, B, 3 * n, n, n);  // hh = h' R^T + b_hh
+        FixedRight<T> rec(R, three, hidden, true, B);  // hh = h' R^T + b_hh
         for (int64_t t = 0; t < t_k; ++t) {
           for (int64_t b = 0; b < B; ++b) std::memcpy(HH.p + b * 3 * n, BH.p, 3 * n * sizeof(T));
           if (t > 0) rec(Hs.p + t * B * n, n, 1, HH.p, 3 * n);
@@ -802,12 +836,12 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& x_
         Compact<T> DH(dh.data_ptr<T>() + k * TT * B * N, plain(rows), hidden);
         Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
         Compact<T> W(wx.data_ptr<T>() + k * 3 * N * m, three, plain(m));
-        Compact<T> R(rw.data_ptr<T>() + k * 3 * N * N, three, hidden);
+        const T* R = rw.data_ptr<T>() + k * 3 * N * N;  // read by FixedRight
         Compact<T> Hs(h.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
         Compact<T> Ac(act.data_ptr<T>() + k * TT * B * 4 * N, plain(rows), Dim{4, N, n});
         Compact<T> DXW(rows * 3 * n), DHH(rows * 3 * n), CA(B * n), DR(3 * n * n),
             DBI(3 * n), DBH(3 * n), DW(3 * n * m), DX(need_dx ? rows * m : 0);
-        FixedRight<T> rec(R.p, false, B, n, 3 * n, n);  // carry += dhh R
+        FixedRight<T> rec(R, three, hidden, false, B);  // carry += dhh R
         for (int64_t t = t_k - 1; t >= 0; --t) {
           for (int64_t b = 0; b < B; ++b) {
             const T* __restrict a = Ac.p + (t * B + b) * 4 * n;
