@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "train_loss": np.nan,
     "wall_s": np.nan,
     "device": "unknown",
+    "numerics": "unknown",
     "started_at": "",
     "finished_at": "",
     "code_version": "unknown",
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "data_source": "unknown",
     "stand_in": pd.NA,
     "test_extra": "{}",
+    "hp_extra": "{}",
 }
 
 

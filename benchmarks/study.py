@@ -1,7 +1,7 @@
 """Trials per hour of a fixed small training grid, and where a trial's time goes.
 
-Runs `study.train.train` (the same pure training loop a Ray worker runs) in this process, one
-trial after another with one torch thread, over variants x hidden sizes on one task, and splits
+Runs `study.train.train` (a pack of one through the engine a Ray worker runs) in this process,
+one trial after another with one torch thread, over variants x hidden sizes on one task, and splits
 the wall time of each trial into:
 - `data`: `task.collate` (padding, tensors) for training and evaluation batches;
 - `loop`: the model's forward and backward during training (the recurrent time loop, the
@@ -50,45 +50,38 @@ class _MarkBackward(torch.autograd.Function):
         return grad, None
 
 
-class _Timed(torch.nn.Module):
-    """Wraps the trial's model: times its training forward and backward."""
-
-    def __init__(self, inner: torch.nn.Module, clock: _Clock):
-        super().__init__()
-        self.inner, self.clock = inner, clock
-        for p in inner.parameters():
-            p.register_post_accumulate_grad_hook(self._grad_done)
-
-    def _grad_done(self, _p: torch.Tensor) -> None:
-        self.clock.last_grad = time.perf_counter()
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled():
-            return self.inner(x, lengths)
-        self._flush()
-        start = time.perf_counter()
-        out = self.inner(x, lengths)
-        self.clock.loop += time.perf_counter() - start
-        return _MarkBackward.apply(out, self.clock)
-
-    def _flush(self) -> None:
-        """Add the previous step's backward (output reached -> last gradient) to `loop`."""
-        c = self.clock
-        if c.bwd_start is not None and c.last_grad > c.bwd_start:
-            c.loop += c.last_grad - c.bwd_start
-        c.bwd_start = None
+def _flush(c: _Clock) -> None:
+    """Add the previous step's backward (output reached -> last gradient) to `loop`."""
+    if c.bwd_start is not None and c.last_grad > c.bwd_start:
+        c.loop += c.last_grad - c.bwd_start
+    c.bwd_start = None
 
 
 @contextmanager
-def _instrument(clock: _Clock, holder: list):
-    import study.train as train_mod
+def _instrument(clock: _Clock):
+    """Times the engine's training forward and backward (`SequenceModel.forward_trials` with
+    gradients on, to the last parameter gradient) and its evaluation (`evaluate_slots`)."""
+    import study.evaluation as evaluation
+    from study.model import SequenceModel
 
-    build, evaluate = train_mod.build_model, train_mod.evaluate
+    forward, evaluate = SequenceModel.forward_trials, evaluation.evaluate_slots
+    hooked: dict[int, list] = {}
 
-    def timed_build(*a, **k):
-        model = _Timed(build(*a, **k), clock)
-        holder.append(model)
-        return model
+    def grad_done(_p: torch.Tensor) -> None:
+        clock.last_grad = time.perf_counter()
+
+    def timed_forward(model, *a, **k):
+        if not torch.is_grad_enabled():
+            return forward(model, *a, **k)
+        if id(model) not in hooked:
+            hooked[id(model)] = [
+                p.register_post_accumulate_grad_hook(grad_done) for p in model.parameters()
+            ]
+        _flush(clock)
+        start = time.perf_counter()
+        outs = forward(model, *a, **k)
+        clock.loop += time.perf_counter() - start
+        return [_MarkBackward.apply(out, clock) for out in outs]
 
     def timed_evaluate(*a, **k):
         start, data_before = time.perf_counter(), clock.data
@@ -97,11 +90,14 @@ def _instrument(clock: _Clock, holder: list):
         finally:
             clock.eval += time.perf_counter() - start - (clock.data - data_before)
 
-    train_mod.build_model, train_mod.evaluate = timed_build, timed_evaluate
+    SequenceModel.forward_trials, evaluation.evaluate_slots = timed_forward, timed_evaluate
     try:
         yield
     finally:
-        train_mod.build_model, train_mod.evaluate = build, evaluate
+        SequenceModel.forward_trials, evaluation.evaluate_slots = forward, evaluate
+        for handles in hooked.values():
+            for h in handles:
+                h.remove()
 
 
 def _timed_task(task, clock: _Clock):
@@ -150,9 +146,9 @@ def run(
         for hidden in hidden_sizes:
             if progress:
                 progress(f"{name} N={hidden}")
-            clock, holder = _Clock(), []
+            clock = _Clock()
             start = time.perf_counter()
-            with fast.use(path), _instrument(clock, holder):
+            with fast.use(path), _instrument(clock):
                 result = train(
                     _timed_task(task, clock),
                     name,
@@ -163,8 +159,7 @@ def run(
                     "cpu",
                 )
             wall = time.perf_counter() - start
-            if holder:
-                holder[0]._flush()
+            _flush(clock)
             rows.append(
                 {
                     "variant": name,

@@ -76,6 +76,7 @@ class SequenceModel(nn.Module):
         super().__init__()
         self.rnn = rnn
         self.out = PackedLinear(rnn.trials, rnn_out, output_size)
+        self._unit_index: dict[tuple[int, str], torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.rnn(x, lengths)  # (T, B, N * directions)
@@ -88,6 +89,45 @@ class SequenceModel(nn.Module):
         h = self.rnn.forward_packed(x, lengths, active=active)  # (K, T, B, N * directions)
         k, t_len, batch, d = h.shape
         return self.out(h.reshape(k, t_len * batch, d)).view(k, t_len, batch, -1)
+
+    def forward_trials(
+        self, x: torch.Tensor, lengths: torch.Tensor, trials: list[int], own_units: bool
+    ) -> list[torch.Tensor]:
+        """The logits `(T_k, B, O)` of each of `trials` (slots of the pack), `T_k` its longest
+        sequence, from `x (K, T, B, M)` and `lengths (K, B)`. With `own_units` each trial's output
+        layer is its own matrix product over its own units (`units`), on fresh (aligned) copies:
+        with the compiled kernels a trial then computes exactly what it computes alone. Else one
+        batched product over the padded pack (CUDA: one launch for all trials)."""
+        active = torch.zeros(self.rnn.trials, dtype=torch.bool)
+        active[trials] = True
+        h = self.rnn.forward_packed(x, lengths, active=active)  # (K, T, B, N * directions)
+        steps = lengths.max(dim=1).values.tolist()
+        if not own_units:
+            k, t_len, batch, d = h.shape
+            logits = self.out(h.reshape(k, t_len * batch, d)).view(k, t_len, batch, -1)
+            return [logits[s, : steps[s]] for s in trials]
+        hs, ws, bs = h.unbind(0), self.out.weight.unbind(0), self.out.bias.unbind(0)
+        out = []
+        for s in trials:
+            index = self.unit_index(s, h.device)  # (D_k,)
+            h_s = hs[s][: steps[s]].index_select(2, index)  # (T_k, B, D_k), a fresh copy
+            t_len, batch, d = h_s.shape
+            w = ws[s].index_select(1, index)  # (O, D_k)
+            out.append(torch.addmm(bs[s], h_s.view(t_len * batch, d), w.t()).view(t_len, batch, -1))
+        return out
+
+    def units(self, s: int) -> int:
+        """Slot `s`'s real hidden units per direction."""
+        return int(self.rnn.cells[0].units[s])
+
+    def unit_index(self, s: int, device: torch.device) -> torch.Tensor:
+        """The output layer's input features of slot `s`'s real units (each direction's first)."""
+        n, units = self.rnn.hidden_size, self.units(s)
+        key = (units, str(device))
+        if key not in self._unit_index:  # made once per width: this runs every step
+            index = [torch.arange(units) + d * n for d in range(self.rnn.directions)]
+            self._unit_index[key] = torch.cat(index).to(device)
+        return self._unit_index[key]
 
 
 def build_model(

@@ -1,132 +1,100 @@
 """Optimizers of packed trials, as a registry: the paper's Nesterov step (default) and Adam.
 
 A pack trains K trials in one model whose parameters carry a leading trial dimension; an
-optimizer here keeps per-slot hyperparameters and state, and updates every slot with elementwise
+optimizer here keeps per-trial hyperparameters and state and updates every trial with elementwise
 operations only, so a trial's update never depends on its neighbours (or on how many there are).
 The contract (a plug-in optimizer, named by import path in `training.optimizer`, follows it):
 
-    __init__(params: list[Tensor], slots: int)       every tensor (K, ...)
-    hyperparameters: tuple[str, ...]                  the trial hyperparameters it reads
-    place(slot, hparams)                              a new trial in `slot`: its settings, zero state
-    clear(slot)                                       an empty slot: no update
-    look_ahead()                                      before the forward pass (Nesterov's); or no-op
-    step(grads)                                       after backward: update every slot
+    cls.for_trials(params, trials)      every tensor (K, ...); K = `trials`
+    set_hparams(k, hparams)             trial k starts afresh: its hyperparameters, zero state
+    clear_trial(k)                      an empty slot: no update
+    look_ahead()                        before the forward pass (Nesterov's); or nothing
+    zero_grad()
+    step(masks=None)                    after backward; `masks` (0/1 per parameter) zero a
+                                        pack's padded units' gradients first
 
-`nesterov` is pylstm's NesterovStep as Greff et al. 2017 trained (section III): with eps =
-(1 - mu) lr, `look_ahead`: v <- mu v, theta <- theta + v; `step`: dv = eps g, v <- v - dv,
-theta <- theta - dv. `adam` is torch.optim.Adam's update (Kingma and Ba 2015) with per-slot step
-counts; betas and weight decay are the hyperparameters `beta1`, `beta2`, `weight_decay` when the
-search space has them (`space.extra`), else 0.9, 0.999 and 0.
+`nesterov` is pylstm's NesterovStep as Greff et al. 2017 trained (`study.optim`). `adam` is
+torch.optim.Adam's update (Kingma and Ba 2015) with per-trial step counts; `beta1`, `beta2` and
+`weight_decay` are hyperparameters from the search space (`space.extra`) when it has them, else
+0.9, 0.999 and 0.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from study.optim import NesterovStep
 
-def _per_slot(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+
+def _per_trial(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(K,) -> (K, 1, ..., 1) broadcasting over a parameter of `like`'s shape."""
     return values.view(-1, *[1] * (like.dim() - 1))
 
 
-class Nesterov:
-    """pylstm's Nesterov step (the paper's), per slot."""
-
-    hyperparameters = ("learning_rate", "momentum")
-
-    def __init__(self, params: list[torch.Tensor], slots: int) -> None:
-        self.params = params
-        device = params[0].device
-        self.velocity = [torch.zeros_like(p) for p in params]
-        self.mu = torch.zeros(slots, device=device)
-        self.eps = torch.zeros(slots, device=device)  # (1 - mu) lr, pylstm's scaled rate
-        self.mu_v = [_per_slot(self.mu, p) for p in params]
-        self.eps_v = [_per_slot(self.eps, p) for p in params]
-
-    @torch.no_grad()
-    def place(self, slot: int, hparams: dict[str, Any]) -> None:
-        lr, mu = float(hparams["learning_rate"]), float(hparams["momentum"])
-        if not 0.0 <= mu < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {mu}")
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        for v in self.velocity:
-            v[slot].zero_()
-        self.mu[slot] = mu
-        self.eps[slot] = (1.0 - mu) * lr
-
-    @torch.no_grad()
-    def clear(self, slot: int) -> None:
-        for v in self.velocity:
-            v[slot].zero_()
-        self.mu[slot] = 0.0
-        self.eps[slot] = 0.0
-
-    @torch.no_grad()
-    def look_ahead(self) -> None:
-        torch._foreach_mul_(self.velocity, self.mu_v)
-        torch._foreach_add_(self.params, self.velocity)
-
-    @torch.no_grad()
-    def step(self, grads: list[torch.Tensor]) -> None:
-        dv = torch._foreach_mul(grads, self.eps_v)
-        torch._foreach_sub_(self.velocity, dv)
-        torch._foreach_sub_(self.params, dv)
-
-
 class Adam:
-    """torch.optim.Adam's update, per slot (its own learning rate, betas, step count)."""
+    """torch.optim.Adam's update, per trial (its own learning rate, betas, step count)."""
 
-    hyperparameters = ("learning_rate",)
-
-    def __init__(self, params: list[torch.Tensor], slots: int) -> None:
+    def __init__(self, params: list[torch.nn.Parameter], trials: int) -> None:
         self.params = params
         device = params[0].device
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
         self.lr, self.b1, self.b2, self.wd, self.t = (
-            torch.zeros(slots, device=device, dtype=torch.float64) for _ in range(5)
+            torch.zeros(trials, device=device, dtype=torch.float64) for _ in range(5)
         )
         self.eps = 1e-8
 
-    @torch.no_grad()
-    def place(self, slot: int, hparams: dict[str, Any]) -> None:
-        for m, v in zip(self.m, self.v, strict=True):
-            m[slot].zero_()
-            v[slot].zero_()
-        self.lr[slot] = float(hparams["learning_rate"])
-        self.b1[slot] = float(hparams.get("beta1", 0.9))
-        self.b2[slot] = float(hparams.get("beta2", 0.999))
-        self.wd[slot] = float(hparams.get("weight_decay", 0.0))
-        self.t[slot] = 0
+    @classmethod
+    def for_trials(cls, params: Iterable[torch.nn.Parameter], trials: int) -> Adam:
+        return cls([p for p in params if p.requires_grad], trials)
 
     @torch.no_grad()
-    def clear(self, slot: int) -> None:
-        self.place(slot, {"learning_rate": 0.0})
+    def set_hparams(self, k: int, hparams: dict[str, Any]) -> None:
+        lr = float(hparams["learning_rate"])
+        if lr < 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        for m, v in zip(self.m, self.v, strict=True):
+            m[k].zero_()
+            v[k].zero_()
+        self.lr[k] = lr
+        self.b1[k] = float(hparams.get("beta1", 0.9))
+        self.b2[k] = float(hparams.get("beta2", 0.999))
+        self.wd[k] = float(hparams.get("weight_decay", 0.0))
+        self.t[k] = 0
+
+    def clear_trial(self, k: int) -> None:
+        self.set_hparams(k, {"learning_rate": 0.0})
 
     def look_ahead(self) -> None:
         pass
 
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor]) -> None:
-        self.t += (self.lr > 0).to(self.t.dtype)  # an empty slot does not count steps
+    def step(self, masks: list[torch.Tensor] | None = None) -> None:
+        self.t += (self.lr > 0).to(self.t.dtype)  # an empty slot counts no steps
         t = self.t.clamp(min=1)
         step_size = (self.lr / (1 - self.b1**t)).float()  # (K,), as torch.optim.Adam
         sqrt_bc2 = (1 - self.b2**t).sqrt().float()
         b1, b2, wd = self.b1.float(), self.b2.float(), self.wd.float()
-        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
-            if g is None:
+        for i, (p, m, v) in enumerate(zip(self.params, self.m, self.v, strict=True)):
+            if p.grad is None:  # a parameter the loss does not reach
                 continue
-            g = g + _per_slot(wd, p) * p
-            m.mul_(_per_slot(b1, p)).add_((1 - _per_slot(b1, p)) * g)
-            v.mul_(_per_slot(b2, p)).add_((1 - _per_slot(b2, p)) * g * g)
-            denom = v.sqrt() / _per_slot(sqrt_bc2, p) + self.eps
-            p.sub_(_per_slot(step_size, p) * m / denom)
+            g = p.grad if masks is None else p.grad * masks[i]
+            g = g + _per_trial(wd, p) * p
+            m.mul_(_per_trial(b1, p)).add_((1 - _per_trial(b1, p)) * g)
+            v.mul_(_per_trial(b2, p)).add_((1 - _per_trial(b2, p)) * g * g)
+            denom = v.sqrt() / _per_trial(sqrt_bc2, p) + self.eps
+            p.sub_(_per_trial(step_size, p) * m / denom)
 
 
-OPTIMIZERS: dict[str, type] = {"nesterov": Nesterov, "adam": Adam}
+OPTIMIZERS: dict[str, type] = {"nesterov": NesterovStep, "adam": Adam}
+API = ("for_trials", "set_hparams", "clear_trial", "look_ahead", "zero_grad", "step")
 
 
 def get(name: str) -> type:
@@ -137,11 +105,10 @@ def get(name: str) -> type:
         from study.plugins import load
 
         cls = load(name)[0]
-        for method in ("place", "clear", "look_ahead", "step"):
-            if not callable(getattr(cls, method, None)):
-                raise ValueError(
-                    f"optimizer {name}: {getattr(cls, '__name__', cls)} has no {method}()"
-                )
+        missing = [m for m in API if not callable(getattr(cls, m, None))]
+        if missing:
+            what = getattr(cls, "__name__", type(cls).__name__)
+            raise ValueError(f"optimizer {name}: {what} has no {', '.join(missing)}")
         return cls
     raise ValueError(
         f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}, or an import path "

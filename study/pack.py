@@ -1,25 +1,36 @@
-"""Packed training: many trials of one (task, variant) trained in lockstep in one process.
+"""The training engine: K trials of one (task, variant) trained in lockstep in one process; a
+single trial (`study.train.train`) is a pack of one through the same code.
 
-Random search draws every trial's hyperparameters up front, so the trials of a (task, variant)
-can share one process: the layer and the output layer carry a trial dimension (`K` slots, see
-`variants.lstm_cell`), and every training step runs the next minibatch of every trial through
-one batched forward and backward pass and one fused (`foreach`) optimizer step. Nothing of a
-trial is shared with another; each keeps
-- its initial weights: drawn exactly as `study.train` draws them, from its own generator, into a
-  model of its own size, then copied into its slot;
-- its hidden size: the pack's layer has the largest size of its queue; a smaller trial's extra
-  units have zero weights whose gradients are masked to zero, so they output exactly 0 and add
-  nothing to any real unit (FGR's gate recurrence and the output layer included);
-- its learning rate, momentum, input noise, data order (its own shuffle and noise draws from its
-  own generator), early stopping and divergence (a NaN in one trial never reaches another: the
-  trials' arithmetic is separate, and a non-finite loss leaves the pack's summed loss).
-So a trial in a pack gives the result it gives alone (`study.train.train`), up to float rounding
-(tests/test_pack.py compares them epoch by epoch).
+The protocol (Greff et al. 2017, section III; reference section 3), per trial: minibatches of
+`batch_size` sequences (1 in the paper), reshuffled every epoch with the trial's generator; fresh
+Gaussian input noise (std `input_noise`) at every presentation during training only; loss = the
+task's summed loss / number of sequences in the minibatch; pylstm's Nesterov step with the
+learning rate scaled by (1 - momentum) (`study.optim`); validation and test evaluated after every
+epoch as corpus-level metrics; early stopping after `patience` epochs without a validation
+improvement, at most `max_epochs`; the reported test metric is the one at the best validation
+epoch. A NaN / inf loss or parameter ends the trial; it is failed (with the reason) unless an
+earlier epoch gave a finite validation metric, whose result it then keeps (status complete, the
+divergence noted in `error`).
 
-Slots: a trial that stops (early stopping, max epochs, divergence) is yielded at once (with the
-dict `study.train.train` returns) and frees its slot; the next trial of the queue takes it at
-the start of the next pack epoch. Every trial's epoch has the same number of steps, so the trials stay in phase and one
-evaluation pass serves all of them. Empty slots are skipped by the compiled kernels.
+A pack: the layer and the output layer carry a trial dimension (`K` slots, see
+`variants.lstm_cell`); every training step runs the next minibatch of every trial through one
+forward and backward pass and one fused (`foreach`) optimizer step. Nothing of a trial is shared:
+- its initial weights are drawn from its own generator into a model of its own size, then copied
+  into its slot; the pack's layer has the largest size of its queue, and a smaller trial's extra
+  units are zero padding (`cell.units` tells the kernels where its real units end);
+- its learning rate, momentum, input noise, data order, early stopping and divergence (a NaN in
+  one trial never reaches another).
+On the CPU (numerics "cpu-compiled", `variants.fast.numerics`) a trial computes on its own units
+and steps only: the compiled kernels copy each trial's real part into compact buffers, the output
+layer and the loss run per trial on fresh copies of its own units, evaluation batches are the same
+whatever the pack, so a trial's every number is bitwise what it is alone (tests/test_engine.py).
+Where a spec runs in the reference loop on the CPU, trials run one at a time, each at its own
+size, which keeps that true. On CUDA the pack is batched over its padded width (one launch per
+operation and step for all trials, TF32 off): equal to alone within float rounding only.
+
+Slots: a trial that stops is yielded at once and frees its slot; the next trial of the queue takes
+it at the start of the next pack epoch, so the trials stay in phase (every trial's epoch has the
+same number of steps) and one evaluation pass serves all of them.
 """
 
 from __future__ import annotations
@@ -28,26 +39,31 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
+import variants
+from study import optimizers
 from study.config import TrainConfig
+from study.evaluation import evaluate_pack
 from study.model import SequenceModel, build_model, count_parameters, hidden_per_direction
-from study.train import _better, epoch_metrics, trial_result
-from tasks.base import Splits, Task, split_metrics
+from study.slots import copy_into_slot, param_blocks, take_from_slot
+from tasks.base import Splits, Task
+from variants import fast
 
 
 @dataclass(frozen=True)
 class PackTrial:
     """One trial of a pack: an opaque `key` (given back to the callbacks), its hyperparameters
-    (hidden_size, learning_rate, momentum, input_noise) and its torch seed."""
+    (hidden_size, learning_rate, momentum, input_noise) and its torch seed (or generator)."""
 
     key: Any
     hparams: dict[str, Any]
-    seed: int
+    seed: int | torch.Generator
 
 
 @dataclass
@@ -68,7 +84,12 @@ class _Slot:
 
 
 OnEpoch = Callable[[Any, dict[str, Any]], None]
-EVAL_ELEMENTS = 2**26  # off the CPU: the largest evaluation activation of a pack, in elements
+OnFinish = Callable[[Any, dict[str, torch.Tensor]], None]
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    """Whether metric `a` beats `b` in `direction` ("minimize" or "maximize")."""
+    return a < b if direction == "minimize" else a > b
 
 
 def pack_hidden(trials: list[PackTrial], meaning: str, bidirectional: bool) -> int:
@@ -79,74 +100,65 @@ def pack_hidden(trials: list[PackTrial], meaning: str, bidirectional: bool) -> i
 
 
 class _Pack:
-    """The model of K slots, its masks and velocities, and the per-slot optimizer settings."""
+    """The model of K slots, its optimizer, and (off the compiled path) the padding masks."""
 
     def __init__(
         self,
         task: Task,
-        variant: str,
+        variant: Any,
         hidden: int,
         slots: int,
         device: torch.device,
-        layers: int = 1,
-        residual: bool = False,
+        own: bool,
+        settings: TrainConfig | None = None,
     ):
+        settings = settings or TrainConfig()
         self.task, self.hidden, self.k, self.device = task, hidden, slots, device
+        self.own_units = own  # each trial computes on its own units (the compiled kernels)
+        self.layers = {"layers": settings.layers, "residual": settings.residual}
         self.model: SequenceModel = build_model(
-            task, variant, hidden, torch.Generator().manual_seed(0), slots, layers, residual
+            task, variant, hidden, torch.Generator().manual_seed(0), trials=slots, **self.layers
         ).to(device)
         self.params = list(self.model.parameters())
-        self.blocks = _param_blocks(self.model)
+        self.blocks = param_blocks(self.model)
         with torch.no_grad():
             for p in self.params:
                 p.zero_()
-        self.velocity = [torch.zeros_like(p) for p in self.params]
-        self.masks: list[torch.Tensor] | None = None  # made when a smaller trial enters
-        self.mu = torch.zeros(slots, device=device)
-        self.eps = torch.zeros(slots, device=device)  # (1 - mu) lr, pylstm's scaled rate
-        self.mu_v = [self.mu.view(-1, *[1] * (p.dim() - 1)) for p in self.params]
-        self.eps_v = [self.eps.view(-1, *[1] * (p.dim() - 1)) for p in self.params]
+        self.opt = optimizers.get(settings.optimizer).for_trials(self.params, slots)
+        # where a trial computes over the padded width (the reference loops), its padded units'
+        # gradients are masked to zero; on its own units (compiled) they are zero already
+        self.masks: list[torch.Tensor] | None = None
 
     @torch.no_grad()
-    def place(self, s: int, single: SequenceModel, hidden: int, lr: float, mu: float) -> None:
-        """Put a single trial's model into slot `s` (padded with zero units)."""
-        if hidden < self.hidden and self.masks is None:
+    def place(self, s: int, single: SequenceModel, hidden: int, hparams: dict[str, Any]) -> None:
+        """Put a single trial's model into slot `s` (padded with zero units); its optimizer and
+        any module that asks for the trial's hyperparameters (`set_hyperparameters(slot,
+        hparams)`, e.g. a plug-in cell reading a dimension of `space.extra`) get them."""
+        if hidden < self.hidden and self.masks is None and not self.own_units:
             self.masks = [torch.ones_like(p) for p in self.params]
-        params = zip(self.params, self.velocity, single.parameters(), strict=True)
-        for k, (p, v, src) in enumerate(params):
-            p[s].zero_()
-            v[s].zero_()
-            index = _unit_index(self.blocks[k], hidden)
-            _split(p[s], self.blocks[k])[index] = _split(src[0], self.blocks[k])
-            if self.masks is not None:
-                self.masks[k][s].zero_()
-                _split(self.masks[k][s], self.blocks[k])[index] = 1.0
-        self.mu[s] = mu
-        self.eps[s] = (1.0 - mu) * lr
+        for k, (p, src) in enumerate(zip(self.params, single.parameters(), strict=True)):
+            mask = self.masks[k][s] if self.masks is not None else None
+            copy_into_slot(p[s], src[0], self.blocks[k], hidden, mask)
+        for module in self.model.modules():
+            if isinstance(getattr(module, "units", None), torch.Tensor):  # the compiled cells
+                module.units[s] = hidden
+            if hasattr(module, "set_hyperparameters"):
+                module.set_hyperparameters(s, hparams)
+        self.opt.set_hparams(s, hparams)
+
+    def weights(self, s: int, hidden: int) -> dict[str, torch.Tensor]:
+        """Slot `s`'s parameters as its trial's own model holds them (without the trial dim)."""
+        names = [name for name, _ in self.model.named_parameters()]
+        return {
+            name: take_from_slot(p[s], blocks, hidden)
+            for name, p, blocks in zip(names, self.params, self.blocks, strict=True)
+        }
 
     @torch.no_grad()
     def clear(self, s: int) -> None:
-        for p, v in zip(self.params, self.velocity, strict=True):
+        for p in self.params:
             p[s].zero_()
-            v[s].zero_()
-        self.mu[s] = 0.0
-        self.eps[s] = 0.0
-
-    @torch.no_grad()
-    def look_ahead(self) -> None:
-        """pylstm's Nesterov look-ahead for every slot: v <- mu v; theta <- theta + v."""
-        torch._foreach_mul_(self.velocity, self.mu_v)
-        torch._foreach_add_(self.params, self.velocity)
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """dv = eps g; v <- v - dv; theta <- theta - dv (padded units' gradients masked to 0)."""
-        grads = [p.grad for p in self.params]
-        if self.masks is not None:
-            torch._foreach_mul_(grads, self.masks)
-        dv = torch._foreach_mul(grads, self.eps_v)
-        torch._foreach_sub_(self.velocity, dv)
-        torch._foreach_sub_(self.params, dv)
+        self.opt.clear_trial(s)
 
     @torch.no_grad()
     def finite(self) -> torch.Tensor:
@@ -157,73 +169,24 @@ class _Pack:
         return ok.cpu()
 
 
-def _param_blocks(model: SequenceModel) -> list[tuple[int | None, ...]]:
-    """Per parameter of `model` (in order): how many blocks of units each dimension holds."""
-    by_name: dict[str, tuple[int | None, ...]] = {}
-    for prefix, module in model.named_modules():
-        if hasattr(module, "hidden_blocks") and module is not model.out:
-            for name, blocks in module.hidden_blocks().items():
-                by_name[f"{prefix}.{name}"] = blocks
-    for name, blocks in model.out.hidden_blocks(model.rnn.directions).items():
-        by_name[f"out.{name}"] = blocks
-    return [by_name[name] for name, _ in model.named_parameters()]
-
-
-def _split(t: torch.Tensor, blocks: tuple[int | None, ...]) -> torch.Tensor:
-    """View one trial's tensor with every dimension made of `b` unit blocks split into (b, units)."""
-    shape: list[int] = []
-    for size, b in zip(t.shape, blocks, strict=True):
-        shape += [size] if b is None else [b, size // b]
-    return t.view(shape)
-
-
-def _unit_index(blocks: tuple[int | None, ...], units: int) -> tuple[slice, ...]:
-    """Index of the first `units` units of every block (in a `_split` view)."""
-    index: list[slice] = []
-    for b in blocks:
-        index += [slice(None)] if b is None else [slice(None), slice(0, units)]
-    return tuple(index)
-
-
-def eval_rows(device_type: str, trials: int, batch_size: int, longest: int, width: int) -> int:
-    """Sequences per evaluation batch of a pack of `trials`: on the CPU the kernels run trial by
-    trial, so a few rows each stay in cache (`batch_size` shared out); elsewhere one launch per
-    operation and step serves all trials, so as many rows as keep the largest activation
-    (trials x rows x `longest` steps x `width`) under EVAL_ELEMENTS, at most `batch_size`."""
-    if device_type == "cpu":
-        return max(1, batch_size // trials)
-    return max(1, min(batch_size, EVAL_ELEMENTS // (trials * longest * width)))
-
-
-@torch.no_grad()
-def evaluate_pack(
-    pack: _Pack, data, batch_size: int, active: torch.Tensor
-) -> list[dict[str, float]]:
-    """Corpus-level metrics of a split for every slot, in one pass over the split (all trials
-    see the same sequences): sum of errors / sum of counts (or the task's `aggregate`), as
-    `study.train.evaluate`."""
-    task, k = pack.task, pack.k
-    pack.model.eval()
-    order = sorted(range(len(data)), key=lambda i: len(data.inputs[i]))  # less padding
-    longest = max(len(x) for x in data.inputs)
-    width = 4 * pack.hidden * pack.model.rnn.directions
-    rows = eval_rows(pack.device.type, k, batch_size, longest, width)
-    pairs: list[dict[str, list[tuple[float, float]]]] = [{} for _ in range(k)]
-    for start in range(0, len(order), rows):
-        idx = order[start : start + rows]
-        batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx]).to(pack.device)
-        x = batch.x.unsqueeze(0).expand(k, *batch.x.shape)  # (K, T, B, M)
-        lengths = batch.lengths.unsqueeze(0).expand(k, -1)
-        logits = pack.model.forward_packed(x, lengths, active=active)  # (K, T, B, O)
-        for s in torch.nonzero(active).flatten().tolist():
-            for name, (e, c) in task.errors(logits[s], batch).items():
-                pairs[s].setdefault(name, []).append((float(e), float(c)))
-    return [split_metrics(task, d) for d in pairs]
+@contextmanager
+def _no_tf32(device: torch.device) -> Iterator[None]:
+    """TF32 off on CUDA while training: a trial's float32 numbers must not depend on which
+    matrix products its pack makes TF32-eligible."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def train_pack(
     task: Task,
-    variant: str,
+    variant: Any,
     trials: list[PackTrial],
     splits: Splits,
     settings: TrainConfig,
@@ -231,17 +194,44 @@ def train_pack(
     on_epoch: OnEpoch | None = None,
     device: str | torch.device = "cpu",
     hidden_size_meaning: str = "per_direction",
+    on_finish: OnFinish | None = None,
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Train `trials` with at most `slots` of them at a time; yields `(key, result)` for each
-    trial as soon as it finishes (`result`: the dict `study.train.train` returns, plus
-    `started_at`, when the trial took its slot); per-epoch metrics go to `on_epoch(key, m)`."""
+    trial as soon as it finishes; per-epoch metrics go to `on_epoch(key, m)`. `result`: `status`
+    ('complete' | 'failed'), `error`, `n_params`, `epochs`, `best_epoch`, `val_metric`,
+    `test_metric`, `train_loss` (all at the best validation epoch), `test_extra` (other test
+    metrics at that epoch), `wall_s`, `device`, `numerics`, `hidden_per_direction`,
+    `started_at` (when the trial took its slot). `on_finish(key, weights)` gets a finished
+    trial's final parameters (named as in its own model, `study.model.build_model`)."""
     if not trials:
         return
     torch.set_num_threads(settings.threads)
     device = torch.device(device)
+    spec = variants.get_spec(variant) if isinstance(variant, str) else variant
+    numerics = fast.numerics(spec, device)
+    own = numerics == "cpu-compiled" and settings.layers == 1
     k = max(1, min(slots, len(trials)))
-    hidden = pack_hidden(trials, hidden_size_meaning, task.bidirectional)
-    pack = _Pack(task, variant, hidden, k, device, settings.layers, settings.residual)
+    if device.type == "cpu" and not own:
+        # the reference loops, and a stack's upper layers (whose inputs are the padded outputs
+        # below), compute over a pack's padded width: one trial at a time
+        k = 1
+    # one slot: each trial in a pack of its own size (nothing padded, whatever the path)
+    queues = [[t] for t in trials] if k == 1 else [trials]
+    with _no_tf32(device):
+        for queue in queues:
+            yield from _run(
+                task, variant, queue, splits, settings, k, on_epoch, device,
+                hidden_size_meaning, numerics, on_finish,
+            )  # fmt: skip
+
+
+def _run(
+    task, variant, trials, splits, settings, k, on_epoch, device, meaning, numerics, on_finish
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The loop of one pack of `k` slots over the queue `trials`."""
+    hidden = pack_hidden(trials, meaning, task.bidirectional)
+    own = numerics == "cpu-compiled" and settings.layers == 1
+    pack = _Pack(task, variant, hidden, k, device, own, settings)
     queue = deque(trials)
     slot: list[_Slot | None] = [None] * k
     train_set = splits["train"]
@@ -252,67 +242,67 @@ def train_pack(
     def finish(s: int, error: str | None) -> None:
         st = slot[s]
         assert st is not None
-        wall = st.share_s  # so that summed wall_s is core time, as for single trials
+        wall = st.share_s  # so that summed wall_s is core time
         result = trial_result(
             st.best, error, st.epoch, st.n_params, wall, str(device), st.hidden, metric
         )
-        result["started_at"] = st.started_at
+        result.update(numerics=numerics, started_at=st.started_at)
+        if on_finish is not None:
+            on_finish(st.trial.key, pack.weights(s, st.hidden))
         slot[s] = None
         pack.clear(s)
         ready.append((st.trial.key, result))
+
+    def live() -> list[int]:
+        return [s for s in range(k) if slot[s] is not None]
 
     while True:
         for s in range(k):  # refill at the pack's epoch boundary: the trials stay in phase
             if slot[s] is None and queue:
                 trial = queue.popleft()
                 h = hidden_per_direction(
-                    int(trial.hparams["hidden_size"]), hidden_size_meaning, task.bidirectional
+                    int(trial.hparams["hidden_size"]), meaning, task.bidirectional
                 )
-                gen = torch.Generator().manual_seed(int(trial.seed))
-                single = build_model(  # exactly the single trial's init
-                    task, variant, h, gen, layers=settings.layers, residual=settings.residual
-                )
-                pack.place(s, single, h, trial.hparams["learning_rate"], trial.hparams["momentum"])
+                gen = trial.seed
+                if not isinstance(gen, torch.Generator):
+                    gen = torch.Generator().manual_seed(int(gen))
+                single = build_model(task, variant, h, gen, **pack.layers)  # its own init
+                pack.place(s, single, h, trial.hparams)
                 slot[s] = _Slot(trial, h, gen, count_parameters(single))
-        live = [s for s in range(k) if slot[s] is not None]
-        if not live:
+        if not live():
             return
         t_epoch = time.perf_counter()
-        for s in live:
+        for s in live():
             st = slot[s]
             st.epoch += 1
             st.loss_total, st.seqs = 0.0, 0
             st.order = torch.randperm(n, generator=st.gen).tolist()
         pack.model.train()
         for start in range(0, n, bs):
-            live = [s for s in range(k) if slot[s] is not None]
-            if not live:
+            if not live():
                 break
-            _train_step(pack, task, train_set, slot, live, start, bs, finish)
+            _train_step(pack, task, train_set, slot, live(), start, bs, finish)
             yield from ready
             ready.clear()
         finite = pack.finite()
-        for s in [s for s in range(k) if slot[s] is not None]:
+        for s in live():
             if not bool(finite[s]):
                 finish(s, f"parameters became NaN/inf in epoch {slot[s].epoch}")
         yield from ready
         ready.clear()
-        live = [s for s in range(k) if slot[s] is not None]
-        if not live:
+        if not live():
             continue
-        active = torch.zeros(k, dtype=torch.bool)
-        active[live] = True
-        val = evaluate_pack(pack, splits["valid"], settings.eval_batch_size, active)
-        test = evaluate_pack(pack, splits["test"], settings.eval_batch_size, active)
-        seconds = (time.perf_counter() - t_epoch) / len(live)
-        for s in live:
+        val = evaluate_pack(pack, splits["valid"], settings.eval_batch_size, live())
+        test = evaluate_pack(pack, splits["test"], settings.eval_batch_size, live())
+        seconds = (time.perf_counter() - t_epoch) / len(live())
+        for s in live():
             st = slot[s]
             st.share_s += seconds
             train_loss = st.loss_total / max(st.seqs, 1)
             if not math.isfinite(val[s][metric]):
                 finish(s, f"validation {metric} became {val[s][metric]} in epoch {st.epoch}")
                 continue
-            if st.best["epoch"] == 0 or _better(val[s][metric], st.best["val"], direction):
+            if st.best["epoch"] == 0 or better(val[s][metric], st.best["val"], direction):
                 st.best = {"epoch": st.epoch, "val": val[s][metric], "test": test[s]}
                 st.best["train_loss"] = train_loss
             if on_epoch is not None:  # the pack's epoch time, shared by its trials
@@ -328,44 +318,84 @@ def train_pack(
 def _train_step(pack: _Pack, task: Task, data, slot, live, start, bs, finish) -> None:
     """One minibatch of every live slot: its own sequences and noise, one forward and backward
     pass for the pack, one optimizer step. A slot whose loss is not finite is finished before
-    the update (as `study.train` stops), without touching the others."""
-    k = pack.k
-    items, lengths_k = [], []
-    for s in range(k):  # an empty slot repeats a live slot's sequences; its trial is skipped
-        st = slot[s] if slot[s] is not None else slot[live[0]]
-        idx = st.order[start : start + bs]
-        items += [(data.inputs[i], data.targets[i]) for i in idx]
-        lengths_k.append(max(len(data.inputs[i]) for i in idx))
-    b = len(items) // k
-    batch = task.collate(items)  # (T, K*B, ...): the slots' sequences side by side
-    for s in live:  # fresh noise at every presentation, training only, from the trial's own draws
-        noise = slot[s].trial.hparams["input_noise"]
-        if noise > 0:
-            t_s = lengths_k[s]
-            batch.x[:t_s, s * b : (s + 1) * b] += noise * torch.randn(
-                (t_s, b, batch.x.shape[2]), generator=slot[s].gen
-            )
-    batch = batch.to(pack.device)
-    t_len = batch.x.shape[0]
-    x = batch.x.view(t_len, k, b, -1).transpose(0, 1)  # (K, T, B, M)
-    lengths = batch.lengths.view(k, b)
-    active = torch.zeros(k, dtype=torch.bool)
-    active[live] = True
-    pack.look_ahead()
-    logits = pack.model.forward_packed(x, lengths, active=active)  # (K, T, B, O)
-    flat = logits.transpose(0, 1).reshape(t_len, k * b, -1)
-    per_trial = task.sequence_loss(flat, batch).view(k, b).sum(1)  # (K,)
-    ok = torch.isfinite(per_trial).cpu() & active
-    values = per_trial.detach().cpu().tolist()
-    # summed over the trials, each averaged over its sequences: trial k's gradient is its own
-    loss = torch.where(ok.to(per_trial.device), per_trial, 0.0).sum() / b
-    for p in pack.params:
-        p.grad = None
-    loss.backward()
-    pack.step()
+    the update (as a trial alone stops), without touching the others."""
+    batches = {}
     for s in live:
-        if not ok[s]:
-            finish(s, f"training loss became {values[s] / b} in epoch {slot[s].epoch}")
+        st = slot[s]
+        idx = st.order[start : start + bs]
+        batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx])  # (T_s, B, ...)
+        noise = st.trial.hparams["input_noise"]
+        if noise > 0:  # fresh noise at every presentation, training only, from its own draws
+            batch.x = batch.x + noise * torch.randn(batch.x.shape, generator=st.gen)
+        batches[s] = batch
+    first = batches[live[0]]
+    b, m = first.x.shape[1], first.x.shape[2]
+    t_len = max(batch.x.shape[0] for batch in batches.values())
+    x = torch.zeros(pack.k, t_len, b, m)  # (K, T, B, M); empty slots are skipped
+    lengths = torch.ones(pack.k, b, dtype=torch.int64)
+    for s, batch in batches.items():
+        x[s, : batch.x.shape[0]] = batch.x
+        lengths[s] = batch.lengths
+        batches[s] = batch.to(pack.device)
+    pack.opt.look_ahead()
+    logits = pack.model.forward_trials(x.to(pack.device), lengths, live, pack.own_units)
+    sums = [task.loss(out, batches[s]) for s, out in zip(live, logits, strict=True)]
+    losses = [loss_sum / count for loss_sum, count in sums]  # summed over frames, per sequence
+    values = torch.stack([loss.detach() for loss in losses]).cpu().tolist()
+    ok = [math.isfinite(v) for v in values]
+    pack.opt.zero_grad()
+    if any(ok):  # each trial's gradient is its own loss's: nothing sums across trials
+        torch.autograd.backward([loss for loss, good in zip(losses, ok, strict=True) if good])
+    pack.opt.step(pack.masks)
+    for s, v, good, (loss_sum, count) in zip(live, values, ok, sums, strict=True):
+        if not good:
+            finish(s, f"training loss became {v} in epoch {slot[s].epoch}")
         else:
-            slot[s].loss_total += values[s]
-            slot[s].seqs += b
+            slot[s].loss_total += float(loss_sum.detach())
+            slot[s].seqs += count
+
+
+def epoch_metrics(
+    epoch: int, train_loss: float, val: dict, test: dict, seconds: float
+) -> dict[str, Any]:
+    """One epoch's flat metrics dict, as the `on_epoch` / `report` callbacks get it."""
+    return {
+        "epoch": epoch,
+        "train/loss": train_loss,
+        **{f"val/{k}": v for k, v in val.items()},
+        **{f"test/{k}": v for k, v in test.items()},
+        "time_s": seconds,
+    }
+
+
+def trial_result(
+    best: dict[str, Any],
+    error: str | None,
+    epochs: int,
+    n_params: int,
+    wall_s: float,
+    device: str,
+    hidden: int,
+    metric: str,
+) -> dict[str, Any]:
+    """A finished trial's result from its best epoch (`epoch`, `val`, `test` metrics,
+    `train_loss`) and the error that ended it, if any. Diverging after a good epoch keeps that
+    epoch's result (as early stopping on validation would); a trial fails only when no epoch
+    produced a finite validation metric."""
+    failed = error is not None and best["epoch"] == 0
+    if error is not None and not failed:
+        error = f"{error}; kept the best epoch {best['epoch']}"
+    return {
+        "status": "failed" if failed else "complete",
+        "error": error,
+        "n_params": n_params,
+        "epochs": epochs,
+        "best_epoch": best["epoch"],
+        "val_metric": math.nan if failed else best["val"],
+        "test_metric": math.nan if failed else best["test"].get(metric, math.nan),
+        "train_loss": math.nan if failed else best["train_loss"],
+        "test_extra": {} if failed else {k: v for k, v in best["test"].items() if k != metric},
+        "wall_s": wall_s,
+        "device": device,
+        "hidden_per_direction": hidden,
+    }

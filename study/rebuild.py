@@ -70,8 +70,8 @@ def row_from_history(
 ) -> dict[str, Any]:
     """The result row of one trial from its per-epoch history (long form) and raw parameters."""
     import tasks
+    from study.pack import better as _better
     from study.space import HYPERPARAMETERS, hyperparameters
-    from study.train import _better
 
     task = tasks.get(task_name)
     metric = task.metric

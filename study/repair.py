@@ -150,6 +150,7 @@ def row_from_run(run: Any, study: str, stand_in: dict[str, bool]) -> tuple[dict[
         train_loss=m.get("train_loss", nan),
         wall_s=float(m.get("wall_s", nan)),
         device=tags.get("device"),
+        numerics=tags.get("numerics"),
         started_at=_iso(run.info.start_time),
         finished_at=_iso(run.info.end_time),
         code_version=tags.get("code_version"),
@@ -157,7 +158,7 @@ def row_from_run(run: Any, study: str, stand_in: dict[str, bool]) -> tuple[dict[
         data_source=tags.get("data_source"),
         stand_in=stand_in.get(tags["task"], False),
         test_extra={},
-        hp_extra=None,
+        hp_extra={},
     )
     return row, False
 

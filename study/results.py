@@ -52,6 +52,7 @@ SCHEMA = pa.schema(
         ("train_loss", pa.float64()),
         ("wall_s", pa.float64()),
         ("device", pa.string()),
+        ("numerics", pa.string()),  # the implementation that trained it (variants.fast.numerics)
         ("started_at", pa.string()),
         ("finished_at", pa.string()),
         ("code_version", pa.string()),
@@ -64,6 +65,7 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+UNKNOWN = "unknown"  # `numerics` of a row recorded before the column existed
 KEY = ("task", "variant", "trial")
 TRIALS_FILE = "trials.parquet"  # one row per finished trial (SCHEMA)
 EPOCHS_DIR = "epochs.parquet"  # per-epoch history, one part file per trial (EPOCH_SCHEMA)
@@ -178,7 +180,10 @@ def read_trials(study_dir: Path, strict: bool = True) -> pd.DataFrame:
         raise BlockedPath(path, "a folder", "results table")
     if not path.is_file():
         return empty()
-    return _read(path, SCHEMA if strict else None, REQUIRED).to_pandas()
+    df = _read(path, SCHEMA if strict else None, REQUIRED).to_pandas()
+    if strict:  # a table from before the column: its trials' implementation is not known
+        df["numerics"] = df["numerics"].fillna(UNKNOWN)
+    return df
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
@@ -200,7 +205,13 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
 
 
 def make_row(**values: Any) -> dict[str, Any]:
-    """A row with exactly the table's columns (missing ones are an error: the report relies on them)."""
+    """A row with exactly the table's columns (missing ones are an error: the report relies on them;
+    `numerics`, which rows before it lack, is "unknown" when missing, and `hp_extra`, a study's
+    own search dimensions, empty)."""
+    if values.get("numerics") is None:
+        values["numerics"] = UNKNOWN
+    if values.get("hp_extra") is None:
+        values["hp_extra"] = {}
     missing = [c for c in COLUMNS if c not in values]
     extra = [k for k in values if k not in COLUMNS]
     if missing or extra:

@@ -92,6 +92,7 @@ def make_row(
         train_loss=result.get("train_loss", nan),
         wall_s=float(result.get("wall_s", nan)),
         device=result.get("device", device),
+        numerics=result.get("numerics"),
         started_at=result.get("started_at"),
         finished_at=result.get("finished_at"),
         code_version=version,

@@ -3,8 +3,8 @@
 Default store: SQLite `<results>/<study>/mlflow.db` (MLflow 3's default backend; the file store
 is legacy). Open it with `mlflow ui --backend-store-uri sqlite:///<results>/<study>/mlflow.db`.
 One experiment per study holding a parent run (tag role=study) and one nested child run per
-finished trial (tags task, variant, seed, trial, key, code_version, device, status; params are
-the four hyperparameters; metrics per epoch with step = epoch plus the final `best/*` values).
+finished trial (tags task, variant, seed, trial, key, code_version, device, numerics, status;
+params are the four hyperparameters; metrics per epoch with step = epoch plus the final `best/*` values).
 A trial's child run is logged in one batch and then terminated, so `reconcile` can tell complete
 runs (FINISHED / FAILED) from runs cut off by a crash (RUNNING: deleted and logged again).
 A trial has at most one run: `reconcile` matches runs to rows on the `key` tag
@@ -126,6 +126,7 @@ class Tracker:
                     "trial",
                     "code_version",
                     "device",
+                    "numerics",
                     "status",
                     "metric",
                     "data_source",

@@ -62,53 +62,31 @@ def variant_of(job: dict[str, Any]) -> Any:
 def run_trial(job: dict[str, Any]) -> dict[str, Any]:
     """`job`: task, variant, trial, hparams, data_path, training (TrainConfig fields), seed,
     device, hidden_size_meaning. Returns the train() result plus history, started_at,
-    finished_at. A divergence is a result (train() returns it as failed). Any other exception (a
-    missing data file on a node, out of memory, a bug) is not a property of the trial's
-    hyperparameters: it comes back as status 'error' with `retryable`, and the driver reruns the
-    trial or stops the study without recording it, so nothing is wrongly recorded as failed."""
-    import tasks
-    from study.config import TrainConfig
-    from study.train import train
-
-    started = now_iso()
-    history: list[dict[str, Any]] = []
-    try:
-        activate_plugins(job)
-        result = train(
-            tasks.get(job["task"]),
-            variant_of(job),
-            job["hparams"],
-            load_splits(job["data_path"]),
-            TrainConfig(**job["training"]),
-            job["seed"],
-            job["device"],
-            history.append,
-            job["hidden_size_meaning"],
-        )
-    except Exception as e:  # reported to the driver, which decides (rerun or stop)
-        tb = traceback.format_exc(limit=6)
-        result = retryable(f"{type(e).__name__}: {e}\n{tb}", len(history), history)
-    result.update(history=history, started_at=started, finished_at=now_iso())
+    finished_at: the job runs as a pack of one (`run_pack`). A divergence is a result (the trial
+    is failed). Any other exception (a missing data file on a node, out of memory, a bug) is not
+    a property of the trial's hyperparameters: it comes back as status 'error' with `retryable`,
+    and the driver reruns the trial or stops the study without recording it, so nothing is
+    wrongly recorded as failed."""
+    trial = {"trial": job.get("trial"), "hparams": job["hparams"], "seed": job["seed"]}
+    single = {k: v for k, v in job.items() if k not in ("trial", "hparams", "seed")}
+    (result,) = run_pack({**single, "trials": [trial], "slots": 1})
+    if "trial" not in job:
+        result.pop("trial")
     return result
 
 
 def run_pack(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A pack job (`study.pack`): task, variant, trials ([{trial, hparams, seed}]), slots,
     data_path, training, device, hidden_size_meaning. Yields one result per trial, as
-    `run_trial` returns it plus `trial`, as soon as the trial finishes. With one slot the
-    trials run one after another through `run_trial` (the single-trial loop). Any exception
-    other than a divergence becomes a retryable error for every trial not yet yielded."""
+    `run_trial` returns it plus `trial`, as soon as the trial finishes. Any exception other than
+    a divergence becomes a retryable error for every trial not yet yielded."""
     import tasks
     from study.config import TrainConfig
     from study.pack import PackTrial, train_pack
 
-    if job["slots"] == 1:
-        for t in job["trials"]:
-            single = {k: v for k, v in job.items() if k not in ("trials", "slots", "kind")}
-            yield {**run_trial({**single, **t}), "trial": t["trial"]}
-        return
-    histories: dict[int, list[dict[str, Any]]] = {t["trial"]: [] for t in job["trials"]}
+    histories: dict[Any, list[dict[str, Any]]] = {t["trial"]: [] for t in job["trials"]}
     pending = dict.fromkeys(histories)
+    started = now_iso()
     try:
         activate_plugins(job)
         trials = [PackTrial(t["trial"], t["hparams"], t["seed"]) for t in job["trials"]]
@@ -130,8 +108,8 @@ def run_pack(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
         tb = traceback.format_exc(limit=6)
         for key in pending:
             yield {
-                **retryable(f"{type(e).__name__}: {e}\n{tb}", len(histories[key])),
+                **retryable(f"{type(e).__name__}: {e}\n{tb}", len(histories[key]), histories[key]),
                 "trial": key,
-                "started_at": None,
+                "started_at": started,
                 "finished_at": now_iso(),
             }

@@ -183,7 +183,7 @@ def test_only_the_epoch_files_left(damaged, capsys, caplog):
     assert "rerunning interrupted trials [1]" in caplog.text
     assert {p.name: p.read_bytes() for p in (cfg.study_dir / "epochs.parquet").iterdir()} == parts
     df = _sorted(results.read_trials(cfg.study_dir))
-    unknown = ["wall_s", "device", "started_at", "finished_at", "code_version"]
+    unknown = ["wall_s", "device", "numerics", "started_at", "finished_at", "code_version"]
     derived = [c for c in results.COLUMNS if c not in unknown]
     pd.testing.assert_frame_equal(df[derived], table[derived])
     rebuilt = df[df["code_version"] == rebuild.REBUILT]

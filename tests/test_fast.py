@@ -211,14 +211,51 @@ def test_unused_cell_output_needs_no_cell_gradient(compiled):
 
 
 @BOTH
-def test_np_runs_in_torch_lstm_when_cells_are_not_needed(bidirectional):
+def test_np_runs_in_our_kernel_even_without_cells(bidirectional, compiled):
+    """No shortcut to torch.lstm for a single NP model: one code path alone and packed."""
     module = variants.build("NP", 5, 7, bidirectional=bidirectional)
     x, lengths = data(dtype=torch.float32)
-    assert fast.lstm_path(module.cells[0], x, need_cells=False) == "torch.lstm"
+    assert fast.lstm_path(module.cells[0], x, need_cells=False) == "compiled"
     want = run_all(module, x, lengths, "reference", need_state=False)
     assert_all_close(
         run_all(module, x, lengths, "fast", need_state=False), want, atol=1e-5, rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("rows", [1, 20], ids=["plain-loop", "blas"])
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_narrower_trial_of_a_pack_is_bitwise_the_trial_alone(name, rows, compiled):
+    """Slot 1 holds a 4-unit trial in a 9-unit pack (its other units zero, `units` = 4) with
+    shorter sequences than its neighbours: its outputs and every gradient (input and weights)
+    are bitwise those of the same trial as a model of its own size, float32, through the plain
+    loops (1 row) and BLAS (20 rows); its padding gets exactly zero gradients."""
+    from study.slots import copy_into_slot
+
+    torch.manual_seed(12)
+    pack = variants.build(name, 5, 9, bidirectional=True, trials=3)
+    alone = variants.build(name, 5, 4, bidirectional=True)
+    blocks = [b for cell in pack.cells for b in cell.hidden_blocks().values()]
+    with torch.no_grad():
+        for p, src, blk in zip(pack.parameters(), alone.parameters(), blocks, strict=True):
+            copy_into_slot(p[1], src[0], blk, 4)
+    for cell in pack.cells:
+        cell.units[1] = 4
+    x = torch.randn(3, 11, rows, 5)
+    lengths = torch.full((3, rows), 11)
+    lengths[1] = torch.randint(1, 8, (rows,))
+    t1 = int(lengths[1].max())
+    got = run_pack(pack, x, lengths, "fast")
+    want = run_all(alone, x[1, :t1], lengths[1], "fast")
+    real = torch.cat([torch.arange(4), torch.arange(9, 13)])
+    assert torch.equal(got[0][1, :t1][..., real], want[0])  # outputs
+    assert torch.equal(got[0][1, t1:], torch.zeros_like(got[0][1, t1:]))
+    n_state = len(want) - 1 - len(list(alone.parameters()))
+    assert torch.equal(got[n_state][1, :t1], want[n_state])  # dx
+    grads = got[n_state + 1 :]
+    for g, w, blk in zip(grads, want[n_state + 1 :], blocks, strict=True):
+        mine = torch.zeros_like(g[1])
+        copy_into_slot(mine, w[0], blk, 4)
+        assert torch.equal(g[1], mine), name
 
 
 def test_gradcheck_compiled_fgr_and_gru(compiled):
@@ -327,7 +364,7 @@ def test_bench_cells_cli_json(capsys, compiled):
 @pytest.mark.parametrize("name", COMPILED)
 @BOTH
 def test_off_cpu_paths_create_nothing_on_the_cpu(name, bidirectional):
-    """What a CUDA device would run (the reference loops, torch.lstm / torch.gru), on the meta
+    """What a CUDA device would run (the reference loops), on the meta
     device: a tensor made on the CPU inside the path and mixed with the input fails here as it
     would on CUDA. Packs too."""
     module = variants.build(name, 5, 7, bidirectional=bidirectional).to("meta")
@@ -335,7 +372,7 @@ def test_off_cpu_paths_create_nothing_on_the_cpu(name, bidirectional):
     cell = module.cells[0]
     xk = x.unsqueeze(0)
     path = fast.lstm_path(cell, xk) if isinstance(cell, LSTMCell) else fast.gru_path(cell, xk)
-    assert path in ("reference", "torch.gru")
+    assert path == "reference"
     pack = variants.build(name, 5, 7, bidirectional=bidirectional, trials=2).to("meta")
     out = pack.forward_packed(torch.randn(2, 6, 3, 5, device="meta"), torch.tensor([[6, 4, 2]] * 2))
     out.sum().backward()
@@ -363,7 +400,7 @@ def test_cuda_fast_path_equals_reference(name, bidirectional):
     cell = module.cells[0]
     xk = x.unsqueeze(0)
     path = fast.lstm_path(cell, xk) if isinstance(cell, LSTMCell) else fast.gru_path(cell, xk)
-    assert path in ("reference", "torch.gru", "triton")  # never the CPU-only compiled kernels
+    assert path in ("reference", "triton")  # never the CPU-only compiled kernels, nor cuDNN
     want = run_all(module, x, lengths, "reference")
     assert_all_close(run_all(module, x, lengths, "fast"), want, atol=1e-10, rtol=1e-9)
 

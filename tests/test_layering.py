@@ -81,7 +81,17 @@ def test_variants_imports_only_torch_and_the_stdlib():
     assert not {k: v for k, v in bad.items() if v}
 
 
-@pytest.mark.parametrize("module", ["study/train.py", "study/model.py"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "study/train.py",
+        "study/pack.py",
+        "study/evaluation.py",
+        "study/model.py",
+        "study/optim.py",
+        "study/slots.py",
+    ],
+)
 def test_training_loop_imports_no_scheduler(module):
     path = ROOT / module
     assert path.is_file(), f"{module} is part of the design"

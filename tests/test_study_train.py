@@ -202,3 +202,56 @@ def test_bidirectional_total_hidden_size_is_split():
         + 12 * timit.output_size
         + timit.output_size
     )
+
+
+def _plain_loop(task, variant, hp, splits, settings, seed):
+    """The protocol written out for one trial, independent of the engine (study.pack): the
+    model's plain forward through the reference cells, `NesterovStep`, the task's loss, and
+    validation and test one sequence at a time. Per epoch: (train loss, val, test)."""
+    from study.model import build_model
+    from variants import fast
+
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(task, variant, hp["hidden_size"], gen)
+    opt = NesterovStep(model.parameters(), hp["learning_rate"], hp["momentum"])
+    data, n, out = splits["train"], len(splits["train"]), []
+    with fast.use("reference"):
+        for _ in range(settings.max_epochs):
+            order = torch.randperm(n, generator=gen).tolist()
+            total, seqs = 0.0, 0
+            for start in range(0, n, settings.batch_size):
+                idx = order[start : start + settings.batch_size]
+                batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx])
+                batch.x = batch.x + hp["input_noise"] * torch.randn(batch.x.shape, generator=gen)
+                opt.look_ahead()
+                loss_sum, count = task.loss(model(batch.x, batch.lengths), batch)
+                opt.zero_grad()
+                (loss_sum / count).backward()
+                opt.step()
+                total, seqs = total + float(loss_sum.detach()), seqs + count
+            metrics = []
+            for split in ("valid", "test"):
+                errors, frames = 0.0, 0
+                for x, y in zip(splits[split].inputs, splits[split].targets, strict=True):
+                    batch = task.collate([(x, y)])
+                    with torch.no_grad():
+                        e, c = task.errors(model(batch.x, batch.lengths), batch)[task.metric]
+                    errors, frames = errors + e, frames + c
+                metrics.append(errors / frames)
+            out.append((total / seqs, *metrics))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["V", "GRU"])
+def test_the_engine_follows_the_protocol_written_out(variant):
+    """`train` (a pack of one through the engine, the compiled kernels) against the plain loop
+    above, every epoch, within float32 rounding."""
+    hp = {**HP, "hidden_size": 8, "input_noise": 0.2}
+    settings = TrainConfig(batch_size=2, max_epochs=4, patience=4, eval_batch_size=3)
+    hist = []
+    r = train(JSB, variant, hp, _tiny(), settings, 4, report=hist.append)
+    want = _plain_loop(JSB, variant, hp, _tiny(), settings, 4)
+    got = [(h["train/loss"], h["val/nll"], h["test/nll"]) for h in hist]
+    assert r["numerics"] == "cpu-compiled" and len(got) == len(want) == 4
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, rel=1e-4)

@@ -41,6 +41,9 @@ class GRUCell(nn.Module):
         self.R = nn.Parameter(torch.empty(k, 3 * n, n))
         self.b_ih = nn.Parameter(torch.empty(k, 3 * n))
         self.b_hh = nn.Parameter(torch.empty(k, 3 * n))
+        # each trial's real hidden units; a pack (study.pack) lowers a smaller trial's, whose
+        # extra units are zero padding that the compiled kernels skip
+        self.units = torch.full((k,), n, dtype=torch.int64)
         init_normal_(self, generator)
 
     def hidden_blocks(self) -> dict[str, tuple[int | None, ...]]:

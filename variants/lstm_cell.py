@@ -67,6 +67,9 @@ class LSTMCell(nn.Module):
         )
         r = len(spec.recurrent_gates)
         self.Rg = nn.Parameter(torch.empty(k, r * n, r * n)) if r else None
+        # each trial's real hidden units; a pack (study.pack) lowers a smaller trial's, whose
+        # extra units are zero padding that the compiled kernels skip
+        self.units = torch.full((k,), n, dtype=torch.int64)
         init_normal_(self, generator)
         if forget_bias:
             if "f" not in self.gates:

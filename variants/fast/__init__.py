@@ -4,18 +4,19 @@ Paths, chosen per call by `ODYSSEY_CELLS` (or `use(...)`), the spec and the tens
 - `reference`: the cells' readable per-step loop under autograd (`LSTMCell.scan_reference`),
   batched over the trials of a pack. Every other path is tested against it.
 - `fast` (default): on CPU the compiled kernels of `cells.cpp` (built once per machine, see
-  `build`), forward and hand-written backward over whole sequences, trial by trial; a spec the
-  kernels do not know (`supports`) or a failed build (one warning) falls back to `reference`.
-  Variants whose equations are exactly PyTorch's run in PyTorch's fused kernels for a single
-  model (K = 1): NP -> torch.lstm when the cell states are not needed, the GRU -> torch.gru on
-  CUDA, where cuDNN beats any loop of ours. On CUDA everything else runs the `triton` path when
-  Triton is installed (else the reference loop batched over the pack, with one warning).
+  `build`), forward and hand-written backward over whole sequences, trial by trial, each trial on
+  a compact copy of its own units and steps (`cell.units`), so that its numbers do not depend on
+  its pack; a spec the kernels do not know (`supports`) or a failed build (one warning) falls
+  back to `reference`. On CUDA, single models and packs alike run the `triton` path when Triton
+  is installed (else the reference loop batched over the pack, with one warning); no shortcut to
+  PyTorch's fused LSTM / GRU (cuDNN), so that a trial takes the same path alone and packed.
 - `triton`: fused Triton step kernels for all K trials of a pack (`triton_lstm`, `triton_gru`):
   one launch per time step forward and one backward, the recurrent-weight gradients as one
   batched product per sequence. Chosen on CUDA by `fast`; on CPU tensors only when asked for
   (`ODYSSEY_CELLS=triton` or `use("triton")`) under Triton's interpreter (`TRITON_INTERPRET=1`).
 In every path the input projection of all steps is one (batched) matrix product outside the time
-loop (for the LSTM variants without the bias, which the kernels add in their step loop).
+loop (in the compiled kernels, one per trial).
+`numerics(spec, device)` names the implementation a layer trains with (recorded per trial).
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from variants.fast import build, triton_launch
 from variants.fast.functions import (
     GRUSequence,
     LSTMSequence,
-    is_torch_gru,
-    is_torch_lstm,
     lstm_flags,
     supports,
 )
@@ -86,17 +85,35 @@ def _triton_on_cuda(x: torch.Tensor) -> bool:
 
 def lstm_path(cell, x: torch.Tensor, need_cells: bool = True) -> str:
     """Which implementation `lstm_scan` uses for this cell and input (for logs and benchmarks):
-    "reference", "torch.lstm", "triton" or "compiled"."""
+    "reference", "triton" or "compiled"."""
     m = mode()
     if m == "reference" or not supports(cell.spec):
         return "reference"
-    if m == "triton":
-        return "triton"
-    if not need_cells and cell.trials == 1 and is_torch_lstm(cell.spec):
-        return "torch.lstm"
-    if _triton_on_cuda(x):
+    if m == "triton" or _triton_on_cuda(x):
         return "triton"
     return "compiled" if _compiled(x) is not None else "reference"
+
+
+def numerics(spec, device: str | torch.device) -> str:
+    """The implementation a layer of `spec` runs on `device`, as recorded with each trial:
+    "cpu-compiled" (the compiled kernels: a trial's numbers are bitwise the same in any pack),
+    else "<device type>-reference" (the reference loop)."""
+    kind = torch.device(device).type
+    if kind == "cpu" and mode() == "fast" and supports(spec) and build.load() is not None:
+        return "cpu-compiled"
+    if supports(spec) and (
+        mode() == "triton" or (kind == "cuda" and mode() == "fast" and triton_launch.available())
+    ):
+        return f"{kind}-triton"
+    return f"{kind}-reference"
+
+
+def _units(cell, trials: int) -> torch.Tensor:
+    """Each trial's real hidden units (`cell.units`, set by a pack; all of them by default)."""
+    units = getattr(cell, "units", None)
+    if units is None:
+        return torch.full((trials,), cell.hidden_size, dtype=torch.int64)
+    return units.to("cpu", torch.int64)
 
 
 def lstm_scan(
@@ -107,36 +124,34 @@ def lstm_scan(
     path = lstm_path(cell, x, need_cells)
     if path == "reference":
         return cell.scan_reference(x)
-    if path == "torch.lstm":
-        h0 = x.new_zeros(1, x.shape[2], cell.hidden_size)
-        params = [cell.W[0], cell.R[0], cell.b[0], torch.zeros_like(cell.b[0])]
-        y = torch.lstm(x[0], (h0, h0), params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
-        return y[0].unsqueeze(0), None
     if path == "triton":
         triton_launch.require(x)
         return triton_launch.kernels("triton_lstm").scan(
             cell, x, _steps(steps, *x.shape[:2]), need_cells
         )
-    trials, t_len, batch, m = x.shape
-    xw = torch.bmm(x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2))
-    xw = xw.view(trials, t_len, batch, -1)  # (K, T, B, G*N)
-    steps = _steps(steps, trials, t_len)
+    trials, t_len = x.shape[:2]
+    steps, units = _steps(steps, trials, t_len), _units(cell, trials)
     return LSTMSequence.apply(
-        xw, cell.b, cell.R, cell.p, cell.Rg, steps, lstm_flags(cell.spec), _compiled(x)
+        x,
+        cell.W,
+        cell.b,
+        cell.R,
+        cell.p,
+        cell.Rg,
+        steps,
+        units,
+        lstm_flags(cell.spec),
+        _compiled(x),
     )
 
 
 def gru_path(cell, x: torch.Tensor) -> str:
-    """As `lstm_path` for a `GRUCell`: "reference", "torch.gru", "triton" or "compiled"."""
+    """As `lstm_path` for a `GRUCell`: "reference", "triton" or "compiled"."""
     m = mode()
     if m == "reference" or not supports(cell.spec):
         return "reference"  # the kernels implement the reset-after (torch.nn.GRU) form only
-    if m == "triton":
+    if m == "triton" or _triton_on_cuda(x):
         return "triton"
-    if x.device.type != "cpu":
-        if cell.trials == 1 and is_torch_gru(cell.spec):
-            return "torch.gru"
-        return "triton" if _triton_on_cuda(x) else "reference"
     return "compiled" if _compiled(x) is not None else "reference"
 
 
@@ -145,20 +160,13 @@ def gru_scan(cell, x: torch.Tensor, steps: torch.Tensor | None = None) -> tuple[
     path = gru_path(cell, x)
     if path == "reference":
         return cell.scan_reference(x)
-    if path == "torch.gru":
-        h0 = x.new_zeros(1, x.shape[2], cell.hidden_size)
-        params = [cell.W[0], cell.R[0], cell.b_ih[0], cell.b_hh[0]]
-        h = torch.gru(x[0], h0, params, True, 1, 0.0, torch.is_grad_enabled(), False, False)
-        return h[0].unsqueeze(0), None
     if path == "triton":
         triton_launch.require(x)
         return triton_launch.kernels("triton_gru").scan(cell, x, _steps(steps, *x.shape[:2]))
-    trials, t_len, batch, m = x.shape
-    xw = torch.baddbmm(
-        cell.b_ih.unsqueeze(1), x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2)
-    ).view(trials, t_len, batch, -1)
-    steps = _steps(steps, trials, t_len)
-    return GRUSequence.apply(xw, cell.R, cell.b_hh, steps, _compiled(x)), None
+    trials, t_len = x.shape[:2]
+    steps, units = _steps(steps, trials, t_len), _units(cell, trials)
+    h = GRUSequence.apply(x, cell.W, cell.b_ih, cell.R, cell.b_hh, steps, units, _compiled(x))
+    return h, None
 
 
 def _steps(steps: torch.Tensor | None, trials: int, t_len: int) -> torch.Tensor:
@@ -176,6 +184,7 @@ __all__ = [
     "lstm_path",
     "lstm_scan",
     "mode",
+    "numerics",
     "supports",
     "use",
 ]

@@ -1,19 +1,20 @@
 // Whole-sequence LSTM-variant and GRU kernels, forward and hand-written backward (CPU), for a
 // pack of K independent trials: every tensor has a leading trial dimension, trial k runs its own
-// weights over its own `steps[k]` steps (the rest of the time axis is padding, left at zero), and
-// the trials are independent loops (at::parallel_for over k), each keeping its recurrent matrix
-// hot in cache for its whole sequence.
+// weights over its own `steps[k]` steps and `units[k]` units (the rest is padding, left at zero),
+// on a compact copy of its own data (see "a trial's own, compact data" below), and the trials are
+// independent loops (at::parallel_for over k), each keeping its recurrent matrix hot in cache for
+// its whole sequence.
 //
 // The generic LSTM of Greff et al. 2017 (section II), one direction, driven by flag bits:
 //   a_t = xw_t + y_{t-1} R^T (+ for FGR, on the i, f, o blocks: g_{t-1} Rg^T, g = [i, f, o])
-//   xw = W x for all steps (one GEMM, done by the caller; b is added in the step loop)
+//   xw = W x for all steps (one GEMM per trial; b is added in the step loop)
 //   i = s(a_i + p_i c'), f = s(a_f + p_f c') | 1 - i (CIFG) | 1, z = g(a_z), c = z i + c' f,
 //   o = s(a_o + p_o c), y = h(c) o;  missing gates are 1, g/h are tanh or identity.
 // Gate blocks are stored in PyTorch's order i, f, z, o restricted to the gates present.
 // Per step: one GEMM against the pre-packed recurrent matrix R (FGR: a second one against Rg, so
 // 13 N^2 multiply-adds per row instead of a 4N x 4N matrix with a zero block) and one fused,
 // vectorised loop over the units for all gates (specialised at compile time for the flag sets
-// of the registry); the same in backward. The weight gradients of R and Rg are one GEMM each
+// of the registry); the same in backward. The weight gradients of W, R and Rg are one GEMM each
 // over all steps after the backward loop.
 //
 // GRU (torch.nn.GRU form, reset after the product): h_t = (1-u) n + u h', with
@@ -111,6 +112,44 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a
 // few rows (the paper's batch-1 trials: a matrix-vector product per step) a plain vectorised
 // loop, whose cost is the pass over W (hot in cache for a trial's whole sequence), not a BLAS
 // call's overhead; otherwise MKL's packed GEMM (W packed once) or a plain gemm per call.
+// A buffer of `n` elements at a 64-byte-aligned address (ATen's CPU allocator), zeroed: every
+// array a trial computes on is one, so BLAS and the vectorised loops see the same alignment
+// whatever tensor, pack or offset the trial's data came from.
+template <typename T>
+struct Aligned {
+  at::Tensor t;
+  T* p;
+  explicit Aligned(int64_t n, bool zero = true)
+      : t(zero ? at::zeros({std::max<int64_t>(n, 1)}, options()) : at::empty({std::max<int64_t>(n, 1)}, options())),
+        p(t.data_ptr<T>()) {}
+  static at::TensorOptions options() {
+    return at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  }
+};
+
+// One dimension of a padded array: `blocks` blocks of `full` entries, of which the first `real`
+// are the trial's (a dimension not made of units: one block, all real).
+struct Dim {
+  int64_t blocks, full, real;
+};
+inline Dim plain(int64_t size) { return {1, size, size}; }
+
+// Copies between a padded (rows x cols) array and its compact form, in either direction.
+template <typename T>
+void repack(T* padded, T* compact, Dim rows, Dim cols, bool to_compact) {
+  const int64_t pw = cols.blocks * cols.full, cw = cols.blocks * cols.real;
+  for (int64_t rb = 0; rb < rows.blocks; ++rb)
+    for (int64_t r = 0; r < rows.real; ++r) {
+      const int64_t pr = rb * rows.full + r, cr = rb * rows.real + r;
+      for (int64_t cb = 0; cb < cols.blocks; ++cb) {
+        T* pp = padded + pr * pw + cb * cols.full;
+        T* cp = compact + cr * cw + cb * cols.real;
+        if (to_compact) std::memcpy(cp, pp, cols.real * sizeof(T));
+        else std::memcpy(pp, cp, cols.real * sizeof(T));
+      }
+    }
+}
+
 template <typename T>
 struct FixedRight {
   enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162, kPacked = 151 };
@@ -121,22 +160,55 @@ struct FixedRight {
   // evaluation batches of small trials), where a BLAS call costs more than the product
   static constexpr int64_t kFewRows = 2, kSmallRows = 16, kSmallMatrix = 64 * 256;
   bool few;
-  std::vector<float> packed;
-  std::vector<T> wk;  // few rows: op(W) stored (k x n), so every product is a run of axpys
+  std::unique_ptr<Aligned<float>> packed;
+  std::unique_ptr<Aligned<T>> wk;  // few rows: op(W) stored (k x n): products are runs of axpys
+  std::unique_ptr<Aligned<T>> compact;  // BLAS, W given padded: its compact copy
   FixedRight(const T* w_, bool tw_, int64_t m_, int64_t n_, int64_t k_, int64_t ldw_)
       : w(w_), tw(tw_), m(m_), n(n_), k(k_), ldw(ldw_),
         few(m <= kFewRows || (m <= kSmallRows && n * k <= kSmallMatrix)) {
     if (few) {
-      wk.resize(k * n);
+      wk = std::make_unique<Aligned<T>>(k * n, false);
+      T* out = wk->p;
       for (int64_t r = 0; r < k; ++r)
-        for (int64_t j = 0; j < n; ++j) wk[r * n + j] = tw ? w[j * ldw + r] : w[r * ldw + j];
+        for (int64_t j = 0; j < n; ++j) out[r * n + j] = tw ? w[j * ldw + r] : w[r * ldw + j];
       return;
     }
+    pack_for_blas();
+  }
+  // The same for W given as a trial's real part of a padded array (`rows` x `cols` as `repack`
+  // takes them): the few-rows copy reads it in place, BLAS gets a compact, aligned copy. Either
+  // way the product is that of the compact W.
+  FixedRight(const T* padded, Dim rows, Dim cols, bool tw_, int64_t m_)
+      : w(nullptr), tw(tw_), m(m_),
+        n(tw_ ? rows.blocks * rows.real : cols.blocks * cols.real),
+        k(tw_ ? cols.blocks * cols.real : rows.blocks * rows.real),
+        ldw(cols.blocks * cols.real),
+        few(m <= kFewRows || (m <= kSmallRows && n * k <= kSmallMatrix)) {
+    const int64_t wr = rows.blocks * rows.real, wc = cols.blocks * cols.real;
+    if (few) {
+      std::vector<int64_t> prow(wr), pcol(wc);  // compact row / column -> padded offset
+      for (int64_t i = 0; i < wr; ++i)
+        prow[i] = ((i / rows.real) * rows.full + i % rows.real) * cols.blocks * cols.full;
+      for (int64_t c = 0; c < wc; ++c) pcol[c] = (c / cols.real) * cols.full + c % cols.real;
+      wk = std::make_unique<Aligned<T>>(k * n, false);
+      T* out = wk->p;
+      for (int64_t r = 0; r < k; ++r)
+        for (int64_t j = 0; j < n; ++j)
+          out[r * n + j] = tw ? padded[prow[j] + pcol[r]] : padded[prow[r] + pcol[j]];
+      return;
+    }
+    compact = std::make_unique<Aligned<T>>(wr * wc, false);
+    repack(const_cast<T*>(padded), compact->p, rows, cols, true);
+    w = compact->p;
+    pack_for_blas();
+  }
+  void pack_for_blas() {
     if constexpr (std::is_same_v<T, float>) {
       if (cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute) {
-        packed.resize(cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1);
+        packed = std::make_unique<Aligned<float>>(
+            cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1, false);
         cblas_sgemm_pack(kRowMajor, kBMatrix, tw ? kTrans : kNoTrans, m, n, k, 1.0f, w, ldw,
-                         packed.data());
+                         packed->p);
       }
     }
   }
@@ -146,8 +218,8 @@ struct FixedRight {
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
-      if (!packed.empty()) {
-        cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, lda, packed.data(), 0,
+      if (packed) {
+        cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, lda, packed->p, 0,
                             beta, c, ldc);
         return;
       }
@@ -164,7 +236,7 @@ struct FixedRight {
       for (; r + 4 <= k; r += 4) {  // four rows of W per pass over C: a quarter of its traffic
         const T a0 = ai[r], a1 = ai[r + 1], a2 = ai[r + 2], a3 = ai[r + 3];
         if (a0 == T(0) && a1 == T(0) && a2 == T(0) && a3 == T(0)) continue;  // padded units
-        const T* __restrict w0 = wk.data() + r * n;
+        const T* __restrict w0 = wk->p + r * n;
         const T* __restrict w1 = w0 + n;
         const T* __restrict w2 = w1 + n;
         const T* __restrict w3 = w2 + n;
@@ -174,7 +246,7 @@ struct FixedRight {
       for (; r < k; ++r) {
         const T ar = ai[r];
         if (ar == T(0)) continue;  // zero inputs add nothing (as reference BLAS skips them)
-        const T* __restrict wr = wk.data() + r * n;
+        const T* __restrict wr = wk->p + r * n;
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) ci[j] += ar * wr[j];
       }
@@ -341,77 +413,120 @@ int64_t steps_of(const at::Tensor& steps, int64_t k, int64_t t_len) {
   return v;
 }
 
-// xw (K, T, B, G*N) = W x for all steps (one batched GEMM by the caller); bias b (K, G*N);
-// r (K, G*N, N); rg (K, 3N, 3N) for FGR, else empty; p (K, P, N) or empty; steps (K,) int64.
+int64_t units_of(const at::Tensor& units, int64_t k, int64_t n) {
+  const int64_t v = units.data_ptr<int64_t>()[k];
+  TORCH_CHECK(v >= 1 && v <= n, "odyssey_cells: units must lie in 1..N");
+  return v;
+}
+
+// ----------------------------------------------------------------- a trial's own, compact data
+//
+// A pack's tensors are padded: trial k has `units[k]` real units out of the pack's N (a smaller
+// trial's extra units have zero weights) and `steps[k]` real steps out of T. Every kernel below
+// first copies trial k's real part into compact, 64-byte-aligned buffers laid out exactly as a
+// pack of one trial of that size would hold them, computes on those alone, and copies the results
+// back into the padded outputs (padding stays zero). So every sum over units or steps, every BLAS
+// call (its shapes and alignment) and every vectorised loop of a trial is the same in any pack,
+// with any neighbours: a trial's numbers are bitwise those it gets alone.
+
+// A compact copy of trial data (aligned, zeroed, then filled from the padded array if given).
+template <typename T>
+struct Compact : Aligned<T> {
+  explicit Compact(int64_t size, bool zero = true) : Aligned<T>(size, zero) {}
+  Compact(const T* padded, Dim rows, Dim cols)
+      : Aligned<T>(rows.blocks * rows.real * cols.blocks * cols.real, false) {
+    repack(const_cast<T*>(padded), this->p, rows, cols, true);
+  }
+  void put(T* padded, Dim rows, Dim cols) const { repack(padded, this->p, rows, cols, false); }
+};
+
+// x (K, T, B, M) inputs; w (K, G*N, M) input weights; bias b (K, G*N); r (K, G*N, N); rg (K, 3N,
+// 3N) for FGR, else empty; p (K, P, N) or empty; steps (K,) and units (K,) int64. The input
+// projection W x of a trial is one GEMM over all its steps; b is added in the step loop.
 // Returns y (K, T+1, B, N) and c (K, T+1, B, N) with y[:, 0] = c[:, 0] = 0, g (K, T+1, B, 3N) =
 // [i, f, o] with g[:, 0] = 0 for FGR (else empty), act (K, T, B, G*N) gate activations and
-// hc (K, T, B, N) = h(c); everything past a trial's steps is zero.
-std::vector<at::Tensor> lstm_forward(const at::Tensor& xw_, const at::Tensor& b_,
-                                     const at::Tensor& r_, const at::Tensor& rg_,
-                                     const at::Tensor& p_, const at::Tensor& steps_,
+// hc (K, T, B, N) = h(c); everything past a trial's steps and units is zero.
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& w_,
+                                     const at::Tensor& b_, const at::Tensor& r_,
+                                     const at::Tensor& rg_, const at::Tensor& p_,
+                                     const at::Tensor& steps_, const at::Tensor& units_,
                                      int64_t flags) {
-  TORCH_CHECK(xw_.device().is_cpu(), "odyssey_cells: CPU tensors only");
-  auto xw = xw_.contiguous();
+  TORCH_CHECK(x_.device().is_cpu(), "odyssey_cells: CPU tensors only");
+  auto x = x_.contiguous();
+  auto wx = w_.contiguous();
   auto bias = b_.contiguous();
   auto rw = r_.contiguous();
   auto rg = rg_.contiguous();
   auto p = p_.contiguous();
   auto steps = steps_.to(at::kLong).contiguous();
-  TORCH_CHECK(xw.dim() == 4 && rw.dim() == 3, "odyssey_cells: expected xw (K, T, B, G*N)");
-  const int64_t trials = xw.size(0), t_len = xw.size(1), batch = xw.size(2), gn = xw.size(3),
-                n = rw.size(2);
+  auto units = units_.to(at::kLong).contiguous();
+  TORCH_CHECK(x.dim() == 4 && wx.dim() == 3 && rw.dim() == 3,
+              "odyssey_cells: expected x (K, T, B, M), w (K, G*N, M), r (K, G*N, N)");
+  const int64_t trials = x.size(0), t_len = x.size(1), batch = x.size(2), m = x.size(3),
+                gn_full = rw.size(1), n_full = rw.size(2);
   const bool fgr = flags & kFullGateRecurrence;
-  Layout L(flags, n);
-  TORCH_CHECK(L.g * n == gn && rw.size(1) == gn && rw.size(0) == trials,
-              "odyssey_cells: xw and r do not match the flags' gate count");
-  TORCH_CHECK(bias.numel() == trials * gn, "odyssey_cells: bias size does not match xw");
-  TORCH_CHECK(p.numel() == trials * L.peepholes() * n, "odyssey_cells: peephole shape");
-  TORCH_CHECK(!fgr || (rg.dim() == 3 && rg.size(1) == 3 * n && rg.size(2) == 3 * n),
+  const Layout LF(flags, n_full);
+  const int64_t gates = LF.g, np = LF.peepholes();
+  TORCH_CHECK(gates * n_full == gn_full && rw.size(0) == trials && wx.size(1) == gn_full &&
+                  wx.size(2) == m && wx.size(0) == trials,
+              "odyssey_cells: x, w and r do not match the flags' gate count");
+  TORCH_CHECK(bias.numel() == trials * gn_full, "odyssey_cells: bias size does not match r");
+  TORCH_CHECK(p.numel() == trials * np * n_full, "odyssey_cells: peephole shape");
+  TORCH_CHECK(!fgr || (rg.dim() == 3 && rg.size(1) == 3 * n_full && rg.size(2) == 3 * n_full),
               "odyssey_cells: FGR needs rg of shape (K, 3N, 3N)");
-  TORCH_CHECK(steps.numel() == trials, "odyssey_cells: steps must be (K,)");
+  TORCH_CHECK(steps.numel() == trials && units.numel() == trials,
+              "odyssey_cells: steps and units must be (K,)");
   std::vector<at::Tensor> out;
-  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
     using T = scalar_t;
-    auto y = at::zeros({trials, t_len + 1, batch, n}, xw.options());
-    auto c = at::zeros({trials, t_len + 1, batch, n}, xw.options());
-    auto g = fgr ? at::zeros({trials, t_len + 1, batch, 3 * n}, xw.options()) : xw.new_empty({0});
-    auto act = at::zeros_like(xw);
-    auto hc = at::zeros({trials, t_len, batch, n}, xw.options());
-    const int64_t bn = batch * n, np = L.peepholes() * n;
+    const int64_t N = n_full, B = batch, TT = t_len;
+    auto y = at::zeros({trials, TT + 1, B, N}, x.options());
+    auto c = at::zeros({trials, TT + 1, B, N}, x.options());
+    auto g = fgr ? at::zeros({trials, TT + 1, B, 3 * N}, x.options()) : x.new_empty({0});
+    auto act = at::zeros({trials, TT, B, gates * N}, x.options());
+    auto hc = at::zeros({trials, TT, B, N}, x.options());
     at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
       FlushDenormals ftz;
-      std::vector<T> q_buf(batch * gn, T(0)), qg_buf(fgr ? batch * 3 * n : 1, T(0));
       for (int64_t k = k0; k < k1; ++k) {
-        const int64_t t_k = steps_of(steps, k, t_len);
-        T* Y = y.data_ptr<T>() + k * (t_len + 1) * bn;
-        T* C = c.data_ptr<T>() + k * (t_len + 1) * bn;
-        T* G = fgr ? g.data_ptr<T>() + k * (t_len + 1) * 3 * bn : nullptr;
-        T* A = act.data_ptr<T>() + k * t_len * batch * gn;
-        T* H = hc.data_ptr<T>() + k * t_len * bn;
-        T* Q = q_buf.data();
-        T* QG = qg_buf.data();
-        const T* X = xw.data_ptr<T>() + k * t_len * batch * gn;
-        const T* BI = bias.data_ptr<T>() + k * gn;
-        const T* P = np ? p.data_ptr<T>() + k * np : nullptr;
-        const T* RW = rw.data_ptr<T>() + k * gn * n;
-        FixedRight<T> rec(RW, true, batch, gn, n, n);  // q = y' R^T
+        const int64_t t_k = steps_of(steps, k, TT), n = units_of(units, k, N);
+        if (t_k == 0) continue;
+        const Layout L(flags, n);
+        const int64_t gn = gates * n, bn = B * n, rows = t_k * B;
+        const Dim gate_units{gates, N, n}, hidden{1, N, n}, fgr_units{3, N, n};
+        // the trial's own data
+        Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
+        Compact<T> W(wx.data_ptr<T>() + k * gn_full * m, gate_units, plain(m));
+        Compact<T> BI(bias.data_ptr<T>() + k * gn_full, plain(1), gate_units);
+        const T* RW = rw.data_ptr<T>() + k * gn_full * N;  // read by FixedRight
+        const T* RG = fgr ? rg.data_ptr<T>() + k * 9 * N * N : nullptr;
+        Compact<T> P = np ? Compact<T>(p.data_ptr<T>() + k * np * N, plain(np), hidden)
+                          : Compact<T>(0);
+        // its results
+        Aligned<T> XW(rows * gn, false);  // written whole by the GEMM
+        Compact<T> Y((t_k + 1) * bn), C((t_k + 1) * bn),
+            G(fgr ? (t_k + 1) * 3 * bn : 0), A(rows * gn), H(rows * n), Q(B * gn),
+            QG(fgr ? B * 3 * n : 0);
+        gemm<T>(false, true, rows, gn, m, T(1), X.p, m, W.p, m, T(0), XW.p, gn);  // W x
+        FixedRight<T> rec(RW, gate_units, hidden, true, B);  // q = y' R^T
         std::unique_ptr<FixedRight<T>> rec_g;
         if (fgr)
-          rec_g = std::make_unique<FixedRight<T>>(rg.data_ptr<T>() + k * 9 * n * n, true, batch,
-                                                  3 * n, 3 * n, 3 * n);  // qg = g' Rg^T
-        std::fill(q_buf.begin(), q_buf.end(), T(0));
-        std::fill(qg_buf.begin(), qg_buf.end(), T(0));
+          rec_g = std::make_unique<FixedRight<T>>(RG, fgr_units, fgr_units, true, B);  // g' Rg^T
         with_flags(flags, [&](auto fl) {
           for (int64_t t = 0; t < t_k; ++t) {
             if (t > 0) {  // y[0] = g[0] = 0 contribute nothing: q, qg stay zero at t = 0
-              rec(Y + t * bn, n, 0, Q, gn);
-              if (fgr) (*rec_g)(G + t * 3 * bn, 3 * n, 0, QG, 3 * n);
+              rec(Y.p + t * bn, n, 0, Q.p, gn);
+              if (fgr) (*rec_g)(G.p + t * 3 * bn, 3 * n, 0, QG.p, 3 * n);
             }
-            lstm_step_forward<T>(fl, L, batch, X + t * batch * gn, BI, Q, QG, A + t * batch * gn,
-                                 C + t * bn, C + (t + 1) * bn, H + t * bn, Y + (t + 1) * bn,
-                                 G ? G + (t + 1) * 3 * bn : nullptr, P);
+            lstm_step_forward<T>(fl, L, B, XW.p + t * B * gn, BI.p, Q.p, QG.p, A.p + t * B * gn,
+                                 C.p + t * bn, C.p + (t + 1) * bn, H.p + t * bn,
+                                 Y.p + (t + 1) * bn, fgr ? G.p + (t + 1) * 3 * bn : nullptr, P.p);
           }
         });
+        Y.put(y.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
+        C.put(c.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
+        if (fgr) G.put(g.data_ptr<T>() + k * (TT + 1) * B * 3 * N, plain((t_k + 1) * B), fgr_units);
+        A.put(act.data_ptr<T>() + k * TT * B * gates * N, plain(rows), gate_units);
+        H.put(hc.data_ptr<T>() + k * TT * B * N, plain(rows), hidden);
       }
     });
     out = {y, g, c, act, hc};
@@ -511,137 +626,166 @@ void lstm_step_backward(const Fl fl, const Layout& L, int64_t batch, const T* ac
 }
 
 // Gradients of lstm_forward given dy (K, T, B, N) and dc (K, T, B, N) (either may be empty:
-// zero): returns dxw (K, T, B, G*N), db (K, G*N), dr (K, G*N, N), drg (K, 3N, 3N) for FGR (else
-// empty), dp (K, P, N). Steps past a trial's `steps` get zero gradients.
+// zero): returns dx (K, T, B, M) (empty unless `need_dx`), dw (K, G*N, M), db (K, G*N),
+// dr (K, G*N, N), drg (K, 3N, 3N) for FGR (else empty), dp (K, P, N); each trial on its own
+// compact data, as in lstm_forward.
 std::vector<at::Tensor> lstm_backward(const at::Tensor& dy_, const at::Tensor& dc_,
+                                      const at::Tensor& x_, const at::Tensor& w_,
                                       const at::Tensor& r_, const at::Tensor& rg_,
                                       const at::Tensor& p_, const at::Tensor& y,
                                       const at::Tensor& g, const at::Tensor& c,
                                       const at::Tensor& act, const at::Tensor& hc,
-                                      const at::Tensor& steps_, int64_t flags) {
+                                      const at::Tensor& steps_, const at::Tensor& units_,
+                                      int64_t flags, bool need_dx) {
   auto dye = dy_.numel() ? dy_.contiguous() : dy_;
   auto dce = dc_.numel() ? dc_.contiguous() : dc_;
+  auto x = x_.contiguous();
+  auto wx = w_.contiguous();
   auto rw = r_.contiguous();
   auto rg = rg_.contiguous();
   auto p = p_.contiguous();
   auto steps = steps_.to(at::kLong).contiguous();
+  auto units = units_.to(at::kLong).contiguous();
   const int64_t trials = act.size(0), t_len = act.size(1), batch = act.size(2),
-                gn = act.size(3), n = hc.size(3);
+                gn_full = act.size(3), n_full = hc.size(3), m = x.size(3);
   const bool fgr = flags & kFullGateRecurrence;
-  Layout L(flags, n);
-  TORCH_CHECK(L.g * n == gn, "odyssey_cells: act does not match the flags' gate count");
+  const Layout LF(flags, n_full);
+  const int64_t gates = LF.g, np = LF.peepholes();
+  TORCH_CHECK(gates * n_full == gn_full, "odyssey_cells: act does not match the flags' gate count");
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward", [&] {
     using T = scalar_t;
-    auto da = at::zeros_like(act);
-    auto dga = fgr ? at::zeros({trials, t_len, batch, 3 * n}, act.options()) : act.new_empty({0});
+    const int64_t N = n_full, B = batch, TT = t_len;
+    auto dx = need_dx ? at::zeros_like(x) : x.new_empty({0});
+    auto dw = at::zeros_like(wx);
     auto dp = at::zeros_like(p);
-    auto dbias = at::zeros({trials, gn}, act.options());
-    auto dr = at::zeros({trials, gn, n}, act.options());
-    auto drg = fgr ? at::zeros({trials, 3 * n, 3 * n}, act.options()) : act.new_empty({0});
-    auto zero = at::zeros({n}, act.options());  // stands in for an absent dy or dc
-    const int64_t bn = batch * n, np = L.peepholes() * n;
-    const int64_t sdy = dye.numel() ? n : 0, sdc = dce.numel() ? n : 0;
+    auto dbias = at::zeros({trials, gn_full}, act.options());
+    auto dr = at::zeros({trials, gn_full, N}, act.options());
+    auto drg = fgr ? at::zeros({trials, 3 * N, 3 * N}, act.options()) : act.new_empty({0});
     at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
       FlushDenormals ftz;
-      std::vector<T> dyn_buf(bn), dgn_buf(fgr ? 3 * bn : 1), carry_buf(bn);
       for (int64_t k = k0; k < k1; ++k) {
-        const int64_t t_k = steps_of(steps, k, t_len);
-        std::fill(dyn_buf.begin(), dyn_buf.end(), T(0));  // dy_t from step t+1
-        std::fill(dgn_buf.begin(), dgn_buf.end(), T(0));
-        std::fill(carry_buf.begin(), carry_buf.end(), T(0));
-        T* DYN = dyn_buf.data();
-        T* DGN = dgn_buf.data();
-        const T* DYE = sdy ? dye.data_ptr<T>() + k * t_len * bn : zero.data_ptr<T>();
-        const T* DCE = sdc ? dce.data_ptr<T>() + k * t_len * bn : zero.data_ptr<T>();
-        const T* P = np ? p.data_ptr<T>() + k * np : nullptr;
-        T* DP = np ? dp.data_ptr<T>() + k * np : nullptr;
-        const T* C = c.data_ptr<T>() + k * (t_len + 1) * bn;
-        const T* A = act.data_ptr<T>() + k * t_len * batch * gn;
-        const T* H = hc.data_ptr<T>() + k * t_len * bn;
-        const T* Y = y.data_ptr<T>() + k * (t_len + 1) * bn;
-        const T* G = fgr ? g.data_ptr<T>() + k * (t_len + 1) * 3 * bn : nullptr;
-        T* DA = da.data_ptr<T>() + k * t_len * batch * gn;
-        T* DGA = fgr ? dga.data_ptr<T>() + k * t_len * 3 * bn : nullptr;
-        T* DB = dbias.data_ptr<T>() + k * gn;
-        const T* RW = rw.data_ptr<T>() + k * gn * n;
-        const T* RG = fgr ? rg.data_ptr<T>() + k * 9 * n * n : nullptr;
-        FixedRight<T> rec(RW, false, batch, n, gn, n);  // dy' = da R
+        const int64_t t_k = steps_of(steps, k, TT), n = units_of(units, k, N);
+        if (t_k == 0) continue;
+        const Layout L(flags, n);
+        const int64_t gn = gates * n, bn = B * n, rows = t_k * B;
+        const Dim gate_units{gates, N, n}, hidden{1, N, n}, fgr_units{3, N, n};
+        const int64_t sdy = dye.numel() ? n : 0, sdc = dce.numel() ? n : 0;
+        // the trial's own data; an absent dy or dc is one zero row with stride 0
+        Compact<T> DYE = sdy ? Compact<T>(dye.data_ptr<T>() + k * TT * B * N, plain(rows), hidden)
+                             : Compact<T>(n);
+        Compact<T> DCE = sdc ? Compact<T>(dce.data_ptr<T>() + k * TT * B * N, plain(rows), hidden)
+                             : Compact<T>(n);
+        Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
+        Compact<T> W(wx.data_ptr<T>() + k * gn_full * m, gate_units, plain(m));
+        const T* RW = rw.data_ptr<T>() + k * gn_full * N;  // read by FixedRight
+        const T* RG = fgr ? rg.data_ptr<T>() + k * 9 * N * N : nullptr;
+        Compact<T> P = np ? Compact<T>(p.data_ptr<T>() + k * np * N, plain(np), hidden)
+                          : Compact<T>(0);
+        Compact<T> C(c.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
+        Compact<T> Y(y.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
+        Compact<T> G = fgr ? Compact<T>(g.data_ptr<T>() + k * (TT + 1) * B * 3 * N,
+                                        plain((t_k + 1) * B), fgr_units)
+                           : Compact<T>(0);
+        Compact<T> A(act.data_ptr<T>() + k * TT * B * gn_full, plain(rows), gate_units);
+        Compact<T> H(hc.data_ptr<T>() + k * TT * B * N, plain(rows), hidden);
+        // its gradients
+        Compact<T> DGA(fgr ? rows * 3 * n : 0), DB(gn), DRG(fgr ? 9 * n * n : 0), DP(np * n),
+            DYN(bn), DGN(fgr ? 3 * bn : 0), CARRY(bn);
+        // written whole (every step's gate gradients; GEMMs with beta 0)
+        Compact<T> DA(rows * gn, false), DR(gn * n, false), DW(gn * m, false),
+            DX(need_dx ? rows * m : 0, false);
+        FixedRight<T> rec(RW, gate_units, hidden, false, B);  // dy' = da R
         std::unique_ptr<FixedRight<T>> rec_g;
-        if (fgr)
-          rec_g = std::make_unique<FixedRight<T>>(RG, false, batch, 3 * n, 3 * n,
-                                                  3 * n);  // dg' = dga Rg
+        if (fgr) rec_g = std::make_unique<FixedRight<T>>(RG, fgr_units, fgr_units, false, B);
         with_flags(flags, [&](auto fl) {
           for (int64_t t = t_k - 1; t >= 0; --t) {
-            lstm_step_backward<T>(fl, L, batch, A + t * batch * gn, C + t * bn, C + (t + 1) * bn,
-                                  H + t * bn, DYE + t * batch * sdy, sdy, DCE + t * batch * sdc,
-                                  sdc, DYN, DGN, carry_buf.data(), DA + t * batch * gn,
-                                  DGA ? DGA + t * 3 * bn : nullptr, DB, P, DP);
+            lstm_step_backward<T>(fl, L, B, A.p + t * B * gn, C.p + t * bn, C.p + (t + 1) * bn,
+                                  H.p + t * bn, DYE.p + t * B * sdy, sdy, DCE.p + t * B * sdc, sdc,
+                                  DYN.p, DGN.p, CARRY.p, DA.p + t * B * gn,
+                                  fgr ? DGA.p + t * 3 * bn : nullptr, DB.p, P.p, DP.p);
             if (t > 0) {
-              rec(DA + t * batch * gn, gn, 0, DYN, n);
-              if (fgr) (*rec_g)(DGA + t * 3 * bn, 3 * n, 0, DGN, 3 * n);
+              rec(DA.p + t * B * gn, gn, 0, DYN.p, n);
+              if (fgr) (*rec_g)(DGA.p + t * 3 * bn, 3 * n, 0, DGN.p, 3 * n);
             }
           }
         });
-        // dR = sum_t da_t^T y_{t-1}, dRg = sum_t dga_t^T g_{t-1}: one GEMM each over all steps
-        gemm<T>(true, false, gn, n, t_k * batch, 1, DA, gn, Y, n, 0,
-                dr.data_ptr<T>() + k * gn * n, n);
-        if (fgr)
-          gemm<T>(true, false, 3 * n, 3 * n, t_k * batch, 1, DGA, 3 * n, G, 3 * n, 0,
-                  drg.data_ptr<T>() + k * 9 * n * n, 3 * n);
+        // dR = sum_t da_t^T y_{t-1}, dRg = sum_t dga_t^T g_{t-1}, dW = sum_t da_t^T x_t: one
+        // GEMM each over all steps; dx = da W
+        gemm<T>(true, false, gn, n, rows, 1, DA.p, gn, Y.p, n, 0, DR.p, n);
+        if (fgr) gemm<T>(true, false, 3 * n, 3 * n, rows, 1, DGA.p, 3 * n, G.p, 3 * n, 0, DRG.p, 3 * n);
+        gemm<T>(true, false, gn, m, rows, 1, DA.p, gn, X.p, m, 0, DW.p, m);
+        if (need_dx) gemm<T>(false, false, rows, m, gn, 1, DA.p, gn, W.p, m, 0, DX.p, m);
+        DW.put(dw.data_ptr<T>() + k * gn_full * m, gate_units, plain(m));
+        DB.put(dbias.data_ptr<T>() + k * gn_full, plain(1), gate_units);
+        DR.put(dr.data_ptr<T>() + k * gn_full * N, gate_units, hidden);
+        if (fgr) DRG.put(drg.data_ptr<T>() + k * 9 * N * N, fgr_units, fgr_units);
+        if (np) DP.put(dp.data_ptr<T>() + k * np * N, plain(np), hidden);
+        if (need_dx) DX.put(dx.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
       }
     });
-    out = {da, dbias, dr, drg, dp};
+    out = {dx, dw, dbias, dr, drg, dp};
   });
   return out;
 }
 
 // ------------------------------------------------------------------------------------ GRU
 
-// xw (K, T, B, 3N) = W x + b_ih; r (K, 3N, N); b_hh (K, 3N); steps (K,). Returns h
-// (K, T+1, B, N) with h[:, 0] = 0 and the saved activations act (K, T, B, 4N) = [r, u, n, hn];
-// zero past a trial's steps.
-std::vector<at::Tensor> gru_forward(const at::Tensor& xw_, const at::Tensor& r_,
-                                    const at::Tensor& bhh_, const at::Tensor& steps_) {
-  TORCH_CHECK(xw_.device().is_cpu(), "odyssey_cells: CPU tensors only");
-  auto xw = xw_.contiguous();
+// x (K, T, B, M); w (K, 3N, M); b_ih (K, 3N); r (K, 3N, N); b_hh (K, 3N); steps, units (K,).
+// Returns h (K, T+1, B, N) with h[:, 0] = 0 and the saved activations act (K, T, B, 4N) =
+// [r, u, n, hn]; zero past a trial's steps and units. Each trial on its own compact data.
+std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& w_,
+                                    const at::Tensor& bih_, const at::Tensor& r_,
+                                    const at::Tensor& bhh_, const at::Tensor& steps_,
+                                    const at::Tensor& units_) {
+  TORCH_CHECK(x_.device().is_cpu(), "odyssey_cells: CPU tensors only");
+  auto x = x_.contiguous();
+  auto wx = w_.contiguous();
+  auto bih = bih_.contiguous();
   auto rw = r_.contiguous();
   auto bhh = bhh_.contiguous();
   auto steps = steps_.to(at::kLong).contiguous();
-  TORCH_CHECK(xw.dim() == 4 && rw.dim() == 3, "odyssey_cells: expected xw (K, T, B, 3N)");
+  auto units = units_.to(at::kLong).contiguous();
+  TORCH_CHECK(x.dim() == 4 && wx.dim() == 3 && rw.dim() == 3,
+              "odyssey_cells: expected x (K, T, B, M), w (K, 3N, M), r (K, 3N, N)");
   std::vector<at::Tensor> out;
-  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T = scalar_t;
-    const int64_t trials = xw.size(0), t_len = xw.size(1), batch = xw.size(2), n = rw.size(2);
-    auto h = at::zeros({trials, t_len + 1, batch, n}, xw.options());
-    auto act = at::zeros({trials, t_len, batch, 4 * n}, xw.options());
+    const int64_t trials = x.size(0), TT = x.size(1), B = x.size(2), m = x.size(3),
+                  N = rw.size(2);
+    auto h = at::zeros({trials, TT + 1, B, N}, x.options());
+    auto act = at::zeros({trials, TT, B, 4 * N}, x.options());
     at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
       FlushDenormals ftz;
-      std::vector<T> hh_buf(batch * 3 * n);
       for (int64_t k = k0; k < k1; ++k) {
-        const int64_t t_k = steps_of(steps, k, t_len);
-        T* Hs = h.data_ptr<T>() + k * (t_len + 1) * batch * n;
-        T* Ac = act.data_ptr<T>() + k * t_len * batch * 4 * n;
-        T* HH = hh_buf.data();
-        const T* X = xw.data_ptr<T>() + k * t_len * batch * 3 * n;
-        const T* R = rw.data_ptr<T>() + k * 3 * n * n;
-        const T* BH = bhh.data_ptr<T>() + k * 3 * n;
-        FixedRight<T> rec(R, true, batch, 3 * n, n, n);  // hh = h' R^T + b_hh
+        const int64_t t_k = steps_of(steps, k, TT), n = units_of(units, k, N);
+        if (t_k == 0) continue;
+        const int64_t rows = t_k * B;
+        const Dim three{3, N, n}, hidden{1, N, n};
+        Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
+        Compact<T> W(wx.data_ptr<T>() + k * 3 * N * m, three, plain(m));
+        Compact<T> BI(bih.data_ptr<T>() + k * 3 * N, plain(1), three);
+        const T* R = rw.data_ptr<T>() + k * 3 * N * N;  // read by FixedRight
+        Compact<T> BH(bhh.data_ptr<T>() + k * 3 * N, plain(1), three);
+        Compact<T> XW(rows * 3 * n), Hs((t_k + 1) * B * n), Ac(rows * 4 * n), HH(B * 3 * n);
+        for (int64_t i = 0; i < rows; ++i) std::memcpy(XW.p + i * 3 * n, BI.p, 3 * n * sizeof(T));
+        gemm<T>(false, true, rows, 3 * n, m, T(1), X.p, m, W.p, m, T(1), XW.p, 3 * n);  // b + W x
+        FixedRight<T> rec(R, three, hidden, true, B);  // hh = h' R^T + b_hh
         for (int64_t t = 0; t < t_k; ++t) {
-          for (int64_t b = 0; b < batch; ++b) std::memcpy(HH + b * 3 * n, BH, 3 * n * sizeof(T));
-          if (t > 0) rec(Hs + t * batch * n, n, 1, HH, 3 * n);
-          for (int64_t b = 0; b < batch; ++b) {
-            const T* __restrict x = X + (t * batch + b) * 3 * n;
-            const T* __restrict q = HH + b * 3 * n;
-            const T* __restrict h0 = Hs + (t * batch + b) * n;
-            T* __restrict h1 = Hs + ((t + 1) * batch + b) * n;
-            T* __restrict a = Ac + (t * batch + b) * 4 * n;
+          for (int64_t b = 0; b < B; ++b) std::memcpy(HH.p + b * 3 * n, BH.p, 3 * n * sizeof(T));
+          if (t > 0) rec(Hs.p + t * B * n, n, 1, HH.p, 3 * n);
+          for (int64_t b = 0; b < B; ++b) {
+            const T* __restrict xr = XW.p + (t * B + b) * 3 * n;
+            const T* __restrict q = HH.p + b * 3 * n;
+            const T* __restrict h0 = Hs.p + (t * B + b) * n;
+            T* __restrict h1 = Hs.p + ((t + 1) * B + b) * n;
+            T* __restrict a = Ac.p + (t * B + b) * 4 * n;
             _Pragma("omp simd")  // (a #pragma cannot stand inside the dispatch macro)
             for (int64_t j = 0; j < n; ++j) {
-              T r = sigm(x[j] + q[j]);
-              T u = sigm(x[n + j] + q[n + j]);
+              T r = sigm(xr[j] + q[j]);
+              T u = sigm(xr[n + j] + q[n + j]);
               T hn = q[2 * n + j];
-              T nn = tanh_(x[2 * n + j] + r * hn);
+              T nn = tanh_(xr[2 * n + j] + r * hn);
               a[j] = r;
               a[n + j] = u;
               a[2 * n + j] = nn;
@@ -650,6 +794,8 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& xw_, const at::Tensor& r_,
             }
           }
         }
+        Hs.put(h.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
+        Ac.put(act.data_ptr<T>() + k * TT * B * 4 * N, plain(rows), Dim{4, N, n});
       }
     });
     out = {h, act};
@@ -657,43 +803,53 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& xw_, const at::Tensor& r_,
   return out;
 }
 
-// Gradients given dh (K, T, B, N): returns dxw (K, T, B, 3N), dr (K, 3N, N), dbhh (K, 3N).
-std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& r_,
+// Gradients given dh (K, T, B, N): returns dx (K, T, B, M) (empty unless `need_dx`),
+// dw (K, 3N, M), db_ih (K, 3N), dr (K, 3N, N), db_hh (K, 3N).
+std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& x_,
+                                     const at::Tensor& w_, const at::Tensor& r_,
                                      const at::Tensor& h, const at::Tensor& act,
-                                     const at::Tensor& steps_) {
+                                     const at::Tensor& steps_, const at::Tensor& units_,
+                                     bool need_dx) {
   auto dh = dh_.contiguous();
+  auto x = x_.contiguous();
+  auto wx = w_.contiguous();
   auto rw = r_.contiguous();
   auto steps = steps_.to(at::kLong).contiguous();
+  auto units = units_.to(at::kLong).contiguous();
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(dh.scalar_type(), "gru_backward", [&] {
     using T = scalar_t;
-    const int64_t trials = act.size(0), t_len = act.size(1), batch = act.size(2),
-                  n = rw.size(2);
-    auto dx = at::zeros({trials, t_len, batch, 3 * n}, dh.options());
-    auto dhh = at::zeros({trials, t_len, batch, 3 * n}, dh.options());
-    auto dr = at::zeros({trials, 3 * n, n}, dh.options());
+    const int64_t trials = act.size(0), TT = act.size(1), B = act.size(2), N = rw.size(2),
+                  m = x.size(3);
+    auto dx = need_dx ? at::zeros_like(x) : x.new_empty({0});
+    auto dw = at::zeros_like(wx);
+    auto dbih = at::zeros({trials, 3 * N}, dh.options());
+    auto dr = at::zeros({trials, 3 * N, N}, dh.options());
+    auto dbhh = at::zeros({trials, 3 * N}, dh.options());
     at::parallel_for(0, trials, 1, [&](int64_t k0, int64_t k1) {
       FlushDenormals ftz;
-      std::vector<T> carry(batch * n);
       for (int64_t k = k0; k < k1; ++k) {
-        const int64_t t_k = steps_of(steps, k, t_len);
-        std::fill(carry.begin(), carry.end(), T(0));
-        T* DX = dx.data_ptr<T>() + k * t_len * batch * 3 * n;
-        T* DHH = dhh.data_ptr<T>() + k * t_len * batch * 3 * n;
-        T* CA = carry.data();
-        const T* DH = dh.data_ptr<T>() + k * t_len * batch * n;
-        const T* Hs = h.data_ptr<T>() + k * (t_len + 1) * batch * n;
-        const T* Ac = act.data_ptr<T>() + k * t_len * batch * 4 * n;
-        const T* R = rw.data_ptr<T>() + k * 3 * n * n;
-        FixedRight<T> rec(R, false, batch, n, 3 * n, n);  // carry += dhh R
+        const int64_t t_k = steps_of(steps, k, TT), n = units_of(units, k, N);
+        if (t_k == 0) continue;
+        const int64_t rows = t_k * B;
+        const Dim three{3, N, n}, hidden{1, N, n};
+        Compact<T> DH(dh.data_ptr<T>() + k * TT * B * N, plain(rows), hidden);
+        Compact<T> X(x.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
+        Compact<T> W(wx.data_ptr<T>() + k * 3 * N * m, three, plain(m));
+        const T* R = rw.data_ptr<T>() + k * 3 * N * N;  // read by FixedRight
+        Compact<T> Hs(h.data_ptr<T>() + k * (TT + 1) * B * N, plain((t_k + 1) * B), hidden);
+        Compact<T> Ac(act.data_ptr<T>() + k * TT * B * 4 * N, plain(rows), Dim{4, N, n});
+        Compact<T> DXW(rows * 3 * n), DHH(rows * 3 * n), CA(B * n), DR(3 * n * n),
+            DBI(3 * n), DBH(3 * n), DW(3 * n * m), DX(need_dx ? rows * m : 0);
+        FixedRight<T> rec(R, three, hidden, false, B);  // carry += dhh R
         for (int64_t t = t_k - 1; t >= 0; --t) {
-          for (int64_t b = 0; b < batch; ++b) {
-            const T* __restrict a = Ac + (t * batch + b) * 4 * n;
-            const T* __restrict h0 = Hs + (t * batch + b) * n;
-            const T* __restrict dhe = DH + (t * batch + b) * n;
-            T* __restrict cr = CA + b * n;
-            T* __restrict dxr = DX + (t * batch + b) * 3 * n;
-            T* __restrict dq = DHH + (t * batch + b) * 3 * n;
+          for (int64_t b = 0; b < B; ++b) {
+            const T* __restrict a = Ac.p + (t * B + b) * 4 * n;
+            const T* __restrict h0 = Hs.p + (t * B + b) * n;
+            const T* __restrict dhe = DH.p + (t * B + b) * n;
+            T* __restrict cr = CA.p + b * n;
+            T* __restrict dxr = DXW.p + (t * B + b) * 3 * n;
+            T* __restrict dq = DHH.p + (t * B + b) * 3 * n;
             _Pragma("omp simd")
             for (int64_t j = 0; j < n; ++j) {
               const T r = a[j], u = a[n + j], nn = a[2 * n + j], hn = a[3 * n + j];
@@ -711,13 +867,28 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& r_
             }
           }
           if (t > 0)  // carry += dhh_t R
-            rec(DHH + t * batch * 3 * n, 3 * n, 1, CA, n);
+            rec(DHH.p + t * B * 3 * n, 3 * n, 1, CA.p, n);
         }
-        gemm<T>(true, false, 3 * n, n, t_k * batch, 1, DHH, 3 * n, Hs, n, 0,
-                dr.data_ptr<T>() + k * 3 * n * n, n);
+        gemm<T>(true, false, 3 * n, n, rows, 1, DHH.p, 3 * n, Hs.p, n, 0, DR.p, n);
+        gemm<T>(true, false, 3 * n, m, rows, 1, DXW.p, 3 * n, X.p, m, 0, DW.p, m);
+        if (need_dx) gemm<T>(false, false, rows, m, 3 * n, 1, DXW.p, 3 * n, W.p, m, 0, DX.p, m);
+        for (int64_t i = 0; i < rows; ++i) {  // the biases' gradients: sums over the steps
+          const T* __restrict dxr = DXW.p + i * 3 * n;
+          const T* __restrict dq = DHH.p + i * 3 * n;
+          _Pragma("omp simd")
+          for (int64_t j = 0; j < 3 * n; ++j) {
+            DBI.p[j] += dxr[j];
+            DBH.p[j] += dq[j];
+          }
+        }
+        DW.put(dw.data_ptr<T>() + k * 3 * N * m, three, plain(m));
+        DBI.put(dbih.data_ptr<T>() + k * 3 * N, plain(1), three);
+        DR.put(dr.data_ptr<T>() + k * 3 * N * N, three, hidden);
+        DBH.put(dbhh.data_ptr<T>() + k * 3 * N, plain(1), three);
+        if (need_dx) DX.put(dx.data_ptr<T>() + k * TT * B * m, plain(rows), plain(m));
       }
     });
-    out = {dx, dr, dhh.sum({1, 2})};
+    out = {dx, dw, dbih, dr, dbhh};
   });
   return out;
 }
@@ -725,11 +896,13 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh_, const at::Tensor& r_
 }  // namespace
 
 TORCH_LIBRARY(odyssey_cells, m) {
-  m.def("lstm_forward(Tensor xw, Tensor b, Tensor r, Tensor rg, Tensor p, Tensor steps, "
-        "int flags) -> Tensor[]", &lstm_forward);
-  m.def("lstm_backward(Tensor dy, Tensor dc, Tensor r, Tensor rg, Tensor p, Tensor y, Tensor g, "
-        "Tensor c, Tensor act, Tensor hc, Tensor steps, int flags) -> Tensor[]", &lstm_backward);
-  m.def("gru_forward(Tensor xw, Tensor r, Tensor bhh, Tensor steps) -> Tensor[]", &gru_forward);
-  m.def("gru_backward(Tensor dh, Tensor r, Tensor h, Tensor act, Tensor steps) -> Tensor[]",
-        &gru_backward);
+  m.def("lstm_forward(Tensor x, Tensor w, Tensor b, Tensor r, Tensor rg, Tensor p, Tensor steps, "
+        "Tensor units, int flags) -> Tensor[]", &lstm_forward);
+  m.def("lstm_backward(Tensor dy, Tensor dc, Tensor x, Tensor w, Tensor r, Tensor rg, Tensor p, "
+        "Tensor y, Tensor g, Tensor c, Tensor act, Tensor hc, Tensor steps, Tensor units, "
+        "int flags, bool need_dx) -> Tensor[]", &lstm_backward);
+  m.def("gru_forward(Tensor x, Tensor w, Tensor bih, Tensor r, Tensor bhh, Tensor steps, "
+        "Tensor units) -> Tensor[]", &gru_forward);
+  m.def("gru_backward(Tensor dh, Tensor x, Tensor w, Tensor r, Tensor h, Tensor act, "
+        "Tensor steps, Tensor units, bool need_dx) -> Tensor[]", &gru_backward);
 }

@@ -1,9 +1,10 @@
 """Autograd functions running whole sequences of a pack through the compiled kernels, whose
 backward is written by hand (`cells.cpp`), and the flag words they take.
 
-The input projection `W x` stays outside (one batched GEMM for all steps and trials,
-differentiated by autograd); these functions cover the time loop. Tensors carry the trial
-dimension first: `xw (K, T, B, G*N)`, `R (K, G*N, N)`, ...; `steps (K,)` bounds each trial's loop.
+The kernels take the inputs and every weight of the layer (the input projection `W x` is one GEMM
+per trial in them). Tensors carry the trial dimension first: `x (K, T, B, M)`, `R (K, G*N, N)`,
+...; `steps (K,)` bounds each trial's loop and `units (K,)` its hidden units (a smaller trial's
+padded units are skipped, so a trial computes exactly what it computes alone).
 """
 
 from __future__ import annotations
@@ -45,35 +46,46 @@ def lstm_flags(spec: LSTMSpec) -> int:
 
 
 class LSTMSequence(torch.autograd.Function):
-    """(xw (K, T, B, G*N) = W x, b (K, G*N), R (K, G*N, N), p | None, Rg (K, 3N, 3N) | None,
-    steps (K,)) -> (y (K, T, B, N), c (K, T, B, N)). The bias is added, and its gradient summed,
-    in the step loops (no broadcast copy, no extra pass over dxw).
+    """(x (K, T, B, M), W (K, G*N, M), b (K, G*N), R (K, G*N, N), p | None, Rg (K, 3N, 3N) | None,
+    steps (K,), units (K,)) -> (y (K, T, B, N), c (K, T, B, N)). The input projection W x and the
+    bias are computed, and their gradients summed, in the kernels, each trial over its own
+    `steps[k]` steps and `units[k]` units (`cells.cpp`).
 
     For FGR, R and Rg stay two matrices (13 N^2 multiply-adds per row and step: y' R^T over all
     gate blocks, g' Rg^T over the i, f, o blocks), not one 4N x 4N matrix with a zero block.
     """
 
     @staticmethod
-    def forward(ctx, xw, b, R, p, Rg, steps, flags: int, kernel):  # noqa: D102
+    def forward(ctx, x, W, b, R, p, Rg, steps, units, flags: int, kernel):  # noqa: D102
         ctx.set_materialize_grads(False)  # an unused output (c, mostly) costs no zero tensor
         with torch.no_grad():
-            empty = xw.new_empty(0)
+            empty = x.new_empty(0)
             rg = Rg.contiguous() if flags & FGR else empty
             pt = p.contiguous() if p is not None else empty
             y, g, c, act, hc = kernel.lstm_forward(
-                xw.contiguous(), b.contiguous(), R.contiguous(), rg, pt, steps, flags
+                x.contiguous(),
+                W.contiguous(),
+                b.contiguous(),
+                R.contiguous(),
+                rg,
+                pt,
+                steps,
+                units,
+                flags,
             )
-        ctx.save_for_backward(R, rg, pt, y, g, c, act, hc, steps)
+        ctx.save_for_backward(x, W, R, rg, pt, y, g, c, act, hc, steps, units)
         ctx.flags, ctx.kernel, ctx.has_p = flags, kernel, p is not None
         return y[:, 1:], c[:, 1:]
 
     @staticmethod
     def backward(ctx, dy, dc):  # noqa: D102
-        R, rg, pt, y, g, c, act, hc, steps = ctx.saved_tensors
+        x, W, R, rg, pt, y, g, c, act, hc, steps, units = ctx.saved_tensors
         empty = act.new_empty(0)
-        dxw, db, dR, dRg, dp = ctx.kernel.lstm_backward(
+        dx, dW, db, dR, dRg, dp = ctx.kernel.lstm_backward(
             empty if dy is None else dy.contiguous(),
             empty if dc is None else dc.contiguous(),
+            x,
+            W.contiguous(),
             R.contiguous(),
             rg,
             pt,
@@ -83,10 +95,13 @@ class LSTMSequence(torch.autograd.Function):
             act,
             hc,
             steps,
+            units,
             ctx.flags,
+            ctx.needs_input_grad[0],
         )
         return (
-            dxw,
+            dx if ctx.needs_input_grad[0] else None,
+            dW,
             db,
             dR,
             dp if ctx.has_p else None,
@@ -94,31 +109,35 @@ class LSTMSequence(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
 class GRUSequence(torch.autograd.Function):
-    """(xw (K, T, B, 3N) = W x + b_ih, R (K, 3N, N), b_hh (K, 3N), steps (K,)) -> h (K, T, B, N)."""
+    """(x (K, T, B, M), W (K, 3N, M), b_ih (K, 3N), R (K, 3N, N), b_hh (K, 3N), steps (K,),
+    units (K,)) -> h (K, T, B, N), the input projection included, as `LSTMSequence`."""
 
     @staticmethod
-    def forward(ctx, xw, R, b_hh, steps, kernel):  # noqa: D102
+    def forward(ctx, x, W, b_ih, R, b_hh, steps, units, kernel):  # noqa: D102
         with torch.no_grad():
-            h, act = kernel.gru_forward(xw.contiguous(), R.contiguous(), b_hh.contiguous(), steps)
-        ctx.save_for_backward(R, h, act, steps)
+            h, act = kernel.gru_forward(
+                x.contiguous(),
+                W.contiguous(),
+                b_ih.contiguous(),
+                R.contiguous(),
+                b_hh.contiguous(),
+                steps,
+                units,
+            )
+        ctx.save_for_backward(x, W, R, h, act, steps, units)
         ctx.kernel = kernel
         return h[:, 1:]
 
     @staticmethod
     def backward(ctx, dh):  # noqa: D102
-        R, h, act, steps = ctx.saved_tensors
-        dxw, dR, db = ctx.kernel.gru_backward(dh.contiguous(), R.contiguous(), h, act, steps)
-        return dxw, dR, db, None, None
-
-
-def is_torch_lstm(spec: LSTMSpec) -> bool:
-    """NP: exactly torch.nn.LSTM's equations (gate order i, f, g, o, no peepholes)."""
-    return spec == LSTMSpec(peepholes=False, change=spec.change)
-
-
-def is_torch_gru(spec: GRUSpec) -> bool:
-    return spec.reset_after
+        x, W, R, h, act, steps, units = ctx.saved_tensors
+        need_dx = ctx.needs_input_grad[0]
+        dx, dW, db_ih, dR, db_hh = ctx.kernel.gru_backward(
+            dh.contiguous(), x, W.contiguous(), R.contiguous(), h, act, steps, units, need_dx
+        )
+        return dx if need_dx else None, dW, db_ih, dR, db_hh, None, None, None
