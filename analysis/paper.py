@@ -4,7 +4,8 @@ Greff et al. 2017: Fig. 3 (which variants differ from V, per dataset), the best 
 Figs. 4-6 (fANOVA variance fractions), plus the JSB numbers of Chung et al. 2014 and
 Boulanger-Lewandowski et al. 2012. The facts ship with the package in `paper_facts.yaml`, each
 tagged V (verified in a public source), C (corroborated by the authors' code or notes quoting
-the paper) or R (recalled, not checked against the PDF).
+the paper) or R (recalled, not checked against the paper's text). They are held against a
+study's task only where `analysis.comparable` finds it comparable.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from analysis.stats import ALL, TOO_FEW, TOP
 
 FACTS_FILE = Path(__file__).with_name("paper_facts.yaml")
 FACTS_NAME = "analysis/paper_facts.yaml"
-TAGS = {"V": "verified", "C": "corroborated", "R": "recalled, unchecked"}
+TAGS = {
+    "V": "verified in a public source",
+    "C": "corroborated by the authors' code or by notes quoting the paper",
+    "R": "recalled, not checked against the paper's text",
+}
 
 
 @cache

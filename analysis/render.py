@@ -23,7 +23,7 @@ from analysis import learning, plots, provenance
 from analysis.importance import wide
 from analysis.model import Analysis
 from analysis.page import banner, column_format, esc, figure, html, note, table
-from analysis.render_paper import methods_items, paper_section
+from analysis.render_paper import methods_items, paper_section, tag_legend
 from analysis.stats import SUBSETS, TOO_FEW, TOP, too_few_text
 from analysis.summary import size_line
 from study import results
@@ -71,6 +71,7 @@ def render(a: Analysis, figures_dir: Path) -> str:
         built=dt.datetime.now().isoformat(timespec="seconds"),
         folder=str(res.folder),
         files=f"{results.TRIALS_FILE}, {results.CONFIG_FILE}",
+        against_paper=html(against_paper(a)),
         size_line=size_line(a),
         tasks=res.tasks,
         stand_in=[task for task, flag in a.stand_in.items() if flag],
@@ -79,10 +80,11 @@ def render(a: Analysis, figures_dir: Path) -> str:
         compute=provenance.human_seconds(t.compute_s),
         baseline=res.baseline,
         grid=grid,
-        sources=table(a.sources, classed=("stand-in corpus",)),
+        sources=table(a.sources, classed=("data",)),
         task_sections=[_task_section(a, task, figures_dir) for task in res.tasks],
         paper=html(paper_section(a)),
-        versions=_counts(t.code_versions),
+        versions=_versions(a),
+        plugins=_plugins(a),
         devices=_counts(t.devices),
         progress=table(a.progress),
         failures=table(a.failures) if len(a.failures) else None,
@@ -90,6 +92,75 @@ def render(a: Analysis, figures_dir: Path) -> str:
         config_text=res.config_text,
         methods=methods_items(a),
     )
+
+
+def against_paper(a: Analysis) -> list[str]:
+    """The page's first statement: which tasks may be held against the paper's findings, what
+    each ran on, and how the study's protocol differs from the paper's (for every study)."""
+    same = [t for t in a.res.tasks if a.comparable[t].comparable]
+    if not a.res.tasks:
+        head = "No task yet, so nothing to compare with the paper."
+    elif not same:
+        head = (
+            "Not comparable with the paper: no task of this study is one of the paper's on "
+            "its real corpus under its protocol, so the page holds none of the paper's "
+            "findings against it."
+        )
+    elif len(same) == len(a.res.tasks):
+        head = "Comparable with the paper: " + ", ".join(same) + "."
+    else:
+        head = (
+            "Comparable with the paper: "
+            + ", ".join(same)
+            + "; not comparable: "
+            + ", ".join(t for t in a.res.tasks if t not in same)
+            + "."
+        )
+    items = []
+    for task in a.res.tasks:
+        data = [r for r in a.comparable[task].reasons if r not in a.protocol]
+        label = a.task_data[task].label
+        items.append(
+            f"<li><b>{esc(task)}</b>: {esc(label)}"
+            + (f" (not comparable: {esc('; '.join(data))})" if data and data != [label] else "")
+            + "</li>"
+        )
+    protocol = (
+        "the paper's (its search space, batch size 1, at most 150 epochs, early stopping after 15)"
+        if not a.protocol
+        else "differs from the paper's: " + "; ".join(a.protocol)
+    )
+    out = [
+        f'<div class="{"verdict" if same else "verdict no"}"><p><b>{esc(head)}</b></p>',
+        f"<p>Protocol: {esc(protocol)}.</p>",
+        "<p>Data per task:</p><ul>" + "".join(items) + "</ul>",
+    ]
+    if same:
+        out.append(
+            f'<p class="muted">The paper\'s findings carry certainty tags: {esc(tag_legend())}.</p>'
+        )
+    return out + ["</div>"]
+
+
+def _versions(a: Analysis) -> Markup:
+    """Code versions with their trial counts, and whether the numbers moved between them."""
+    versions = provenance.code_versions(a.res.trials, a.done)
+    if len(versions) <= 1:
+        return Markup(f"<p>Code version: {esc(_counts(a.totals.code_versions))}.</p>")
+    check = provenance.version_effect(a.done)
+    return Markup(
+        f"<p>Trials come from {len(versions)} code versions (the commit each trial ran on). "
+        + esc(check)
+        + "</p>"
+        + table(versions)
+    )
+
+
+def _plugins(a: Analysis) -> Markup | None:
+    rows = provenance.plugins(a.res.plugins)
+    if rows.empty:
+        return None
+    return table(rows)
 
 
 def _counts(by_name: dict[str, int]) -> str:
@@ -198,10 +269,14 @@ def _task_section(a: Analysis, task: str, figures_dir: Path) -> TaskSection:
 def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[str]:
     res, metric = a.res, a.metrics.get(task, "metric")
     better = res.names.tasks[task].better if task in res.names.tasks else "lower"
-    out: list[str] = []
+    c, data = a.comparable[task], a.task_data[task]
+    out: list[str] = [
+        f'<p class="{"verdict" if c.comparable else "verdict no"}">'
+        f"<b>{esc(f'{data.label}; {c.text}')}.</b></p>"
+    ]
     if a.stand_in.get(task):
         out.append(banner(STAND_IN_TEXT.format(task=task, title=title), loud=True))
-    elif a.stand_in.get(task) is None:
+    elif a.stand_in.get(task) is None and data.kind == "paper":
         out.append(
             note(
                 "The results table does not say whether this task's data is real or a "
@@ -237,7 +312,7 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
     out += _importance_part(a, task, metric, figures_dir)
     done = a.done[a.done["task"] == task]
     fig, b = plots.time_vs_hidden(
-        done, res.variants, titled(a, task, f"{task}: training time vs hidden size")
+        done, res.variants, titled(a, task, f"{task}: training time per epoch vs hidden size")
     )
     out += [
         "<h3>Training time against hidden size</h3>",
@@ -245,9 +320,11 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
             fig,
             f"time_{task}",
             figures_dir,
-            f"{task}: wall time per trial vs hidden size (log-log, least-squares trend)",
+            f"{task}: training time per epoch vs hidden size (log-log, least-squares trend)",
         ),
-        f"<p>Fitted trend: time &prop; hidden<sup>{b:.2f}</sup>.</p>"
+        "<p>Time per epoch (wall_s / epochs), so that early stopping does not move it; a "
+        "trial trained in a pack records its share of the pack's time.</p>",
+        f"<p>Fitted trend: time per epoch &prop; hidden<sup>{b:.2f}</sup>.</p>"
         if pd.notna(b)
         else '<p class="muted">Too few distinct hidden sizes with a wall time to fit a trend.</p>',
     ]
@@ -278,10 +355,19 @@ def _importance_part(a: Analysis, task: str, metric: str, figures_dir: Path) -> 
     skipped = a.fanova.skipped
     skipped = skipped[skipped["task"] == task]
     out = ["<h3>Hyperparameter importance (fANOVA)</h3>"]
-    if len(skipped):
-        out.append(note("Not analysed: " + _skipped_text(skipped)))
-    if imp.empty:
-        return out
+    pooled_skipped = skipped[skipped["group"] == "all"]
+    per_variant = skipped[skipped["group"] != "all"]
+    if imp.empty or len(pooled_skipped):
+        reason = _skipped_text(pooled_skipped) if len(pooled_skipped) else "no complete trials"
+        return out + [note(f"No fANOVA for {task}: {reason.removesuffix(': all')}.")]
+    if len(per_variant):
+        out.append(
+            note(
+                "The pooled fANOVA (all variants) is below; per variant, not analysed: "
+                + _skipped_text(per_variant)
+                + "."
+            )
+        )
     trees = sorted(set(imp["trees"]))
     capped = imp[(imp["group"] == "all")]["capped"]
     limit = a.fences.get(task, np.inf)

@@ -301,3 +301,11 @@ def variant_summary(long: pd.DataFrame) -> pd.DataFrame:
         mean_params=("n_params", "mean"),
     )
     return out.reset_index()
+
+
+def per_epoch(done: pd.DataFrame) -> pd.DataFrame:
+    """Complete trials with a positive hidden size, wall time and epoch count, and their
+    `s_per_epoch` (wall_s / epochs: early stopping makes time per trial mostly a matter of
+    when a trial stopped)."""
+    ok = done[(done["wall_s"] > 0) & (done["hp_hidden_size"] > 0) & (done["epochs"] > 0)]
+    return ok.assign(s_per_epoch=ok["wall_s"] / ok["epochs"])
