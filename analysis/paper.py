@@ -101,10 +101,15 @@ def compare_variants(
             row["paper note"] = fact["note"]
             rows.append(row)
     out = pd.DataFrame(rows)
-    first = [c for c in out.columns if c not in POWER_KEYS + TAIL]
+    first = [c for c in out.columns if c not in POWER_KEYS + TAIL] or VERDICT_KEYS
     return out.reindex(columns=first + POWER_KEYS + TAIL)
 
 
+VERDICT_KEYS = ["task", "variant", "paper", "tag"] + [  # the columns of an empty table
+    f"{c} ({s})"
+    for s in ("all", "top 10%")
+    for c in ("ours", "n / n V", "match", *(("Welch",) if s == "all" else ()), "cause")
+]
 POWER_KEYS = [
     "paper n",
     "smallest d significant at paper n",
@@ -240,6 +245,9 @@ def _claims() -> list[str]:
     return [c["id"] for c in facts()["hyperparameters"]]
 
 
+HP_COLUMNS = ["task", "paper", "tag", "rule", "this study", "measured", "bootstrap"]
+
+
 def compare_hyperparameters(
     importance: pd.DataFrame,
     resampled: pd.DataFrame,
@@ -287,7 +295,8 @@ def compare_hyperparameters(
                     "stand-in data": stand_in_text(stand_in.get(task)),
                 }
             )
-    return pd.DataFrame(rows)
+    columns = [*HP_COLUMNS, f"on {baseline} alone", "match", "cause", "stand-in data"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def stand_in_text(flag: bool | None) -> str:

@@ -137,6 +137,9 @@ def _verdict_table(pv: pd.DataFrame) -> list[str]:
     line, not rows), then the power and the explanation of each difference in a second
     table, so that neither is wider than the page."""
     out = []
+    pv = pv[pv["ours (all)"] != "not run"]  # the paper's variants this study did not run
+    if pv.empty:
+        return [note("None of the paper's Fig. 3 variants ran in this study.")]
     few_all = pv["ours (all)"] == TOO_FEW
     if few_all.all():
         ks = sorted({int(t.split(" / ")[0]) for t in pv["n / n V (all)"] if t})
