@@ -1,4 +1,4 @@
-"""Hyperparameter importance as in the paper's Figs. 4-6 (reference sections 5 and 6).
+"""Hyperparameter importance as in the paper's Figs. 4-6 (fANOVA, Hutter et al. 2014).
 
 fANOVA (`analysis.fanova`) of the test metric over the four searched hyperparameters in the
 units the authors analysed: log10(learning rate), log10(hidden size), log10(1 - momentum) and the

@@ -1,4 +1,4 @@
-"""The training loop of one trial (Greff et al. 2017, section III; reference section 3).
+"""The training loop of one trial (Greff et al. 2017, section III).
 
 A pure function: task, variant, hyperparameters, prepared splits, protocol settings and a seed in;
 one flat result dict out; per-epoch metrics go to a `report(metrics)` callback. It imports none of

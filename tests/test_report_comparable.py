@@ -243,7 +243,7 @@ def _versions(shift: float) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
     for variant in ("V", "NFG"):
-        for k in range(40):
+        for _ in range(40):
             version = "aaa1111" if rng.random() < 0.5 else "bbb2222"
             value = rng.normal() + (shift if version == "bbb2222" else 0.0)
             rows.append(dict(task="t", variant=variant, code_version=version, test_metric=value))

@@ -1,4 +1,4 @@
-"""Tests of the report's robustness and honesty (issue 13): diverged-but-finite trials, small
+"""Tests of the report's robustness and honesty: diverged-but-finite trials, small
 samples, the paper's numbers and power beside ours, learning curves, number formats, stand-in
 labels, and figures whose legends and titles never clip."""
 
