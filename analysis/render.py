@@ -147,13 +147,12 @@ def _versions(a: Analysis) -> Markup:
     versions = provenance.code_versions(a.res.trials, a.done)
     if len(versions) <= 1:
         return Markup(f"<p>Code version: {esc(_counts(a.totals.code_versions))}.</p>")
-    check = provenance.version_effect(a.done)
+    check = provenance.version_effect(a.done, a.settings.seed)
+    shift = provenance.version_residuals(a.done, a.settings.seed).groupby("code_version")
+    versions["median rank residual"] = versions["code version"].map(shift["residual"].median())
     return Markup(
-        f"<p>Trials come from {len(versions)} code versions (the commit each trial ran on). "
-        + esc(check)
-        + "</p>"
-        + table(versions)
-    )
+        "<p>Trials come from {} code versions (the commit each trial ran on). {}</p>{}"
+    ).format(len(versions), check, table(versions))
 
 
 def _plugins(a: Analysis) -> Markup | None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import mannwhitneyu
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_report import make_trials, write_study  # noqa: E402
@@ -238,25 +239,36 @@ def test_data_json_with_and_without_plugins_reads(tmp_path):
 
 
 def _versions(shift: float) -> pd.DataFrame:
-    """Two code versions splitting each variant's trials at random; the second one's test
-    metric moved by `shift` (in the metric's units; the trials' spread is about 1)."""
+    """Two code versions of 2 x 100 trials whose test metric is a function of the learning rate.
+    As in a resumed study, the second version finishes the long trials (small learning rates,
+    the worse ones), so the raw metrics of the versions differ though nothing changed; its
+    metric is then moved by `shift` (the trials' spread is about 1)."""
     rng = np.random.default_rng(0)
-    rows = []
-    for variant in ("V", "NFG"):
-        for _ in range(40):
-            version = "aaa1111" if rng.random() < 0.5 else "bbb2222"
-            value = rng.normal() + (shift if version == "bbb2222" else 0.0)
-            rows.append(dict(task="t", variant=variant, code_version=version, test_metric=value))
-    return pd.DataFrame(rows)
+    n = 200
+    lr = 10 ** rng.uniform(-6, -2, n)
+    quality = (np.log10(lr) + 2) ** 2 / 4 + 0.3 * rng.normal(size=n)
+    late = rng.random(n) < np.where(np.log10(lr) < -4, 0.8, 0.2)  # long trials finish late
+    return pd.DataFrame(
+        dict(
+            task="t",
+            variant=np.where(np.arange(n) % 2, "V", "NFG"),
+            code_version=np.where(late, "bbb2222", "aaa1111"),
+            test_metric=quality + np.where(late, shift, 0.0),
+            hp_learning_rate=lr,
+            hp_hidden_size=rng.integers(20, 200, n),
+            hp_momentum=1 - 10 ** rng.uniform(-2, 0, n),
+            hp_input_noise=rng.uniform(0, 1, n),
+        )
+    )
 
 
 def test_a_code_change_that_moved_the_numbers_is_found_and_one_that_did_not_is_not():
-    assert "no sign that a code change moved the numbers" in provenance.version_effect(
-        _versions(0.0)
-    )
-    assert "DIFFER" in provenance.version_effect(_versions(1.5))
-    few = _versions(0.0).iloc[:12]
-    assert "not tested" in provenance.version_effect(few)
+    same = _versions(0.0)
+    raw = [g["test_metric"] for _, g in same.groupby("code_version")]
+    assert mannwhitneyu(*raw).pvalue < 1e-6  # the raw metrics differ: selection alone
+    assert "no sign that a code change moved the numbers" in provenance.version_effect(same)
+    assert "DIFFER" in provenance.version_effect(_versions(1.0))
+    assert "not tested" in provenance.version_effect(same.iloc[:25])
 
 
 def test_code_versions_are_listed_with_their_trial_counts(tmp_path):
@@ -265,7 +277,7 @@ def test_code_versions_are_listed_with_their_trial_counts(tmp_path):
     text = _page(tmp_path, "versions", df=df)
     table = provenance.code_versions(df, stats.complete(df)).set_index("code version")
     assert table["trials"].to_dict() == {"abc1234": 12, "def5678": 12}
-    assert "Trials come from 2 code versions" in text and "Kruskal-Wallis" in text
+    assert "Trials come from 2 code versions" in text and "is not tested" in text
 
 
 def test_time_is_fitted_per_epoch_so_early_stopping_does_not_move_it():
@@ -276,3 +288,13 @@ def test_time_is_fitted_per_epoch_so_early_stopping_does_not_move_it():
         dict(task="t", hp_hidden_size=hidden, epochs=epochs, wall_s=0.01 * hidden**1.5 * epochs)
     )
     assert time_trend(done, ["t"])["exponent"].iloc[0] == pytest.approx(1.5)
+
+
+def test_the_screenshot_tool_says_in_one_line_that_it_needs_pillow(tmp_path, monkeypatch):
+    from analysis import screenshot
+
+    page = tmp_path / "index.html"
+    page.write_text("<html></html>")
+    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now fails
+    with pytest.raises(SystemExit, match=r"^screenshot: .*needs Pillow \(PIL\): pip install"):
+        screenshot.main([str(page), str(tmp_path / "png")])
