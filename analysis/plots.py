@@ -281,17 +281,21 @@ def time_vs_hidden(done: pd.DataFrame, variants: list[str], title: str) -> tuple
     fig = Figure(figsize=(8.5, 4.4), layout="constrained")
     ax = fig.subplots()
     ok = per_epoch(done)
-    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
-    for v in variants:
-        part = ok[ok["variant"] == v]
+    # several code versions: coloured by version, whose timing (packing, kernels) differs more
+    # than the variants' do
+    by = "code_version" if ok["code_version"].nunique() > 1 else "variant"
+    versions = ok.sort_values("started_at")["code_version"] if by == "code_version" else None
+    groups = list(dict.fromkeys(versions)) if versions is not None else variants
+    for i, g in enumerate(groups):
+        part = ok[ok[by] == g]
         if len(part):
             ax.scatter(
                 part["hp_hidden_size"],
                 part["s_per_epoch"],
                 s=10,
                 alpha=0.6,
-                color=colours[v],
-                label=v,
+                color=f"C{i % 10}",
+                label=f"code {g}" if by == "code_version" else g,
             )
     exponent = np.nan
     if ok["hp_hidden_size"].nunique() >= 2:

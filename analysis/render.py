@@ -322,7 +322,9 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
             f"{task}: training time per epoch vs hidden size (log-log, least-squares trend)",
         ),
         "<p>Time per epoch (wall_s / epochs), so that early stopping does not move it; a "
-        "trial trained in a pack records its share of the pack's time.</p>",
+        "trial trained in a pack records its share of the pack's time (code from before that "
+        "recorded the whole pack's). Several code versions are coloured by version: packing "
+        "and kernels changed between them.</p>",
         f"<p>Fitted trend: time per epoch &prop; hidden<sup>{b:.2f}</sup>.</p>"
         if pd.notna(b)
         else '<p class="muted">Too few distinct hidden sizes with a wall time to fit a trend.</p>',
