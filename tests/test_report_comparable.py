@@ -298,3 +298,14 @@ def test_the_screenshot_tool_says_in_one_line_that_it_needs_pillow(tmp_path, mon
     monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now fails
     with pytest.raises(SystemExit, match=r"^screenshot: .*needs Pillow \(PIL\): pip install"):
         screenshot.main([str(page), str(tmp_path / "png")])
+
+
+def test_the_fanova_message_says_what_was_analysed_and_what_was_not(tmp_path):
+    df = make_trials(trials=6, seed=9, tasks=["jsb_chorales"], variants=["V", "NFG"], fail_rate=0)
+    text = _page(tmp_path, "six", df=df)
+    assert "The pooled fANOVA (all variants) is below; per variant, not analysed: too few " in text
+    assert "No fANOVA for" not in text
+    small = make_trials(trials=4, seed=9, tasks=["jsb_chorales"], variants=["V"], fail_rate=0)
+    text = _page(tmp_path, "four", df=small)
+    assert "No fANOVA for jsb_chorales: too few trials (n = 4, needs &gt;= 10)." in text
+    assert "The pooled fANOVA" not in text
