@@ -38,7 +38,7 @@ def time_trend(done: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     size), time per epoch being wall_s / epochs (`stats.per_epoch`)."""
     rows = []
     for task in tasks:
-        ok = stats.per_epoch(done[done["task"] == task])
+        ok, version = stats.timing_sample(stats.per_epoch(done[done["task"] == task]))
         b = np.nan
         if ok["hp_hidden_size"].nunique() >= 2:
             b = float(np.polyfit(np.log10(ok["hp_hidden_size"]), np.log10(ok["s_per_epoch"]), 1)[0])
@@ -46,11 +46,13 @@ def time_trend(done: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
             {
                 "task": task,
                 "trials": len(ok),
+                "code version": version or "all",
                 "exponent": b,
                 "median s per epoch": float(ok["s_per_epoch"].median()) if len(ok) else np.nan,
             }
         )
-    return pd.DataFrame(rows, columns=["task", "trials", "exponent", "median s per epoch"])
+    columns = ["task", "trials", "code version", "exponent", "median s per epoch"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def notices(res: StudyResults, prog: pd.DataFrame, done: pd.DataFrame) -> list[str]:

@@ -16,7 +16,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.importance import HYPERPARAMETERS
-from analysis.stats import ALL, SUBSETS, TOP, per_epoch
+from analysis.stats import ALL, SUBSETS, TOP, per_epoch, timing_sample
 from analysis.stats import fence as stats_fence
 
 COLOURS = {
@@ -298,8 +298,9 @@ def time_vs_hidden(done: pd.DataFrame, variants: list[str], title: str) -> tuple
                 label=f"code {g}" if by == "code_version" else g,
             )
     exponent = np.nan
-    if ok["hp_hidden_size"].nunique() >= 2:
-        lx, ly = np.log10(ok["hp_hidden_size"]), np.log10(ok["s_per_epoch"])
+    fit, version = timing_sample(ok)
+    if fit["hp_hidden_size"].nunique() >= 2:
+        lx, ly = np.log10(fit["hp_hidden_size"]), np.log10(fit["s_per_epoch"])
         exponent, intercept = np.polyfit(lx, ly, 1)
         xs = np.linspace(lx.min(), lx.max(), 50)
         ax.plot(
@@ -307,7 +308,7 @@ def time_vs_hidden(done: pd.DataFrame, variants: list[str], title: str) -> tuple
             10 ** (intercept + exponent * xs),
             color="black",
             linewidth=1.5,
-            label=f"trend: ~ hidden^{exponent:.2f}",
+            label=f"trend{f' (code {version})' if version else ''}: ~ hidden^{exponent:.2f}",
         )
     ax.set_xscale("log")
     ax.set_yscale("log")

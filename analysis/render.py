@@ -149,7 +149,9 @@ def _versions(a: Analysis) -> Markup:
         return Markup(f"<p>Code version: {esc(_counts(a.totals.code_versions))}.</p>")
     check = provenance.version_effect(a.done, a.settings.seed)
     shift = provenance.version_residuals(a.done, a.settings.seed).groupby("code_version")
-    versions["median rank residual"] = versions["code version"].map(shift["residual"].median())
+    versions["median rank residual (+: higher metric than predicted)"] = versions[
+        "code version"
+    ].map(shift["residual"].median())
     return Markup(
         "<p>Trials come from {} code versions (the commit each trial ran on). {}</p>{}"
     ).format(len(versions), check, table(versions))
@@ -323,8 +325,9 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
         ),
         "<p>Time per epoch (wall_s / epochs), so that early stopping does not move it; a "
         "trial trained in a pack records its share of the pack's time (code from before that "
-        "recorded the whole pack's). Several code versions are coloured by version: packing "
-        "and kernels changed between them.</p>",
+        "recorded the whole pack's). Several code versions are coloured by version, and the "
+        "trend is fitted on the version with the most trials: packing and kernels changed "
+        "between them.</p>",
         f"<p>Fitted trend: time per epoch &prop; hidden<sup>{b:.2f}</sup>.</p>"
         if pd.notna(b)
         else '<p class="muted">Too few distinct hidden sizes with a wall time to fit a trend.</p>',

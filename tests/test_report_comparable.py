@@ -285,7 +285,13 @@ def test_time_is_fitted_per_epoch_so_early_stopping_does_not_move_it():
     hidden = rng.integers(20, 200, 60)
     epochs = rng.integers(5, 150, 60)  # early stopping: any number of epochs
     done = pd.DataFrame(
-        dict(task="t", hp_hidden_size=hidden, epochs=epochs, wall_s=0.01 * hidden**1.5 * epochs)
+        dict(
+            task="t",
+            hp_hidden_size=hidden,
+            epochs=epochs,
+            wall_s=0.01 * hidden**1.5 * epochs,
+            code_version="abc1234",
+        )
     )
     assert time_trend(done, ["t"])["exponent"].iloc[0] == pytest.approx(1.5)
 
@@ -309,3 +315,17 @@ def test_the_fanova_message_says_what_was_analysed_and_what_was_not(tmp_path):
     text = _page(tmp_path, "four", df=small)
     assert "No fANOVA for jsb_chorales: too few trials (n = 4, needs &gt;= 10)." in text
     assert "The pooled fANOVA" not in text
+
+
+def test_with_several_code_versions_the_trend_is_fitted_on_the_largest_one():
+    rng = np.random.default_rng(2)
+    hidden, epochs = rng.integers(20, 200, 90), rng.integers(5, 150, 90)
+    version = np.where(np.arange(90) < 60, "new1111", "old2222")
+    # the old code recorded a whole pack's time for small trials: no trend of its own
+    wall = np.where(version == "new1111", 0.01 * hidden**1.5, 2.0) * epochs
+    done = pd.DataFrame(
+        dict(task="t", hp_hidden_size=hidden, epochs=epochs, wall_s=wall, code_version=version)
+    )
+    row = time_trend(done, ["t"]).iloc[0]
+    assert row["exponent"] == pytest.approx(1.5) and row["code version"] == "new1111"
+    assert row["trials"] == 60
