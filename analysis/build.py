@@ -72,7 +72,7 @@ def notices(res: StudyResults, prog: pd.DataFrame, done: pd.DataFrame) -> list[s
     if len(few):
         out.append(
             f"pairs with fewer than {stats.MIN_PER_GROUP} complete trials (no test): "
-            + ", ".join(f"{t}/{v}" for t, v in zip(few["task"], few["variant"], strict=True))
+            + _pairs_text(few, prog)
         )
     running = prog[prog["state"] == "in progress"]
     if len(running):
@@ -91,6 +91,21 @@ def notices(res: StudyResults, prog: pd.DataFrame, done: pd.DataFrame) -> list[s
     if n_failed:
         out.append(f"{n_failed} trial(s) failed; reasons are listed under Provenance")
     return out
+
+
+def _pairs_text(pairs: pd.DataFrame, prog: pd.DataFrame) -> str:
+    """(task, variant) pairs in few words: 'every pair', or per task 'timit (every variant)'
+    or 'timit: V, NIG'."""
+    studied = prog[prog["state"] != "not in this study"]
+    if len(pairs) == len(studied):
+        return "every pair"
+    parts = []
+    for task, part in pairs.groupby("task", sort=False):
+        if len(part) == (studied["task"] == task).sum():
+            parts.append(f"{task} (every variant)")
+        else:
+            parts.append(f"{task}: {', '.join(part['variant'])}")
+    return "; ".join(parts)
 
 
 def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:

@@ -116,15 +116,7 @@ def against_paper(a: Analysis) -> list[str]:
             + ", ".join(t for t in a.res.tasks if t not in same)
             + "."
         )
-    items = []
-    for task in a.res.tasks:
-        data = [r for r in a.comparable[task].reasons if r not in a.protocol]
-        label = a.task_data[task].label
-        items.append(
-            f"<li><b>{esc(task)}</b>: {esc(label)}"
-            + (f" (not comparable: {esc('; '.join(data))})" if data and data != [label] else "")
-            + "</li>"
-        )
+    items = [f"<li><b>{esc(t)}</b>: {esc(a.task_data[t].label)}</li>" for t in a.res.tasks]
     protocol = (
         "the paper's (its search space, batch size 1, at most 150 epochs, early stopping after 15)"
         if not a.protocol
@@ -271,9 +263,12 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
     res, metric = a.res, a.metrics.get(task, "metric")
     better = res.names.tasks[task].better if task in res.names.tasks else "lower"
     c, data = a.comparable[task], a.task_data[task]
+    why = [r for r in c.reasons if r not in a.protocol]
+    if a.protocol and not c.comparable:
+        why.append("its protocol differs from the paper's (top of the page)")
+    text = f"{data.label}; " + (c.text if c.comparable else "not comparable: " + "; ".join(why))
     out: list[str] = [
-        f'<p class="{"verdict" if c.comparable else "verdict no"}">'
-        f"<b>{esc(f'{data.label}; {c.text}')}.</b></p>"
+        f'<p class="{"verdict" if c.comparable else "verdict no"}"><b>{esc(text)}.</b></p>'
     ]
     if a.stand_in.get(task):
         out.append(banner(STAND_IN_TEXT.format(task=task, title=title), loud=True))

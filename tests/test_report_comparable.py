@@ -329,3 +329,18 @@ def test_with_several_code_versions_the_trend_is_fitted_on_the_largest_one():
     row = time_trend(done, ["t"]).iloc[0]
     assert row["exponent"] == pytest.approx(1.5) and row["code version"] == "new1111"
     assert row["trials"] == 60
+
+
+def test_pairs_with_too_few_trials_are_named_in_few_words():
+    from analysis.build import _pairs_text
+
+    prog = pd.DataFrame(
+        dict(
+            task=["timit"] * 3 + ["jsb_chorales"] * 3,
+            variant=["V", "NIG", "GRU"] * 2,
+            state=["too few complete trials"] * 4 + ["done", "not in this study"],
+        )
+    )
+    few = prog[prog["state"] == "too few complete trials"]
+    assert _pairs_text(few, prog) == "timit (every variant); jsb_chorales: V"
+    assert _pairs_text(few.iloc[:3], prog.iloc[:3]) == "every pair"
