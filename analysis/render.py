@@ -86,7 +86,7 @@ def render(a: Analysis, figures_dir: Path) -> str:
         versions=_versions(a),
         plugins=_plugins(a),
         devices=_counts(t.devices),
-        progress=table(a.progress),
+        progress=_progress_block(a),
         failures=table(a.failures) if len(a.failures) else None,
         config_file=results.CONFIG_FILE,
         config_text=res.config_text,
@@ -154,6 +154,22 @@ def _plugins(a: Analysis) -> Markup | None:
     if rows.empty:
         return None
     return table(rows)
+
+
+def _progress_block(a: Analysis) -> Markup:
+    """Trial counts per pair: one line where every pair is in the same state (the counts are
+    in the Overview's grid), else a table of the pairs that are not done."""
+    prog = a.progress[a.progress["state"] != "not in this study"]
+    if prog.empty:
+        return note("No pairs yet.")
+    states = prog["state"].unique()
+    if len(states) == 1:
+        return note(f"Every pair: {states[0]} (counts in the Overview's grid).")
+    open_ = prog[prog["state"] != "done"]
+    done = len(prog) - len(open_)
+    return Markup("{}{}").format(
+        table(open_), note(f"The other {done} pair(s): done.") if done else ""
+    )
 
 
 def _counts(by_name: dict[str, int]) -> str:

@@ -25,8 +25,12 @@ def size_line(a: Analysis) -> str:
     )
     if med < want:
         text += (
-            f" With {med} per pair the tests can detect only large differences (see the power "
-            "numbers beside the paper's verdicts)"
+            f" With {med} per pair the tests can detect only large differences"
+            + (
+                " (see the power numbers beside the paper's verdicts)"
+                if any(c.comparable for c in a.comparable.values())
+                else ""
+            )
             + (
                 f" and below {MIN_PER_GROUP} per group there is no test at all."
                 if lo < MIN_PER_GROUP
