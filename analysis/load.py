@@ -149,6 +149,8 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
     task_names = set(trials["task"].dropna()) | set(_as_list(config.get("tasks")))
     variants, unknown_v = ordered(variant_names, list(names.variants))
     tasks, unknown_t = ordered(task_names, list(names.tasks))
+    plugins = read_plugins(folder, summary, notes)
+    unknown_v = [v for v in unknown_v if v not in plugins["variants"]]  # named under Provenance
     if unknown_v:
         notes.append(f"variant(s) the study does not name, listed last: {', '.join(unknown_v)}")
     if unknown_t:
@@ -166,7 +168,7 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
         notes=notes,
         data=summary.tasks if summary else {},
         epochs=epochs,
-        plugins=read_plugins(folder, summary, notes),
+        plugins=plugins,
     )
 
 

@@ -23,7 +23,8 @@ from analysis import learning, plots, provenance
 from analysis.importance import wide
 from analysis.model import Analysis
 from analysis.page import banner, column_format, esc, figure, html, note, table
-from analysis.render_paper import methods_items, paper_section, tag_legend
+from analysis.render_paper import methods_items, paper_section, why_not
+from analysis.render_provenance import against_paper, counts, plugins, progress_block, versions
 from analysis.stats import SUBSETS, TOO_FEW, TOP, too_few_text
 from analysis.summary import size_line
 from study import results
@@ -62,9 +63,8 @@ def _template() -> jinja2.Template:
 def render(a: Analysis, figures_dir: Path) -> str:
     """The page's HTML; figures are also written to `figures_dir`."""
     res, t = a.res, a.totals
-    counts = a.progress
     grid = None
-    if not counts.empty:
+    if not a.progress.empty:
         grid = table(_progress_grid(a), index=True)
     return _template().render(
         study=res.study,
@@ -83,97 +83,15 @@ def render(a: Analysis, figures_dir: Path) -> str:
         sources=table(a.sources, classed=("data",)),
         task_sections=[_task_section(a, task, figures_dir) for task in res.tasks],
         paper=html(paper_section(a)),
-        versions=_versions(a),
-        plugins=_plugins(a),
-        devices=_counts(t.devices),
-        progress=_progress_block(a),
+        versions=versions(a),
+        plugins=plugins(a),
+        devices=counts(t.devices),
+        progress=progress_block(a),
         failures=table(a.failures) if len(a.failures) else None,
         config_file=results.CONFIG_FILE,
         config_text=res.config_text,
         methods=methods_items(a),
     )
-
-
-def against_paper(a: Analysis) -> list[str]:
-    """The page's first statement: which tasks may be held against the paper's findings, what
-    each ran on, and how the study's protocol differs from the paper's (for every study)."""
-    same = [t for t in a.res.tasks if a.comparable[t].comparable]
-    if not a.res.tasks:
-        head = "No task yet, so nothing to compare with the paper."
-    elif not same:
-        head = (
-            "Not comparable with the paper: no task of this study is one of the paper's on "
-            "its real corpus under its protocol, so the page holds none of the paper's "
-            "findings against it."
-        )
-    elif len(same) == len(a.res.tasks):
-        head = "Comparable with the paper: " + ", ".join(same) + "."
-    else:
-        head = (
-            "Comparable with the paper: "
-            + ", ".join(same)
-            + "; not comparable: "
-            + ", ".join(t for t in a.res.tasks if t not in same)
-            + "."
-        )
-    items = [f"<li><b>{esc(t)}</b>: {esc(a.task_data[t].label)}</li>" for t in a.res.tasks]
-    protocol = (
-        "the paper's (its search space, batch size 1, at most 150 epochs, early stopping after 15)"
-        if not a.protocol
-        else "differs from the paper's: " + "; ".join(a.protocol)
-    )
-    out = [
-        f'<div class="{"verdict" if same else "verdict no"}"><p><b>{esc(head)}</b></p>',
-        f"<p>Protocol: {esc(protocol)}.</p>",
-        "<p>Data per task:</p><ul>" + "".join(items) + "</ul>",
-    ]
-    if same:
-        out.append(
-            f'<p class="muted">The paper\'s findings carry certainty tags: {esc(tag_legend())}.</p>'
-        )
-    return out + ["</div>"]
-
-
-def _versions(a: Analysis) -> Markup:
-    """Code versions with their trial counts, and whether the numbers moved between them."""
-    versions = provenance.code_versions(a.res.trials, a.done)
-    if len(versions) <= 1:
-        return Markup(f"<p>Code version: {esc(_counts(a.totals.code_versions))}.</p>")
-    check = provenance.version_effect(a.done, a.settings.seed)
-    shift = provenance.version_residuals(a.done, a.settings.seed).groupby("code_version")
-    versions["median rank residual (+: higher metric than predicted)"] = versions[
-        "code version"
-    ].map(shift["residual"].median())
-    return Markup(
-        "<p>Trials come from {} code versions (the commit each trial ran on). {}</p>{}"
-    ).format(len(versions), check, table(versions))
-
-
-def _plugins(a: Analysis) -> Markup | None:
-    rows = provenance.plugins(a.res.plugins)
-    if rows.empty:
-        return None
-    return table(rows)
-
-
-def _progress_block(a: Analysis) -> Markup:
-    """Trial counts per pair: one line where every pair is in the same state (the counts are
-    in the Overview's grid), else a table of the pairs that are not done."""
-    prog = a.progress[a.progress["state"] != "not in this study"]
-    if prog.empty:
-        return note("No pairs yet.")
-    states = prog["state"].unique()
-    if len(states) == 1:
-        return note(f"Every pair: {states[0]} (counts in the Overview's grid).")
-    open_ = prog[prog["state"] != "done"]
-    done = len(prog) - len(open_)
-    return Markup("{}{}").format(
-        table(open_), note(f"The other {done} pair(s): done.") if done else ""
-    )
-
-
-def _counts(by_name: dict[str, int]) -> str:
-    return ", ".join(f"{k} ({v} trials)" for k, v in by_name.items()) or "none"
 
 
 def _progress_grid(a: Analysis) -> pd.DataFrame:
@@ -279,10 +197,7 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
     res, metric = a.res, a.metrics.get(task, "metric")
     better = res.names.tasks[task].better if task in res.names.tasks else "lower"
     c, data = a.comparable[task], a.task_data[task]
-    why = [r for r in c.reasons if r not in a.protocol]
-    if a.protocol and not c.comparable:
-        why.append("its protocol differs from the paper's (top of the page)")
-    text = f"{data.label}; " + (c.text if c.comparable else "not comparable: " + "; ".join(why))
+    text = f"{data.label}; " + (c.text if c.comparable else "not comparable: " + why_not(a, task))
     out: list[str] = [
         f'<p class="{"verdict" if c.comparable else "verdict no"}"><b>{esc(text)}.</b></p>'
     ]

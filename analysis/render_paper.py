@@ -26,6 +26,15 @@ CLASSED = (
 )
 
 
+def why_not(a: Analysis, task: str) -> str:
+    """What bars a task from the paper's comparison, in a few words: its data's reasons, and
+    the protocol as one phrase (the page's header lists how it differs)."""
+    why = [r for r in a.comparable[task].reasons if r not in a.protocol]
+    if a.protocol:
+        why.append("the protocol differs from the paper's, as listed at the top of the page")
+    return "; ".join(why)
+
+
 def tag_legend() -> str:
     """The certainty tags in words, for the page."""
     return "; ".join(f"[{k}] {v}" for k, v in paper.TAGS.items())
@@ -34,15 +43,17 @@ def tag_legend() -> str:
 def paper_section(a: Analysis) -> list[str]:
     same = [t for t in a.res.tasks if a.comparable[t].comparable]
     out = ['<h2 id="paper">The paper beside us</h2>']
-    for task in a.res.tasks:
-        c = a.comparable[task]
-        if not c.comparable:
-            out.append(
-                note(
-                    f"{task}: not comparable with the paper, so none of its findings is held "
-                    f"against this task. What differs: {'; '.join(c.reasons)}."
-                )
+    others = [t for t in a.res.tasks if t not in same]
+    if others:
+        out.append(
+            note(
+                "Not comparable with the paper, so none of its findings is held against "
+                + ("this study" if not same else "these tasks")
+                + ": "
+                + "; ".join(f"{t} ({why_not(a, t)})" for t in others)
+                + "."
             )
+        )
     if not same:
         return out
     out.append(
