@@ -154,13 +154,14 @@ def best_results(
                     "best (ours)": r.best,
                     "median (ours)": r.median,
                     "paper's best (any variant)": greff[0]["value"] if greff else np.nan,
+                    "tag": greff[0]["tag"] if greff else "",
                     "reference": named[0]["value"] if named else np.nan,
                     "source": f"{named[0]['who']} [{named[0]['tag']}]" if named else "",
                     "stand-in data": stand_in_text(stand_in.get(task)),
                 }
             )
     columns = ["task", "variant", "n", "best (ours)", "median (ours)"]
-    columns += ["paper's best (any variant)", "reference", "source"]
+    columns += ["paper's best (any variant)", "tag", "reference", "source"]
     return pd.DataFrame(rows, columns=[*columns, "stand-in data"])
 
 

@@ -45,12 +45,19 @@ def paper_section(a: Analysis) -> list[str]:
     out = ['<h2 id="paper">The paper beside us</h2>']
     others = [t for t in a.res.tasks if t not in same]
     if others:
+        data = {t: [r for r in a.comparable[t].reasons if r not in a.protocol] for t in others}
         out.append(
             note(
                 "Not comparable with the paper, so none of its findings is held against "
-                + ("this study" if not same else "these tasks")
+                + ("this study" if not same else ", ".join(others))
                 + ": "
-                + "; ".join(f"{t} ({why_not(a, t)})" for t in others)
+                + (
+                    "its protocol differs from the paper's (listed at the top of the page)"
+                    if a.protocol
+                    else ""
+                )
+                + ("; " if a.protocol and any(data.values()) else "")
+                + "; ".join(f"{t}: {', '.join(why)}" for t, why in data.items() if why)
                 + "."
             )
         )
