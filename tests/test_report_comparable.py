@@ -344,3 +344,12 @@ def test_pairs_with_too_few_trials_are_named_in_few_words():
     few = prog[prog["state"] == "too few complete trials"]
     assert _pairs_text(few, prog) == "timit (every variant); jsb_chorales: V"
     assert _pairs_text(few.iloc[:3], prog.iloc[:3]) == "every pair"
+
+
+def test_trials_for_power_of_a_huge_effect_is_the_fewest_a_t_test_takes():
+    from analysis import power
+
+    # diverged trials give |g| of 6-10, where statsmodels' root search returns NaN
+    assert power.n_for_power(9.5) == 2.0 and power.n_for_power(-6.2) == 2.0
+    assert power.power(6.2, 2, 2) >= 0.8  # so 2 per group does reach 80 %
+    assert power.n_for_power(0.5) == 64.0  # Cohen's table, unchanged
