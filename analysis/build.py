@@ -177,7 +177,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         paper_best=paper.best_results(summary, stand_in, same),
         paper_reference=paper.reference_results(summary, stand_in, same),
         paper_hp=paper.compare_hyperparameters(
-            fan.importance, fan.resampled, stand_in, same, res.baseline
+            fan.importance, fan.resampled, stand_in, same, res.baseline, fan.null_momentum
         ),
         learning=learning.curves(res.epochs, done, metrics),
         fences=fences,

@@ -222,11 +222,12 @@ def _split(imp: pd.DataFrame) -> tuple[pd.Series, float]:
     return main, float(imp.loc[imp["kind"] == "pairwise", "fraction"].sum())
 
 
-def _resampled(claim: str, boot: pd.DataFrame) -> tuple[str, str]:
+def _resampled(claim: str, boot: pd.DataFrame, floor: float = 0.0) -> tuple[str, str]:
     """The claim on the bootstrap resamples: the 95 % interval of its number (or how often it
     holds) as text, and the cause of a disagreement: 'too few trials' while the interval reaches
     the paper's side (or the claim holds in at least 2.5 % of resamples), else 'real
-    disagreement'."""
+    disagreement'. `floor`: for a claim that an effect is small, the fraction an effect of
+    none gets at this n; an interval that reaches below it cannot tell the two apart either."""
     found = [_claim(claim, *_split(part)) for _, part in boot.groupby("resample")]
     if not found:
         return "", ""
@@ -234,8 +235,10 @@ def _resampled(claim: str, boot: pd.DataFrame) -> tuple[str, str]:
     if claim in BOUNDS:
         lo, hi = np.percentile([v for _, v, _ in found], [2.5, 97.5])
         _, bound, below = BOUNDS[claim]
-        reaches = lo < bound if below else hi > bound
+        reaches = lo < max(bound, floor) if below else hi > bound
         text = f"{100 * lo:.1f}-{100 * hi:.1f}% (95%, {len(found)} resamples)"
+        if below and floor > bound:
+            text += f"; no effect at all gets up to {100 * floor:.1f}% at this n"
     else:
         reaches = holds.mean() >= 0.025
         text = f"holds in {100 * holds.mean():.0f}% of {len(found)} resamples"
@@ -255,12 +258,16 @@ def compare_hyperparameters(
     stand_in: dict[str, bool | None],
     tasks: list[str],
     baseline: str = "V",
+    nulls: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Each hyperparameter claim per task against the pooled fANOVA table (group == 'all'),
     with its spread over bootstrap resamples of the trials, the same claim on the baseline's
     trials alone (the paper's marginals are V's; which trials its pie charts pool is not
     known) and, where it differs, the cause: 'too few trials' or 'real disagreement' from the
-    resamples, or 'holds on V alone' when only the pooling makes the difference."""
+    resamples, or 'holds on V alone' when only the pooling makes the difference. `nulls`:
+    task -> momentum's fractions with momentum shuffled (`importance.null_fractions`); the
+    momentum claim is a real disagreement only above them too."""
+    nulls = nulls or {}
     rows = []
     for task in tasks:
         in_task = importance[importance["task"] == task]
@@ -274,7 +281,10 @@ def compare_hyperparameters(
             else:
                 holds, _, value = _claim(c["id"], *_split(imp))
                 found, match = ("holds", "agrees") if holds else ("does not hold", "differs")
-                spread, why = _resampled(c["id"], boot)
+                floor = 0.0
+                if c["id"] == "momentum_small" and len(nulls.get(task, ())):
+                    floor = float(np.percentile(nulls[task], 97.5))
+                spread, why = _resampled(c["id"], boot, floor)
                 if len(alone):
                     base_holds, _, base_value = _claim(c["id"], *_split(alone))
                     on_base = f"{base_value} ({'holds' if base_holds else 'does not hold'})"

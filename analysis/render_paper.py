@@ -109,8 +109,9 @@ def paper_section(a: Analysis) -> list[str]:
             f"(or how often the claim holds). 'on {a.res.baseline} alone' checks the claim on "
             f"the baseline's trials (the paper draws its marginals for {a.res.baseline}). "
             "Cause of a difference: 'too few trials' while the bootstrap still reaches the "
-            f"paper's side, 'holds on {a.res.baseline} alone' when pooling the variants makes "
-            "it, else 'real disagreement'."
+            "paper's side (for momentum: or reaches what momentum gets once shuffled, i.e. with "
+            f"no effect at all), 'holds on {a.res.baseline} alone' when pooling the variants "
+            "makes it, else 'real disagreement'."
         ),
         *_claims_table(a.paper_hp),
     ]

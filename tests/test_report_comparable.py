@@ -353,3 +353,32 @@ def test_trials_for_power_of_a_huge_effect_is_the_fewest_a_t_test_takes():
     assert power.n_for_power(9.5) == 2.0 and power.n_for_power(-6.2) == 2.0
     assert power.power(6.2, 2, 2) >= 0.8  # so 2 per group does reach 80 %
     assert power.n_for_power(0.5) == 64.0  # Cohen's table, unchanged
+
+
+def test_a_small_effect_is_told_from_none_only_above_what_none_gets():
+    """Momentum measured at 2 % (bootstrap 1.5-2.4 %, clear of the paper's 1 %): a real
+    disagreement, unless a shuffled momentum (no effect at all) gets as much at this n."""
+    from analysis import paper
+
+    def rows(momentum: float) -> pd.DataFrame:
+        mains = dict(learning_rate=0.7, hidden_size=0.1, momentum=momentum, input_noise=0.05)
+        out = [dict(hp=k, kind="main", fraction=v) for k, v in mains.items()]
+        out.append(dict(hp="learning_rate x hidden_size", kind="pairwise", fraction=0.05))
+        return pd.DataFrame(out).assign(task="jsb_chorales", group="all")
+
+    imp = rows(0.02)
+    boot = pd.concat(rows(0.015 + 0.0005 * b).assign(resample=b) for b in range(20))
+
+    def cause(nulls):
+        out = paper.compare_hyperparameters(
+            imp, boot, {}, ["jsb_chorales"], nulls={"jsb_chorales": np.asarray(nulls)}
+        )
+        return out[out["rule"].str.contains("momentum")].iloc[0]
+
+    assert cause([])["cause"] == "real disagreement"
+    assert cause([0.001, 0.004, 0.006])["cause"] == "real disagreement"  # none gets < 1 %
+    shuffled = cause([0.01, 0.02, 0.03])  # none gets up to 3 % here: cannot tell
+    assert (
+        shuffled["cause"] == "too few trials"
+        and "no effect at all gets up to" in shuffled["bootstrap"]
+    )
