@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import importance, learning, paper, provenance, stats
+from analysis import comparable, importance, learning, paper, provenance, stats
 from analysis.load import StudyResults, read_results, space_bounds
 from analysis.model import Analysis, Settings
 from analysis.summary import summary_markdown
+from study import results
 
 __all__ = ["Analysis", "Settings", "analyse", "build"]
 
@@ -33,22 +34,25 @@ def metric_name(res: StudyResults, task: str) -> str:
 
 
 def time_trend(done: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    """Per task: exponent b of the least-squares fit log10(wall_s) = a + b log10(hidden size)."""
+    """Per task: exponent b of the least-squares fit log10(s per epoch) = a + b log10(hidden
+    size), time per epoch being wall_s / epochs (`stats.per_epoch`)."""
     rows = []
     for task in tasks:
-        ok = done[(done["task"] == task) & (done["wall_s"] > 0) & (done["hp_hidden_size"] > 0)]
+        ok, version = stats.timing_sample(stats.per_epoch(done[done["task"] == task]))
         b = np.nan
         if ok["hp_hidden_size"].nunique() >= 2:
-            b = float(np.polyfit(np.log10(ok["hp_hidden_size"]), np.log10(ok["wall_s"]), 1)[0])
+            b = float(np.polyfit(np.log10(ok["hp_hidden_size"]), np.log10(ok["s_per_epoch"]), 1)[0])
         rows.append(
             {
                 "task": task,
                 "trials": len(ok),
+                "code version": version or "all",
                 "exponent": b,
-                "median wall_s": float(ok["wall_s"].median()) if len(ok) else np.nan,
+                "median s per epoch": float(ok["s_per_epoch"].median()) if len(ok) else np.nan,
             }
         )
-    return pd.DataFrame(rows, columns=["task", "trials", "exponent", "median wall_s"])
+    columns = ["task", "trials", "code version", "exponent", "median s per epoch"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def notices(res: StudyResults, prog: pd.DataFrame, done: pd.DataFrame) -> list[str]:
@@ -68,7 +72,7 @@ def notices(res: StudyResults, prog: pd.DataFrame, done: pd.DataFrame) -> list[s
     if len(few):
         out.append(
             f"pairs with fewer than {stats.MIN_PER_GROUP} complete trials (no test): "
-            + ", ".join(f"{t}/{v}" for t, v in zip(few["task"], few["variant"], strict=True))
+            + _pairs_text(few, prog)
         )
     running = prog[prog["state"] == "in progress"]
     if len(running):
@@ -87,6 +91,21 @@ def notices(res: StudyResults, prog: pd.DataFrame, done: pd.DataFrame) -> list[s
     if n_failed:
         out.append(f"{n_failed} trial(s) failed; reasons are listed under Provenance")
     return out
+
+
+def _pairs_text(pairs: pd.DataFrame, prog: pd.DataFrame) -> str:
+    """(task, variant) pairs in few words: 'every pair', or per task 'timit (every variant)'
+    or 'timit: V, NIG'."""
+    studied = prog[prog["state"] != "not in this study"]
+    if len(pairs) == len(studied):
+        return "every pair"
+    parts = []
+    for task, part in pairs.groupby("task", sort=False):
+        if len(part) == (studied["task"] == task).sum():
+            parts.append(f"{task} (every variant)")
+        else:
+            parts.append(f"{task}: {', '.join(part['variant'])}")
+    return "; ".join(parts)
 
 
 def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
@@ -119,6 +138,22 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     log.info("fANOVA: %.1f s", time.perf_counter() - t0)
     prog = provenance.progress(res)
     stand_in = provenance.stand_in_flags(res.trials, res.tasks)
+    protocol = (
+        comparable.protocol_differences(res.config, comparable.paper_protocol())
+        if res.config
+        else [f"no readable {results.CONFIG_FILE}: the protocol is unknown"]
+    )
+    data = {
+        t: comparable.task_data(
+            t, res.data.get(t), stand_in.get(t), res.plugins["tasks"].get(t), res.config
+        )
+        for t in res.tasks
+    }
+    verdicts = {t: comparable.comparability(t, data[t], protocol) for t in res.tasks}
+    # a plug-in task is the user's own data, never a stand-in for one of the paper's corpora
+    stand_in = {t: False if data[t].kind == "plugin" else f for t, f in stand_in.items()}
+    # the paper's findings are held only against tasks they apply to
+    same = [t for t in res.tasks if verdicts[t].comparable]
     summary = stats.variant_summary(long)
     return Analysis(
         res=res,
@@ -130,14 +165,19 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         fanova=fan,
         progress=prog,
         failures=provenance.failures(res.trials),
-        sources=provenance.data_sources(res.trials, res.tasks, res.data),
+        sources=provenance.data_sources(
+            res.trials, res.tasks, res.data, {t: d.label for t, d in data.items()}
+        ),
         stand_in=stand_in,
+        protocol=protocol,
+        task_data=data,
+        comparable=verdicts,
         totals=provenance.totals(res.trials),
-        paper_variants=paper.compare_variants(significance, stand_in, res.tasks, s.alpha),
-        paper_best=paper.best_results(summary, stand_in, res.tasks),
-        paper_reference=paper.reference_results(summary, stand_in, res.tasks),
+        paper_variants=paper.compare_variants(significance, stand_in, same, s.alpha),
+        paper_best=paper.best_results(summary, stand_in, same),
+        paper_reference=paper.reference_results(summary, stand_in, same),
         paper_hp=paper.compare_hyperparameters(
-            fan.importance, fan.resampled, stand_in, res.tasks, res.baseline
+            fan.importance, fan.resampled, stand_in, same, res.baseline, fan.null_momentum
         ),
         learning=learning.curves(res.epochs, done, metrics),
         fences=fences,
@@ -147,13 +187,50 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     )
 
 
-def with_stand_in(df: pd.DataFrame, stand_in: dict[str, bool | None]) -> pd.DataFrame:
+def with_stand_in(df: pd.DataFrame, a: Analysis) -> pd.DataFrame:
     """`df` with a 'stand-in data' column from its 'task' column (unchanged without one), so a
-    CSV read on its own still says which numbers came from a generated corpus."""
-    if "task" not in df.columns or "stand-in data" in df.columns:
+    CSV read on its own still says which numbers came from a generated corpus (or from a task
+    that is not the paper's), and a 'comparable with the paper' column."""
+    if "task" not in df.columns:
         return df
-    flags = df["task"].map(lambda t: paper.stand_in_text(stand_in.get(t)))
-    return df.assign(**{"stand-in data": flags})
+    out = df
+    if "stand-in data" not in out.columns:
+        out = out.assign(**{"stand-in data": out["task"].map(lambda t: data_text(a, t))})
+    if "comparable with the paper" not in out.columns:
+        out = out.assign(
+            **{"comparable with the paper": out["task"].map(lambda t: _comparable_text(a, t))}
+        )
+    return out
+
+
+def data_text(a: Analysis, task: str) -> str:
+    """The CSV's 'stand-in data' cell: the stand-in flag for the paper's tasks, else what the
+    task is (a plug-in, a task that is not the paper's)."""
+    d = a.task_data.get(task)
+    if d is not None and d.kind != "paper":
+        return d.label
+    return paper.stand_in_text(a.stand_in.get(task))
+
+
+def _comparable_text(a: Analysis, task: str) -> str:
+    c = a.comparable.get(task)
+    return "unknown" if c is None else ("yes" if c.comparable else "no: " + "; ".join(c.reasons))
+
+
+def comparability_table(a: Analysis) -> pd.DataFrame:
+    """Per task: what it ran on, whether the paper's findings apply, and what differs."""
+    return pd.DataFrame(
+        [
+            {
+                "task": t,
+                "data": a.task_data[t].label,
+                "comparable": "yes" if a.comparable[t].comparable else "no",
+                "what differs from the paper": "; ".join(a.comparable[t].reasons),
+            }
+            for t in a.res.tasks
+        ],
+        columns=["task", "data", "comparable", "what differs from the paper"],
+    )
 
 
 def write_tables(a: Analysis, tables_dir: Path) -> None:
@@ -172,9 +249,11 @@ def write_tables(a: Analysis, tables_dir: Path) -> None:
         "paper_hyperparameters": a.paper_hp,
         "learning_curves": a.learning,
         "time_trend": a.time_trend,
+        "comparability": comparability_table(a),
     }
     for name, df in tables.items():
-        with_stand_in(df, a.stand_in).to_csv(tables_dir / f"{name}.csv", index=False)
+        labelled = df if name == "comparability" else with_stand_in(df, a)
+        labelled.to_csv(tables_dir / f"{name}.csv", index=False)
 
 
 def build(

@@ -1,4 +1,4 @@
-"""Hyperparameter importance as in the paper's Figs. 4-6 (reference sections 5 and 6).
+"""Hyperparameter importance as in the paper's Figs. 4-6 (fANOVA, Hutter et al. 2014).
 
 fANOVA (`analysis.fanova`) of the test metric over the four searched hyperparameters in the
 units the authors analysed: log10(learning rate), log10(hidden size), log10(1 - momentum) and the
@@ -22,7 +22,7 @@ function of the group's (fence-capped) metric, and bands are clipped to the metr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -111,6 +111,9 @@ class Importance:
     # the pooled fANOVA refitted on bootstrap resamples of each task's trials (`bootstrap`):
     # task, resample, effect (as `hp` above), kind, fraction
     resampled: pd.DataFrame
+    # task -> momentum's pooled fraction in forests fitted with the momentum column shuffled
+    # (`null_fractions`): what a hyperparameter without any effect gets at this n
+    null_momentum: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 RESAMPLED_COLUMNS = ["task", "resample", "hp", "kind", "fraction"]
@@ -144,6 +147,29 @@ def bootstrap(
     return pd.DataFrame(rows, columns=RESAMPLED_COLUMNS[1:])
 
 
+def null_fractions(
+    x: np.ndarray, y: np.ndarray, bounds: np.ndarray, column: int, fits: int, trees: int, seed: int
+) -> np.ndarray:
+    """The main-effect fraction a forest gives hyperparameter `column` once its values are
+    shuffled over the trials (so that it has no effect at all), in `fits` refits: a forest
+    fitted to a few hundred trials gives every input some variance, so a small fraction can
+    only be told from none above these."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(fits):
+        shuffled = x.copy()
+        shuffled[:, column] = rng.permutation(shuffled[:, column])
+        fa = fanova.fit(shuffled, y, bounds, list(HYPERPARAMETERS), trees, int(rng.integers(2**31)))
+        out.append(
+            next(
+                r["fraction"]
+                for r in fa.importances()
+                if r["effect"] == list(HYPERPARAMETERS)[column]
+            )
+        )
+    return np.asarray(out)
+
+
 def analyse(
     done: pd.DataFrame,
     tasks: list[str],
@@ -166,6 +192,7 @@ def analyse(
         raise ValueError(f"unknown fANOVA target {target!r}; known: {', '.join(TARGETS)}")
     fences, metrics = fences or {}, metrics or {}
     rows, skipped, curves, surfaces, resampled = [], [], [], {}, []
+    null_momentum: dict[str, np.ndarray] = {}
     keys = list(HYPERPARAMETERS)
     for ti, task in enumerate(tasks):
         in_task = done[done["task"] == task]
@@ -202,6 +229,15 @@ def analyse(
                     x.to_numpy(), capped, bounds, target, resamples, resample_trees, group_seed
                 )
                 resampled.append(boot.assign(task=task))
+                null_momentum[task] = null_fractions(
+                    x.to_numpy(),
+                    y,
+                    bounds,
+                    keys.index("momentum"),
+                    max(8, resamples // 4),
+                    resample_trees,
+                    group_seed + 1,
+                )
             if group == POOLED:
                 for d, key in enumerate(keys):
                     g = np.linspace(bounds[d, 0], bounds[d, 1], grid)
@@ -246,6 +282,7 @@ def analyse(
         resampled=pd.concat(resampled, ignore_index=True)[RESAMPLED_COLUMNS]
         if resampled
         else pd.DataFrame(columns=RESAMPLED_COLUMNS),
+        null_momentum=null_momentum,
     )
 
 

@@ -10,6 +10,7 @@ the study does not name are kept and listed after the known ones.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,11 @@ class StudyResults:
     data: dict[str, dict] = field(default_factory=dict)  # data.json: task -> data summary
     epochs: pd.DataFrame = field(  # per-epoch history, long form (EPOCH_COLUMNS)
         default_factory=lambda: pd.DataFrame(columns=list(EPOCH_COLUMNS))
+    )
+    # data.json's "plugins": {"variants": {name: {path, distribution, version, sha256}},
+    # "tasks": {...}}; both empty for a study without plug-ins (or from before they were recorded)
+    plugins: dict[str, dict[str, dict]] = field(
+        default_factory=lambda: {"variants": {}, "tasks": {}}
     )
 
 
@@ -145,6 +151,8 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
     task_names = set(trials["task"].dropna()) | set(_as_list(config.get("tasks")))
     variants, unknown_v = ordered(variant_names, list(names.variants))
     tasks, unknown_t = ordered(task_names, list(names.tasks))
+    plugins = read_plugins(folder, summary, notes)
+    unknown_v = [v for v in unknown_v if v not in plugins["variants"]]  # named under Provenance
     if unknown_v:
         notes.append(f"variant(s) the study does not name, listed last: {', '.join(unknown_v)}")
     if unknown_t:
@@ -162,7 +170,44 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
         notes=notes,
         data=summary.tasks if summary else {},
         epochs=epochs,
+        plugins=plugins,
     )
+
+
+PLUGIN_KINDS = ("variants", "tasks")
+
+
+def read_plugins(
+    folder: Path, summary: results.DataSummary | None, notes: list[str]
+) -> dict[str, dict[str, dict]]:
+    """The plug-ins (user's variants and tasks) data.json names, by kind; empty kinds when it
+    names none (the key is absent in studies from before plug-ins). Taken from the contract's
+    summary when it carries them, else read from the file's top-level "plugins" key."""
+    out: dict[str, dict[str, dict]] = {k: {} for k in PLUGIN_KINDS}
+    raw = getattr(summary, "plugins", None)
+    if raw is None and summary is not None:
+        try:
+            doc = json.loads((folder / results.DATA_FILE).read_bytes().decode("utf-8"))
+        except (OSError, ValueError):
+            doc = {}
+        raw = doc.get("plugins") if isinstance(doc, dict) else None
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        notes.append(f"{results.DATA_FILE}: 'plugins' is not a mapping; plug-ins are not named")
+        return out
+    for kind in PLUGIN_KINDS:
+        entries = raw.get(kind) or {}
+        if not isinstance(entries, dict):
+            notes.append(f"{results.DATA_FILE}: plugins.{kind} is not a mapping; ignored")
+            continue
+        out[kind] = {
+            str(name): {k: "" if v is None else str(v) for k, v in entry.items()}
+            if isinstance(entry, dict)
+            else {"path": str(entry)}
+            for name, entry in entries.items()
+        }
+    return out
 
 
 def _read_config(folder: Path, notes: list[str]) -> tuple[str, dict[str, Any]]:

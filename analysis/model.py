@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from analysis.comparable import Comparability, TaskData
 from analysis.importance import Importance
 from analysis.load import StudyResults
 from analysis.provenance import Totals
@@ -48,6 +49,9 @@ class Analysis:
     failures: pd.DataFrame  # provenance.failures
     sources: pd.DataFrame  # provenance.data_sources
     stand_in: dict[str, bool | None]  # task -> generated stand-in data (None: unknown)
+    protocol: list[str]  # how the study's protocol differs from the paper's ([]: it is the paper's)
+    task_data: dict[str, TaskData]  # task -> what it ran on (the paper's corpus, a plug-in, ...)
+    comparable: dict[str, Comparability]  # task -> whether the paper's findings apply, and why not
     totals: Totals
     paper_variants: pd.DataFrame  # paper.compare_variants
     paper_best: pd.DataFrame  # paper.best_results

@@ -102,7 +102,7 @@ def table(
             if col in classed:
                 if text in CLASSED:
                     cls = f' class="{text}"'
-                elif text.startswith("YES"):
+                elif text.startswith(("YES", "generated stand-in")):
                     cls = ' class="stand-in"'
                 elif text.startswith("too few"):
                     cls = ' class="few"'

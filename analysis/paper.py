@@ -4,7 +4,8 @@ Greff et al. 2017: Fig. 3 (which variants differ from V, per dataset), the best 
 Figs. 4-6 (fANOVA variance fractions), plus the JSB numbers of Chung et al. 2014 and
 Boulanger-Lewandowski et al. 2012. The facts ship with the package in `paper_facts.yaml`, each
 tagged V (verified in a public source), C (corroborated by the authors' code or notes quoting
-the paper) or R (recalled, not checked against the PDF).
+the paper) or R (recalled, not checked against the paper's text). They are held against a
+study's task only where `analysis.comparable` finds it comparable.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from analysis.stats import ALL, TOO_FEW, TOP
 
 FACTS_FILE = Path(__file__).with_name("paper_facts.yaml")
 FACTS_NAME = "analysis/paper_facts.yaml"
-TAGS = {"V": "verified", "C": "corroborated", "R": "recalled, unchecked"}
+TAGS = {
+    "V": "verified in a public source",
+    "C": "corroborated by the authors' code or by notes quoting the paper",
+    "R": "recalled, not checked against the paper's text",
+}
 
 
 @cache
@@ -96,10 +101,15 @@ def compare_variants(
             row["paper note"] = fact["note"]
             rows.append(row)
     out = pd.DataFrame(rows)
-    first = [c for c in out.columns if c not in POWER_KEYS + TAIL]
+    first = [c for c in out.columns if c not in POWER_KEYS + TAIL] or VERDICT_KEYS
     return out.reindex(columns=first + POWER_KEYS + TAIL)
 
 
+VERDICT_KEYS = ["task", "variant", "paper", "tag"] + [  # the columns of an empty table
+    f"{c} ({s})"
+    for s in ("all", "top 10%")
+    for c in ("ours", "n / n V", "match", *(("Welch",) if s == "all" else ()), "cause")
+]
 POWER_KEYS = [
     "paper n",
     "smallest d significant at paper n",
@@ -144,13 +154,14 @@ def best_results(
                     "best (ours)": r.best,
                     "median (ours)": r.median,
                     "paper's best (any variant)": greff[0]["value"] if greff else np.nan,
+                    "tag": greff[0]["tag"] if greff else "",
                     "reference": named[0]["value"] if named else np.nan,
                     "source": f"{named[0]['who']} [{named[0]['tag']}]" if named else "",
                     "stand-in data": stand_in_text(stand_in.get(task)),
                 }
             )
     columns = ["task", "variant", "n", "best (ours)", "median (ours)"]
-    columns += ["paper's best (any variant)", "reference", "source"]
+    columns += ["paper's best (any variant)", "tag", "reference", "source"]
     return pd.DataFrame(rows, columns=[*columns, "stand-in data"])
 
 
@@ -211,11 +222,12 @@ def _split(imp: pd.DataFrame) -> tuple[pd.Series, float]:
     return main, float(imp.loc[imp["kind"] == "pairwise", "fraction"].sum())
 
 
-def _resampled(claim: str, boot: pd.DataFrame) -> tuple[str, str]:
+def _resampled(claim: str, boot: pd.DataFrame, floor: float = 0.0) -> tuple[str, str]:
     """The claim on the bootstrap resamples: the 95 % interval of its number (or how often it
     holds) as text, and the cause of a disagreement: 'too few trials' while the interval reaches
     the paper's side (or the claim holds in at least 2.5 % of resamples), else 'real
-    disagreement'."""
+    disagreement'. `floor`: for a claim that an effect is small, the fraction an effect of
+    none gets at this n; an interval that reaches below it cannot tell the two apart either."""
     found = [_claim(claim, *_split(part)) for _, part in boot.groupby("resample")]
     if not found:
         return "", ""
@@ -223,8 +235,10 @@ def _resampled(claim: str, boot: pd.DataFrame) -> tuple[str, str]:
     if claim in BOUNDS:
         lo, hi = np.percentile([v for _, v, _ in found], [2.5, 97.5])
         _, bound, below = BOUNDS[claim]
-        reaches = lo < bound if below else hi > bound
+        reaches = lo < max(bound, floor) if below else hi > bound
         text = f"{100 * lo:.1f}-{100 * hi:.1f}% (95%, {len(found)} resamples)"
+        if below and floor > bound:
+            text += f"; no effect at all gets up to {100 * floor:.1f}% at this n"
     else:
         reaches = holds.mean() >= 0.025
         text = f"holds in {100 * holds.mean():.0f}% of {len(found)} resamples"
@@ -235,18 +249,25 @@ def _claims() -> list[str]:
     return [c["id"] for c in facts()["hyperparameters"]]
 
 
+HP_COLUMNS = ["task", "paper", "tag", "rule", "this study", "measured", "bootstrap"]
+
+
 def compare_hyperparameters(
     importance: pd.DataFrame,
     resampled: pd.DataFrame,
     stand_in: dict[str, bool | None],
     tasks: list[str],
     baseline: str = "V",
+    nulls: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Each hyperparameter claim per task against the pooled fANOVA table (group == 'all'),
     with its spread over bootstrap resamples of the trials, the same claim on the baseline's
     trials alone (the paper's marginals are V's; which trials its pie charts pool is not
     known) and, where it differs, the cause: 'too few trials' or 'real disagreement' from the
-    resamples, or 'holds on V alone' when only the pooling makes the difference."""
+    resamples, or 'holds on V alone' when only the pooling makes the difference. `nulls`:
+    task -> momentum's fractions with momentum shuffled (`importance.null_fractions`); the
+    momentum claim is a real disagreement only above them too."""
+    nulls = nulls or {}
     rows = []
     for task in tasks:
         in_task = importance[importance["task"] == task]
@@ -260,7 +281,10 @@ def compare_hyperparameters(
             else:
                 holds, _, value = _claim(c["id"], *_split(imp))
                 found, match = ("holds", "agrees") if holds else ("does not hold", "differs")
-                spread, why = _resampled(c["id"], boot)
+                floor = 0.0
+                if c["id"] == "momentum_small" and len(nulls.get(task, ())):
+                    floor = float(np.percentile(nulls[task], 97.5))
+                spread, why = _resampled(c["id"], boot, floor)
                 if len(alone):
                     base_holds, _, base_value = _claim(c["id"], *_split(alone))
                     on_base = f"{base_value} ({'holds' if base_holds else 'does not hold'})"
@@ -282,7 +306,8 @@ def compare_hyperparameters(
                     "stand-in data": stand_in_text(stand_in.get(task)),
                 }
             )
-    return pd.DataFrame(rows)
+    columns = [*HP_COLUMNS, f"on {baseline} alone", "match", "cause", "stand-in data"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def stand_in_text(flag: bool | None) -> str:

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.importance import HYPERPARAMETERS
-from analysis.stats import ALL, SUBSETS, TOP
+from analysis.stats import ALL, SUBSETS, TOP, per_epoch, timing_sample
 from analysis.stats import fence as stats_fence
 
 COLOURS = {
@@ -263,24 +263,44 @@ def pair_surface(
     return fig
 
 
-def time_vs_hidden(done: pd.DataFrame, variants: list[str], title: str) -> tuple[Figure, float]:
-    """Scatter of wall_s against hidden size (log-log) with a least-squares power-law trend.
+def _log_ticks(axis) -> None:
+    """Labels at 1, 2, 3 and 5 times each power of ten, written plainly (20, 50, 0.3)."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    axis.set_minor_formatter(NullFormatter())
 
-    Returns the figure and the fitted exponent b of wall_s ~ hidden^b (NaN if it cannot be fit).
+
+def time_vs_hidden(done: pd.DataFrame, variants: list[str], title: str) -> tuple[Figure, float]:
+    """Scatter of training time per epoch against hidden size (log-log) with a least-squares
+    power-law trend; the legend sits to the right of the axes, never over the points.
+
+    Returns the figure and the fitted exponent b of time per epoch ~ hidden^b (NaN if it
+    cannot be fit).
     """
-    fig = Figure(figsize=(6.5, 4.4), layout="constrained")
+    fig = Figure(figsize=(8.5, 4.4), layout="constrained")
     ax = fig.subplots()
-    ok = done[(done["wall_s"] > 0) & (done["hp_hidden_size"] > 0)]
-    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
-    for v in variants:
-        part = ok[ok["variant"] == v]
+    ok = per_epoch(done)
+    # several code versions: coloured by version, whose timing (packing, kernels) differs more
+    # than the variants' do
+    by = "code_version" if ok["code_version"].nunique() > 1 else "variant"
+    versions = ok.sort_values("started_at")["code_version"] if by == "code_version" else None
+    groups = list(dict.fromkeys(versions)) if versions is not None else variants
+    for i, g in enumerate(groups):
+        part = ok[ok[by] == g]
         if len(part):
             ax.scatter(
-                part["hp_hidden_size"], part["wall_s"], s=8, alpha=0.5, color=colours[v], label=v
+                part["hp_hidden_size"],
+                part["s_per_epoch"],
+                s=10,
+                alpha=0.6,
+                color=f"C{i % 10}",
+                label=f"code {g}" if by == "code_version" else g,
             )
     exponent = np.nan
-    if ok["hp_hidden_size"].nunique() >= 2:
-        lx, ly = np.log10(ok["hp_hidden_size"]), np.log10(ok["wall_s"])
+    fit, version = timing_sample(ok)
+    if fit["hp_hidden_size"].nunique() >= 2:
+        lx, ly = np.log10(fit["hp_hidden_size"]), np.log10(fit["s_per_epoch"])
         exponent, intercept = np.polyfit(lx, ly, 1)
         xs = np.linspace(lx.min(), lx.max(), 50)
         ax.plot(
@@ -288,21 +308,17 @@ def time_vs_hidden(done: pd.DataFrame, variants: list[str], title: str) -> tuple
             10 ** (intercept + exponent * xs),
             color="black",
             linewidth=1.5,
-            label=f"trend: time ~ hidden^{exponent:.2f}",
+            label=f"trend{f' (code {version})' if version else ''}: ~ hidden^{exponent:.2f}",
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(ScalarFormatter())
-        axis.set_minor_formatter(NullFormatter())
-    if len(ok):
-        lo, hi = ok["hp_hidden_size"].min(), ok["hp_hidden_size"].max()
-        ax.set_xticks([t for t in (5, 10, 20, 50, 100, 200, 500, 1000) if lo <= t <= hi] or [lo])
+    _log_ticks(ax.xaxis)
+    _log_ticks(ax.yaxis)
     ax.set_xlabel("hidden size (blocks)")
-    ax.set_ylabel("training time per trial (s)")
-    ax.grid(alpha=0.3, which="both")
+    ax.set_ylabel("training time per epoch (s)")
+    ax.grid(alpha=0.3, which="major")
     if len(ok):
-        ax.legend(fontsize=7, ncol=2)
+        fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     return fig, float(exponent)
 

@@ -12,6 +12,7 @@ against it is >= 0.864 and 0.955 under normal data).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats as sps
@@ -37,8 +38,15 @@ def n_for_power(d: float, alpha: float = 0.05, goal: float = POWER_GOAL) -> floa
     """Trials per group (equal groups) the t-test needs to detect |d| with power `goal`."""
     if not np.isfinite(d) or abs(d) < 1e-6:
         return np.nan
-    n = TTestIndPower().solve_power(effect_size=abs(d), power=goal, ratio=1.0, alpha=alpha)
-    return float(math.ceil(float(np.asarray(n).reshape(-1)[0])))
+    with warnings.catch_warnings(record=True):  # a failed root search: handled below
+        warnings.simplefilter("ignore")
+        n = TTestIndPower().solve_power(effect_size=abs(d), power=goal, ratio=1.0, alpha=alpha)
+    n = float(np.asarray(n).reshape(-1)[0])
+    if np.isfinite(n):
+        return float(math.ceil(n))
+    # statsmodels' root search fails where the root lies below 2 per group (|d| above about 6,
+    # as diverged trials give): power grows with |d|, and d = 3 already needs only 4
+    return 2.0 if abs(d) >= 3 else np.nan
 
 
 def explain(

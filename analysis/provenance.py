@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+from scipy.stats import kruskal
+from sklearn.ensemble import RandomForestRegressor
 
+from analysis.importance import encode
 from analysis.load import StudyResults, expected_trials
 from analysis.stats import MIN_PER_GROUP, complete
 
@@ -74,23 +78,28 @@ def _sizes(summary: dict) -> str:
 
 
 def data_sources(
-    trials: pd.DataFrame, tasks: list[str], data: dict[str, dict] | None = None
+    trials: pd.DataFrame,
+    tasks: list[str],
+    data: dict[str, dict] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Per task: data source(s), whether the corpus is a generated stand-in, metric name(s),
-    and from the study's data.json (when there) the split sizes and the task's data notes."""
-    data = data or {}
+    """Per task: data source(s), what the data is (`labels`: the real corpus, a generated
+    stand-in, the user's plug-in task, ...; from the trials' stand-in flags without them),
+    metric name(s), and from the study's data.json (when there) the split sizes and notes."""
+    data, labels = data or {}, labels or {}
     rows = []
     for task in tasks:
         part = trials[trials["task"] == task]
         flags = set(part["stand_in"].dropna().tolist())
         stand_in = None if not flags else bool(any(flags))
+        label = labels.get(task) or {None: "unknown", True: "generated stand-in"}.get(
+            stand_in, "real corpus"
+        )
         rows.append(
             {
                 "task": task,
                 "data source": ", ".join(sorted(set(part["data_source"]))) or "no trials",
-                "stand-in corpus": {None: "unknown", True: "YES (generated)", False: "no (real)"}[
-                    stand_in
-                ],
+                "data": label,
                 "metric": ", ".join(sorted(set(part["metric"]) - {""})) or "unknown",
                 "trials": len(part),
                 "sequences train / valid / test": _sizes(data.get(task, {})),
@@ -102,7 +111,7 @@ def data_sources(
         columns=[
             "task",
             "data source",
-            "stand-in corpus",
+            "data",
             "metric",
             "trials",
             "sequences train / valid / test",
@@ -151,6 +160,102 @@ def totals(trials: pd.DataFrame) -> Totals:
         if len(trials)
         else "",
     )
+
+
+def code_versions(trials: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
+    """Per code version (the commit a trial ran on): trials, complete ones, variants and tasks
+    run, when its trials started and finished, in order of first start."""
+    if trials.empty:
+        return pd.DataFrame(columns=["code version", "trials", "complete", "pairs", "from", "to"])
+    ok = done.groupby("code_version").size()
+    rows = []
+    for version, part in trials.groupby("code_version", sort=False):
+        rows.append(
+            {
+                "code version": str(version),
+                "trials": len(part),
+                "complete": int(ok.get(version, 0)),
+                "pairs": len(part[["task", "variant"]].drop_duplicates()),
+                "from": str(part["started_at"].replace("", pd.NA).min()),
+                "to": str(part["finished_at"].replace("", pd.NA).max()),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["from", "code version"]).reset_index(drop=True)
+
+
+MIN_PER_VERSION = 10  # complete trials a code version needs to enter the check
+
+
+def version_residuals(done: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Complete trials with `residual`: each trial's percentile rank of the test metric within
+    its (task, variant), minus what a random forest on its hyperparameters and variant predicts
+    for it out of bag. A study stopped and resumed does not split its trials at random between
+    code versions: trials still running at a stop (long ones: small learning rates, large
+    networks) are finished by the next version, so the raw metrics of two versions differ even
+    when no code change touched training; the residuals take the hyperparameters out."""
+    parts = []
+    for _, part in done.groupby("task", sort=False):
+        part = part.dropna(subset=["test_metric"])
+        x = encode(part).assign(variant=pd.factorize(part["variant"])[0])
+        ok = np.isfinite(x.to_numpy(float)).all(axis=1)
+        part, x = part[ok], x[ok]
+        if len(part) < 3 * MIN_PER_VERSION:
+            continue
+        y = part.groupby("variant")["test_metric"].rank(pct=True).to_numpy()
+        forest = RandomForestRegressor(
+            n_estimators=200, min_samples_leaf=5, oob_score=True, random_state=seed, n_jobs=1
+        ).fit(x.to_numpy(float), y)
+        parts.append(part.assign(residual=y - forest.oob_prediction_))
+    return pd.concat(parts) if parts else done.iloc[:0].assign(residual=np.nan)
+
+
+def version_effect(done: pd.DataFrame, seed: int = 0) -> str:
+    """Whether the numbers moved between code versions, in one sentence: a Kruskal-Wallis
+    test across versions of `version_residuals` (versions with at least MIN_PER_VERSION
+    complete trials)."""
+    res = version_residuals(done, seed)
+    groups = [g["residual"].to_numpy() for _, g in res.groupby("code_version")]
+    groups = [g for g in groups if len(g) >= MIN_PER_VERSION]
+    if len(groups) < 2:
+        return (
+            f"Fewer than two versions have {MIN_PER_VERSION} complete trials (of a task with "
+            f"{3 * MIN_PER_VERSION} or more), so whether a code change moved the numbers is "
+            "not tested."
+        )
+    p = float(kruskal(*groups).pvalue)
+    verdict = (
+        "no sign that a code change moved the numbers"
+        if p >= 0.05
+        else "the versions DIFFER beyond what their trials' hyperparameters explain (a code "
+        "change, or chance in what the forest leaves unexplained; the table's last column "
+        "shows which version stands out)"
+    )
+    return (
+        f"Each trial's rank within its (task, variant), less what its hyperparameters and "
+        f"variant predict (out-of-bag random forest), compared across the {len(groups)} "
+        f"versions with at least {MIN_PER_VERSION} complete trials (Kruskal-Wallis, "
+        f"p = {p:.2g}): {verdict}. Hyperparameters are taken out because a resumed study "
+        "finishes its longest trials in the next version; the test sees only shifts that are "
+        "large against the spread of the trials."
+    )
+
+
+def plugins(found: dict[str, dict[str, dict]]) -> pd.DataFrame:
+    """One row per plug-in (the user's variant or task): its import path, distribution,
+    version and the first 12 hex digits of its sha256."""
+    rows = [
+        {
+            "kind": kind.removesuffix("s"),
+            "name": name,
+            "path": entry.get("path", ""),
+            "distribution": entry.get("distribution", ""),
+            "version": entry.get("version", ""),
+            "sha256": (entry.get("sha256") or "")[:12],
+        }
+        for kind, entries in found.items()
+        for name, entry in entries.items()
+    ]
+    return pd.DataFrame(rows, columns=["kind", "name", "path", "distribution", "version", "sha256"])
 
 
 def human_seconds(s: float) -> str:

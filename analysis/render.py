@@ -23,7 +23,8 @@ from analysis import learning, plots, provenance
 from analysis.importance import wide
 from analysis.model import Analysis
 from analysis.page import banner, column_format, esc, figure, html, note, table
-from analysis.render_paper import methods_items, paper_section
+from analysis.render_paper import methods_items, paper_section, why_not
+from analysis.render_provenance import against_paper, counts, plugins, progress_block, versions
 from analysis.stats import SUBSETS, TOO_FEW, TOP, too_few_text
 from analysis.summary import size_line
 from study import results
@@ -62,15 +63,15 @@ def _template() -> jinja2.Template:
 def render(a: Analysis, figures_dir: Path) -> str:
     """The page's HTML; figures are also written to `figures_dir`."""
     res, t = a.res, a.totals
-    counts = a.progress
     grid = None
-    if not counts.empty:
+    if not a.progress.empty:
         grid = table(_progress_grid(a), index=True)
     return _template().render(
         study=res.study,
         built=dt.datetime.now().isoformat(timespec="seconds"),
         folder=str(res.folder),
         files=f"{results.TRIALS_FILE}, {results.CONFIG_FILE}",
+        against_paper=html(against_paper(a)),
         size_line=size_line(a),
         tasks=res.tasks,
         stand_in=[task for task, flag in a.stand_in.items() if flag],
@@ -79,21 +80,18 @@ def render(a: Analysis, figures_dir: Path) -> str:
         compute=provenance.human_seconds(t.compute_s),
         baseline=res.baseline,
         grid=grid,
-        sources=table(a.sources, classed=("stand-in corpus",)),
+        sources=table(a.sources, classed=("data",)),
         task_sections=[_task_section(a, task, figures_dir) for task in res.tasks],
         paper=html(paper_section(a)),
-        versions=_counts(t.code_versions),
-        devices=_counts(t.devices),
-        progress=table(a.progress),
+        versions=versions(a),
+        plugins=plugins(a),
+        devices=counts(t.devices),
+        progress=progress_block(a),
         failures=table(a.failures) if len(a.failures) else None,
         config_file=results.CONFIG_FILE,
         config_text=res.config_text,
         methods=methods_items(a),
     )
-
-
-def _counts(by_name: dict[str, int]) -> str:
-    return ", ".join(f"{k} ({v} trials)" for k, v in by_name.items()) or "none"
 
 
 def _progress_grid(a: Analysis) -> pd.DataFrame:
@@ -198,10 +196,14 @@ def _task_section(a: Analysis, task: str, figures_dir: Path) -> TaskSection:
 def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[str]:
     res, metric = a.res, a.metrics.get(task, "metric")
     better = res.names.tasks[task].better if task in res.names.tasks else "lower"
-    out: list[str] = []
+    c, data = a.comparable[task], a.task_data[task]
+    text = f"{data.label}; " + (c.text if c.comparable else "not comparable: " + why_not(a, task))
+    out: list[str] = [
+        f'<p class="{"verdict" if c.comparable else "verdict no"}"><b>{esc(text)}.</b></p>'
+    ]
     if a.stand_in.get(task):
         out.append(banner(STAND_IN_TEXT.format(task=task, title=title), loud=True))
-    elif a.stand_in.get(task) is None:
+    elif a.stand_in.get(task) is None and data.kind == "paper":
         out.append(
             note(
                 "The results table does not say whether this task's data is real or a "
@@ -237,7 +239,7 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
     out += _importance_part(a, task, metric, figures_dir)
     done = a.done[a.done["task"] == task]
     fig, b = plots.time_vs_hidden(
-        done, res.variants, titled(a, task, f"{task}: training time vs hidden size")
+        done, res.variants, titled(a, task, f"{task}: training time per epoch vs hidden size")
     )
     out += [
         "<h3>Training time against hidden size</h3>",
@@ -245,9 +247,14 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
             fig,
             f"time_{task}",
             figures_dir,
-            f"{task}: wall time per trial vs hidden size (log-log, least-squares trend)",
+            f"{task}: training time per epoch vs hidden size (log-log, least-squares trend)",
         ),
-        f"<p>Fitted trend: time &prop; hidden<sup>{b:.2f}</sup>.</p>"
+        "<p>Time per epoch (wall_s / epochs), so that early stopping does not move it; a "
+        "trial trained in a pack records its share of the pack's time (code from before that "
+        "recorded the whole pack's). Several code versions are coloured by version, and the "
+        "trend is fitted on the version with the most trials: packing and kernels changed "
+        "between them.</p>",
+        f"<p>Fitted trend: time per epoch &prop; hidden<sup>{b:.2f}</sup>.</p>"
         if pd.notna(b)
         else '<p class="muted">Too few distinct hidden sizes with a wall time to fit a trend.</p>',
     ]
@@ -278,10 +285,19 @@ def _importance_part(a: Analysis, task: str, metric: str, figures_dir: Path) -> 
     skipped = a.fanova.skipped
     skipped = skipped[skipped["task"] == task]
     out = ["<h3>Hyperparameter importance (fANOVA)</h3>"]
-    if len(skipped):
-        out.append(note("Not analysed: " + _skipped_text(skipped)))
-    if imp.empty:
-        return out
+    pooled_skipped = skipped[skipped["group"] == "all"]
+    per_variant = skipped[skipped["group"] != "all"]
+    if imp.empty or len(pooled_skipped):
+        reason = _skipped_text(pooled_skipped) if len(pooled_skipped) else "no complete trials"
+        return out + [note(f"No fANOVA for {task}: {reason.removesuffix(': all')}.")]
+    if len(per_variant):
+        out.append(
+            note(
+                "The pooled fANOVA (all variants) is below; per variant, not analysed: "
+                + _skipped_text(per_variant)
+                + "."
+            )
+        )
     trees = sorted(set(imp["trees"]))
     capped = imp[(imp["group"] == "all")]["capped"]
     limit = a.fences.get(task, np.inf)

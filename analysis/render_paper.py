@@ -11,7 +11,7 @@ import pandas as pd
 from analysis import paper
 from analysis.importance import MIN_TRIALS
 from analysis.model import Analysis
-from analysis.page import banner, esc, note, table
+from analysis.page import esc, note, table
 from analysis.stats import FENCE_IQR, MIN_PER_GROUP, TOO_FEW, too_few_text
 
 CLASSED = (
@@ -26,50 +26,81 @@ CLASSED = (
 )
 
 
+def why_not(a: Analysis, task: str) -> str:
+    """What bars a task from the paper's comparison, in a few words: its data's reasons, and
+    the protocol as one phrase (the page's header lists how it differs)."""
+    why = [r for r in a.comparable[task].reasons if r not in a.protocol]
+    if a.protocol:
+        why.append("the protocol differs from the paper's, as listed at the top of the page")
+    return "; ".join(why)
+
+
+def tag_legend() -> str:
+    """The certainty tags in words, for the page."""
+    return "; ".join(f"[{k}] {v}" for k, v in paper.TAGS.items())
+
+
 def paper_section(a: Analysis) -> list[str]:
-    out = [
-        '<h2 id="paper">The paper beside us</h2>',
-        "<p>The paper's findings (Greff et al. 2017, Fig. 3 and Figs. 4-6) and reference "
-        f"numbers, shipped with the report in <code>{paper.FACTS_NAME}</code>, each tagged: "
-        + ", ".join(f"[{k}] {v}" for k, v in paper.TAGS.items())
-        + ". &lsquo;agrees&rsquo; compares significance and direction only. Ours is the rank "
-        "test's verdict; the paper's own Welch test on our trials is shown beside it. Where "
-        "they differ, the power our test had at its n says how much the difference "
-        "means, and the cause column sums it up: 'too few trials' while our 95% interval "
-        "for Hedges' g still holds an effect the paper's test could call significant in its "
-        "direction (or, for the paper's n.s., one too small for it: 'compatible'), 'real "
-        "disagreement' once the interval excludes them all.</p>",
-    ]
-    if any(a.stand_in.values()):
+    same = [t for t in a.res.tasks if a.comparable[t].comparable]
+    out = ['<h2 id="paper">The paper beside us</h2>']
+    others = [t for t in a.res.tasks if t not in same]
+    if others:
+        data = {t: [r for r in a.comparable[t].reasons if r not in a.protocol] for t in others}
         out.append(
-            banner(
-                "Rows marked 'YES - not comparable' come from generated stand-in "
-                "corpora: agreement or difference there says nothing about the paper.",
-                loud=True,
+            note(
+                "Not comparable with the paper, so none of its findings is held against "
+                + ("this study" if not same else ", ".join(others))
+                + ": "
+                + (
+                    "its protocol differs from the paper's (listed at the top of the page)"
+                    if a.protocol
+                    else ""
+                )
+                + ("; " if a.protocol and any(data.values()) else "")
+                + "; ".join(f"{t}: {', '.join(why)}" for t, why in data.items() if why)
+                + "."
             )
         )
+    if not same:
+        return out
+    out.append(
+        "<p>The paper's findings (Greff et al. 2017, Fig. 3 and Figs. 4-6) and reference "
+        f"numbers ship with the report in <code>{paper.FACTS_NAME}</code>, each with a "
+        f"certainty tag: {esc(tag_legend())}. <b>Most are [R]</b>: read an [R] verdict as the "
+        "paper's finding as remembered, to be confirmed against its text.</p>"
+    )
+    out.append(
+        "<p>For " + ", ".join(f"<b>{esc(t)}</b>" for t in same) + " (the paper's task on its "
+        "real corpus, under the paper's protocol): &lsquo;agrees&rsquo; compares significance "
+        "and direction only. Ours is the rank test's verdict; the paper's own Welch test on "
+        "our trials is shown beside it. Where they differ, the power our test had at its n "
+        "says how much the difference means, and the cause sums it up: 'too few trials' while "
+        "our 95% interval for Hedges' g still holds an effect the paper's test could call "
+        "significant in its direction (or, for the paper's n.s., one too small for it: "
+        "'compatible'), 'real disagreement' once the interval excludes them all.</p>"
+    )
     pv = a.paper_variants
     out.append("<h3>Which variants differ from V (Fig. 3)</h3>")
-    if len(pv):
-        out += _verdict_table(pv)
-        out.append(
-            '<p class="muted">Paper notes: '
-            + "; ".join(
-                f"<b>{esc(v)}</b> {esc(f['note'])}" for v, f in paper.facts()["variants"].items()
-            )
-            + ".</p>"
+    for task in same:
+        part = pv[pv["task"] == task] if len(pv) else pv
+        if len(same) > 1:
+            out.append(f"<h4>{esc(task)}</h4>")
+        out += _verdict_table(part)
+    out.append(
+        '<p class="muted">Paper notes: '
+        + "; ".join(
+            f"<b>{esc(v)}</b> {esc(f['note'])} [{esc(f['tag'])}]"
+            for v, f in paper.facts()["variants"].items()
         )
-    else:
-        out.append(note("None of this study's tasks is one of the paper's."))
+        + ".</p>"
+    )
     out += [
         "<h3>Best results: the paper's and the references' beside ours</h3>",
-        table(a.paper_reference, classed=CLASSED)
+        _plain(a.paper_reference)
         if len(a.paper_reference)
-        else note("None of this study's tasks has a reference result."),
+        else note("None of the comparable tasks has a reference result."),
         "<h3>Best and median per variant (all trials)</h3>",
-        table(a.paper_best, classed=CLASSED)
-        if len(a.paper_best)
-        else note("No complete trials to compare."),
+        _plain(a.paper_best) if len(a.paper_best) else note("No complete trials to compare."),
         "<h3>Hyperparameters (Figs. 4-6)</h3>",
         note(
             "Each claim is checked on the pooled fANOVA of the task; 'bootstrap' refits it on "
@@ -78,10 +109,11 @@ def paper_section(a: Analysis) -> list[str]:
             f"(or how often the claim holds). 'on {a.res.baseline} alone' checks the claim on "
             f"the baseline's trials (the paper draws its marginals for {a.res.baseline}). "
             "Cause of a difference: 'too few trials' while the bootstrap still reaches the "
-            f"paper's side, 'holds on {a.res.baseline} alone' when pooling the variants makes "
-            "it, else 'real disagreement'."
+            "paper's side (for momentum: or reaches what momentum gets once shuffled, i.e. with "
+            f"no effect at all), 'holds on {a.res.baseline} alone' when pooling the variants "
+            "makes it, else 'real disagreement'."
         ),
-        table(a.paper_hp, classed=CLASSED),
+        *_claims_table(a.paper_hp),
     ]
     if "GRU" in a.res.variants:
         out.append(
@@ -91,25 +123,61 @@ def paper_section(a: Analysis) -> list[str]:
     return out
 
 
+def _plain(df: pd.DataFrame) -> str:
+    """A paper table without its 'stand-in data' column: every task here is comparable, so it
+    would say 'no' on every row (the CSV keeps it)."""
+    return table(df.drop(columns=["stand-in data"], errors="ignore"), classed=CLASSED)
+
+
+def _claims_table(hp: pd.DataFrame) -> list[str]:
+    """The fANOVA claims; a task without a pooled fANOVA gets one line, not five rows."""
+    out = []
+    none = hp[hp["this study"].str.startswith("no fANOVA")] if len(hp) else hp
+    for task in dict.fromkeys(none["task"]) if len(none) else []:
+        out.append(note(f"{task}: no pooled fANOVA (too few trials), so no claim is checked."))
+    shown = hp[~hp.index.isin(none.index)] if len(hp) else hp
+    if len(shown):
+        out.append(_plain(shown))
+    return out
+
+
 POWER_COLUMNS = {
     "power for that d here": "power for the paper's smallest significant d",
     "power for observed g": "power for our g",
     "n per group for 80% power (observed g)": "n per group for 80% power",
 }
+VERDICT_COLUMNS = ["variant", "paper", "tag"] + [
+    f"{c} ({s})" for s in ("all", "top 10%") for c in ("ours", "n / n V", "Welch", "match", "cause")
+]
 
 
 def _verdict_table(pv: pd.DataFrame) -> list[str]:
-    """The Fig. 3 comparison: power as percentages; the top 10 % columns replaced by one line
-    when no variant has enough trials there."""
-    shown = pv.drop(
-        columns=["paper note", "paper n", "smallest d significant at paper n"], errors="ignore"
-    ).rename(columns=POWER_COLUMNS)
-    for col in POWER_COLUMNS.values():
-        if col.startswith("power") and col in shown:
-            shown[col] = [f"{100 * v:.0f}%" if pd.notna(v) else "" for v in shown[col]]
+    """The Fig. 3 comparison of one task: a verdict table (pairs with too few trials in one
+    line, not rows), then the power and the explanation of each difference in a second
+    table, so that neither is wider than the page."""
     out = []
-    few = shown["ours (top 10%)"] == TOO_FEW
-    if few.all():
+    pv = pv[pv["ours (all)"] != "not run"]  # the paper's variants this study did not run
+    if pv.empty:
+        return [note("None of the paper's Fig. 3 variants ran in this study.")]
+    few_all = pv["ours (all)"] == TOO_FEW
+    if few_all.all():
+        ks = sorted({int(t.split(" / ")[0]) for t in pv["n / n V (all)"] if t})
+        return [
+            note(
+                f"{too_few_text(min(ks) if ks else 0, MIN_PER_GROUP)} in every pair: "
+                "no verdict is compared with the paper's."
+            )
+        ]
+    shown = pv[~few_all]
+    if few_all.any():
+        out.append(
+            note(
+                "Too few trials for a test, so not compared: "
+                + ", ".join(pv.loc[few_all, "variant"])
+                + "."
+            )
+        )
+    if (shown["ours (top 10%)"] == TOO_FEW).all():
         ks = sorted({int(t.split(" / ")[0]) for t in shown["n / n V (top 10%)"] if t})
         out.append(
             note(
@@ -117,10 +185,18 @@ def _verdict_table(pv: pd.DataFrame) -> list[str]:
                 "so only the all-trials verdicts are compared."
             )
         )
-        shown = shown.drop(
-            columns=["ours (top 10%)", "n / n V (top 10%)", "match (top 10%)", "cause (top 10%)"]
-        )
-    out.append(table(shown, classed=CLASSED, wide=("explanation",)))
+        columns = [c for c in VERDICT_COLUMNS if "top 10%" not in c]
+    else:
+        columns = VERDICT_COLUMNS
+    out.append(table(shown.reindex(columns=[c for c in columns if c in shown]), classed=CLASSED))
+    differs = shown[shown["explanation"] != ""]
+    if len(differs):
+        why = differs[["variant", *POWER_COLUMNS, "explanation"]].rename(columns=POWER_COLUMNS)
+        for col in POWER_COLUMNS.values():
+            if col.startswith("power"):
+                why[col] = [f"{100 * v:.0f}%" if pd.notna(v) else "" for v in why[col]]
+        out.append("<p>Where ours differs from the paper's:</p>")
+        out.append(table(why, wide=("explanation",)))
     return out
 
 

@@ -4,9 +4,10 @@
 
 Writes `<out>/<name>.png` (the whole page, its height measured from the page's content) and
 `<out>/<name>-NN.png`, the same page cut into screen-sized parts (`--part-height`, default
-2800 px) that an image viewer shows at full size. Needs a Chromium binary (`chromium`,
-`chromium-browser` or `google-chrome`; Debian: `apt-get install -y chromium`), or its path
-in `--chromium`.
+2800 px) that an image viewer shows at full size. Needs Pillow (PIL; matplotlib installs it,
+else `pip install pillow`) and a Chromium binary (`chromium`, `chromium-browser` or
+`google-chrome`; Debian: `apt-get install -y chromium`), or its path in `--chromium`; without
+either it stops with one line saying which.
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 log = logging.getLogger(__name__)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MAX_HEIGHT = 30000  # px; taller pages are cut off there (and the log says so)
+
+
+def _image():
+    """PIL's Image module, imported when a screenshot is cut (a missing Pillow: one line)."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise RuntimeError("the screenshot tool needs Pillow (PIL): pip install pillow") from e
+    return Image
 
 
 def find_chromium(given: str | None = None) -> str:
@@ -59,7 +68,7 @@ def capture(html: Path, png: Path, width: int, height: int, chromium: str) -> No
 
 def content_height(png: Path) -> int:
     """Pixel rows down to the last one that is not blank white (+ a small margin)."""
-    grey = np.asarray(Image.open(png).convert("L"))
+    grey = np.asarray(_image().open(png).convert("L"))
     rows = np.flatnonzero(grey.min(axis=1) < 250)
     return int(rows.max()) + 40 if len(rows) else grey.shape[0]
 
@@ -72,6 +81,7 @@ def screenshot(
     chromium: str | None = None,
 ) -> list[Path]:
     """Whole-page PNG and its parts; returns their paths (whole page first)."""
+    image_module = _image()
     browser = find_chromium(chromium)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = html.parent.name if html.name == "index.html" else html.stem
@@ -80,7 +90,7 @@ def screenshot(
     height = min(content_height(whole), MAX_HEIGHT)
     if height >= MAX_HEIGHT - 40:
         log.warning("%s is taller than %d px; the screenshot is cut there", html, MAX_HEIGHT)
-    image = Image.open(whole).crop((0, 0, width, height))
+    image = image_module.open(whole).crop((0, 0, width, height))
     image.save(whole)
     paths = [whole]
     for k, top in enumerate(range(0, height, part_height)):
@@ -101,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.html.is_file():
         raise SystemExit(f"no report page at {args.html}; build one with `odyssey report STUDY`")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for path in screenshot(args.html, args.out, args.width, args.part_height, args.chromium):
+    try:
+        paths = screenshot(args.html, args.out, args.width, args.part_height, args.chromium)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise SystemExit(f"screenshot: {e}") from None
+    for path in paths:
         log.info("%s", path)
     return 0
 

@@ -301,3 +301,21 @@ def variant_summary(long: pd.DataFrame) -> pd.DataFrame:
         mean_params=("n_params", "mean"),
     )
     return out.reset_index()
+
+
+def per_epoch(done: pd.DataFrame) -> pd.DataFrame:
+    """Complete trials with a positive hidden size, wall time and epoch count, and their
+    `s_per_epoch` (wall_s / epochs: early stopping makes time per trial mostly a matter of
+    when a trial stopped)."""
+    ok = done[(done["wall_s"] > 0) & (done["hp_hidden_size"] > 0) & (done["epochs"] > 0)]
+    return ok.assign(s_per_epoch=ok["wall_s"] / ok["epochs"])
+
+
+def timing_sample(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The trials a time trend is fitted on: all of them, or with several code versions those
+    of the version with the most trials (how a packed trial's time is recorded changed between
+    versions), and that version ('' when all)."""
+    if ok.empty or ok["code_version"].nunique() <= 1:
+        return ok, ""
+    version = str(ok["code_version"].value_counts().index[0])
+    return ok[ok["code_version"] == version], version

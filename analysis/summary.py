@@ -25,8 +25,12 @@ def size_line(a: Analysis) -> str:
     )
     if med < want:
         text += (
-            f" With {med} per pair the tests can detect only large differences (see the power "
-            "numbers beside the paper's verdicts)"
+            f" With {med} per pair the tests can detect only large differences"
+            + (
+                " (see the power numbers beside the paper's verdicts)"
+                if any(c.comparable for c in a.comparable.values())
+                else ""
+            )
             + (
                 f" and below {MIN_PER_GROUP} per group there is no test at all."
                 if lo < MIN_PER_GROUP
@@ -53,6 +57,16 @@ def summary_markdown(a: Analysis) -> str:
     lines = [
         f"# Study `{res.study}`: report summary",
         "",
+        *(
+            f"- {res_task}: {a.task_data[res_task].label}; {a.comparable[res_task].text}"
+            for res_task in res.tasks
+        ),
+        "- protocol: "
+        + (
+            "the paper's"
+            if not a.protocol
+            else "differs from the paper's: " + "; ".join(a.protocol)
+        ),
         f"- trials: {t.complete} complete, {t.failed} failed, {t.trials} recorded; "
         f"compute {provenance.human_seconds(t.compute_s)} (sum of wall_s)",
         f"- tasks: {', '.join(res.tasks) or 'none'}; variants: "

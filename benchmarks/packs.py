@@ -53,7 +53,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference-jsb"
 
 
 def paper_sample(n: int, seed: int) -> list[dict[str, Any]]:
-    """`n` hyperparameter sets from the paper's space (reference section 4)."""
+    """`n` hyperparameter sets from the paper's search space (Greff et al. 2017)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):

@@ -1,4 +1,4 @@
-"""Process settings that change CPU timings by 1.3-1.9x (reference/speed-facts.md): glibc malloc
+"""Process settings that change CPU timings by 1.3-1.9x (measured on 2-core test machines): glibc malloc
 trimming and the torch thread count. The benchmarks apply and report them; study workers can too.
 """
 

@@ -1,5 +1,5 @@
 """The study config's schema: frozen pydantic models whose defaults are the paper's protocol
-(Greff et al. 2017, sections III-IV; reference sections 3 and 4). `study.config` reads settings
+(Greff et al. 2017, sections III-IV). `study.config` reads settings
 into them and turns a validation failure into one `ConfigError` line.
 
 Every model forbids unknown keys and is strict: a YAML `"4"` is not an integer, `no` is not a
@@ -123,7 +123,7 @@ class Dimension(_Settings):
 
 
 class SpaceConfig(_Settings):
-    """Ranges of the random search (reference section 4); bounds are inclusive."""
+    """Ranges of the paper's random search; bounds are inclusive."""
 
     hidden_size: HiddenSizes = (20, 200)  # log-uniform integer
     hidden_size_meaning: HiddenMeaning = "per_direction"  # or "total": split over both directions
@@ -148,7 +148,7 @@ class SpaceConfig(_Settings):
 
 
 class TrainConfig(_Settings):
-    """The training protocol (reference section 3)."""
+    """The training protocol (the paper's: online SGD, at most 150 epochs, patience 15)."""
 
     batch_size: int = Field(1, ge=1)
     max_epochs: int = Field(150, ge=1)

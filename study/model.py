@@ -1,4 +1,4 @@
-"""The network of every trial (Greff et al. 2017, section III; reference section 3).
+"""The network of every trial (Greff et al. 2017, section III).
 
 One recurrent layer from the variant registry (bidirectional for TIMIT and IAM: a forward and a
 backward layer whose outputs are concatenated) feeding one linear output layer; the task's loss

@@ -1,4 +1,4 @@
-"""Online SGD with Nesterov momentum exactly as pylstm's `NesterovStep` (reference section 3).
+"""Online SGD with Nesterov momentum exactly as pylstm's `NesterovStep` (the paper's library).
 
 With learning rate lr, momentum mu and eps = (1 - mu) * lr (`scale_learning_rate=True`):
 

@@ -1,7 +1,7 @@
 """The training engine: K trials of one (task, variant) trained in lockstep in one process; a
 single trial (`study.train.train`) is a pack of one through the same code.
 
-The protocol (Greff et al. 2017, section III; reference section 3), per trial: minibatches of
+The protocol (Greff et al. 2017, section III), per trial: minibatches of
 `batch_size` sequences (1 in the paper), reshuffled every epoch with the trial's generator; fresh
 Gaussian input noise (std `input_noise`) at every presentation during training only; loss = the
 task's summed loss / number of sequences in the minibatch; pylstm's Nesterov step with the

@@ -9,7 +9,7 @@ list of tags in the order of `job["trials"]`; `wait` returns `(tag, result)` per
 Workers get the prepared data's path, not the data, and load it once per worker process.
 
 The worker environment sets glibc malloc to keep freed memory (1.3-1.9x faster training on these
-machines, reference speed-facts.md) and OMP_NUM_THREADS=1 (one thread per trial).
+machines, measured) and OMP_NUM_THREADS=1 (one thread per trial).
 """
 
 from __future__ import annotations

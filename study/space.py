@@ -1,4 +1,4 @@
-"""The random-search space of Greff et al. 2017 (section IV-A; reference section 4) as plain data.
+"""The random-search space of Greff et al. 2017 (section IV-A) as plain data.
 
     hidden_size         log-uniform integer in [20, 200]     (blocks; per direction or total)
     learning_rate       log-uniform in [1e-6, 1e-2]

@@ -1,6 +1,6 @@
 """The task contract shared by TIMIT, IAM-OnDB and JSB Chorales.
 
-A task is a frozen spec plus plain functions (STYLE.md): where its data comes from (`prepare`),
+A task is a frozen spec plus plain functions: where its data comes from (`prepare`),
 how sequences become a time-major batch (`collate`), the loss as a *sum* over frames of each
 sequence together with the number of sequences (AlgoPerf style), and its errors as
 `(sum, count)` pairs so that split metrics are corpus-level ratios, never means of batch means.

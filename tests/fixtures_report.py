@@ -10,6 +10,7 @@ trials of one variant to diverged-but-finite values (NLL 1e3-1e4), as NOAF did i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,8 @@ def make_trials(
                     + 0.05 * noise
                     + shift
                 )
-                test = BASE[task] + SCALE[task] * (quality + 0.02 * rng.normal())
-                val = test + SCALE[task] * 0.01 * rng.normal()
+                test = BASE.get(task, 1.0) + SCALE.get(task, 1.0) * (quality + 0.02 * rng.normal())
+                val = test + SCALE.get(task, 1.0) * 0.01 * rng.normal()
                 failed = rng.random() < fail_rate
                 wall = 3.0 * (hidden / 20) ** 1.5 * rng.lognormal(0, 0.2)
                 rows.append(
@@ -155,9 +156,15 @@ def write_study(
     tasks: list[str] | None = None,
     variants: list[str] | None = None,
     epochs: bool = True,
+    training: dict | None = None,
+    data: dict | None = None,
+    plugins: dict | None = None,
 ) -> Path:
-    """Write `<results_dir>/<study>/trials.parquet`, a config.yaml like the study writes and
-    (with `epochs`) an `epochs.parquet/` folder of one part file per (task, variant)."""
+    """Write `<results_dir>/<study>/trials.parquet`, a config.yaml like the study writes (the
+    paper's protocol unless `training` overrides some of it; `data`: its per-task data
+    settings) and (with `epochs`) an `epochs.parquet/` folder of one part file per (task,
+    variant). With `plugins`, also a data.json whose top-level "plugins" holds it and whose
+    plug-in tasks say `"source": "plugin"` (without, no data.json, as in older studies)."""
     folder = results_dir / study
     folder.mkdir(parents=True, exist_ok=True)
     trials.to_parquet(folder / "trials.parquet", index=False)
@@ -181,6 +188,17 @@ def write_study(
             "one_minus_momentum": [0.01, 1.0],
             "input_noise": [0.0, 1.0],
         },
+        "sampler": "random",
+        "training": {"batch_size": 1, "max_epochs": 150, "patience": 15, **(training or {})},
+        "data": data or {},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if plugins is not None:
+        tasks_doc = {
+            t: {"title": t, "metric": METRIC.get(t, "metric"), "direction": "minimize"}
+            | ({"source": "plugin", "stand_in": None} if t in plugins.get("tasks", {}) else {})
+            for t in config["tasks"]
+        }
+        doc = {"format": 2, "variants": {}, "tasks": tasks_doc, "plugins": plugins}
+        (folder / "data.json").write_text(json.dumps(doc, indent=2))
     return folder

@@ -64,7 +64,7 @@ def test_the_report_rebuilds_from_the_shipped_folder_alone(tmp_path):
     assert "Beside the paper" in html
 
 
-def test_every_variant_has_the_fifty_trials_the_issue_asks_for(shipped):
+def test_every_variant_has_at_least_fifty_trials(shipped):
     cfg, df = shipped
     per_variant = df.groupby("variant").size().reindex(list(cfg.variants), fill_value=0)
     assert (per_variant >= 50).all(), per_variant.to_dict()

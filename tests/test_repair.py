@@ -1,4 +1,4 @@
-"""Damaged and shared stores (issue 14): a finished study, one kind of damage, the same command
+"""Damaged and shared stores: a finished study, one kind of damage, the same command
 again. Every case must end with every trial exactly once in all four stores (trials.parquet,
 epochs.parquet/, Optuna, MLflow), with the table and the history exactly as first recorded
 (started_at unchanged: nothing retrained) and a logged line saying what was repaired.

@@ -21,7 +21,8 @@ def batch(m=5, t=7, lengths=(7, 4, 1), seed=0, dtype=torch.float32):
 
 
 def expected_params(name: str, m: int, n: int) -> int:
-    """Independent formulas (odyssey-paper.md section 1), one direction."""
+    """Independent formulas, one direction: V 4N(M+N) + 4N biases + 3N peepholes; one gate
+    fewer 3N(M+N) + 3N + 2N; NP without the peepholes; FGR V + 9 N x N."""
     return {
         "V": 4 * n * (m + n) + 4 * n + 3 * n,
         "NIAF": 4 * n * (m + n) + 4 * n + 3 * n,
@@ -103,8 +104,9 @@ def test_gradcheck_float64(name, bidirectional):
 
 
 def paper_lstm(w: dict, spec: LSTMSpec, x: torch.Tensor) -> torch.Tensor:
-    """Greff et al. 2017, eqs. for one sequence, written straight from the paper (odyssey-paper.md
-    section 1), independent of the module's code: x (T, M) -> y (T, N)."""
+    """Greff et al. 2017, eqs. for one sequence, written straight from the paper (the vanilla
+    LSTM's block input, gates, cell and output), independent of the module's code:
+    x (T, M) -> y (T, N)."""
     n = w["W_z"].shape[0]
     sig = torch.sigmoid
     g = torch.tanh if spec.input_activation else (lambda v: v)

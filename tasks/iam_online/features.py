@@ -7,7 +7,7 @@ For point p of a line (points in writing order, strokes concatenated):
     pen_lift  1 at the last point of each stroke (the pen lifts after it), 0 elsewhere
     time      seconds since the start of the point's stroke
 
-Every point is kept (no subsampling: the paper's halving is unconfirmed, see the reference notes).
+Every point is kept (no subsampling: that the paper halved each sequence is recalled, unconfirmed).
 The four features are then z-normalised with the training split's mean and standard deviation
 (`fit_normaliser`), stored in the prepared data's meta.
 """

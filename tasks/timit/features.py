@@ -11,7 +11,7 @@ symmetric window) and SciPy (`scipy.fft.dct`, imported on first use to keep `imp
 so the package needs no extra audio library (librosa is not installed here and pulls in numba);
 the test suite checks it against `python_speech_features`.
 
-Frame labelling rule, as pylstm's TIMIT code (reference section 2): frame t covers samples
+Frame labelling rule, as pylstm's TIMIT code (the paper's own library): frame t covers samples
 [160 t, 160 t + 400); its label is the majority phone of that window, the phone covering the most
 of its 400 samples (a phone's segments in the window are added up). Segment k covers
 [start_k, start_k+1), the last one everything after its start (frames running past the end of the

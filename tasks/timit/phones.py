@@ -1,6 +1,6 @@
 """TIMIT's 61 phone labels, the Lee & Hon (1989) folding to 39 classes, and the split speaker lists.
 
-Facts: paper notes section 11 (odyssey-paper.md). The tables ship as data files in `tasks/data/`:
+The standard 61 -> 48 -> 39 folding of most TIMIT recipes. The tables ship as data files in `tasks/data/`:
 `timit_phones.txt` (61 -> 48 -> 39, `q` dropped), `timit_dev_speakers.txt` (Halberstadt's 50
 development speakers: the validation set) and `timit_core_test_speakers.txt` (the 24-speaker core
 test set). Class indices follow the line order of `timit_phones.txt` (alphabetical, as in TIMIT's
