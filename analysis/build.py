@@ -6,6 +6,7 @@ tables/*.csv, summary.md). The analysis (`analyse`, typed as `analysis.model.Ana
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -111,18 +112,29 @@ def _pairs_text(pairs: pd.DataFrame, prog: pd.DataFrame) -> str:
 def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     """All statistics of the report (no files written)."""
     s = settings or Settings()
+    # a metric that is better higher is negated for the statistics (lower is better there) and
+    # has no divergence fence; tables and figures show it as it is
+    maximize = tuple(
+        t for t in res.tasks if t in res.names.tasks and res.names.tasks[t].direction == "maximize"
+    )
+    trials = stats.oriented(res.trials, maximize)
     done = stats.complete(res.trials)
-    long = stats.with_subsets(res.trials, s.top_fraction)
-    fences = stats.task_fences(done, s.fence_iqr)
+    long_lower = stats.with_subsets(trials, s.top_fraction)
+    long = stats.oriented(long_lower, maximize)
+    fences = stats.task_fences(stats.complete(trials), s.fence_iqr)
+    fences.update(dict.fromkeys(maximize, math.inf))
     metrics = {t: metric_name(res, t) for t in res.tasks}
     t0 = time.perf_counter()
-    significance = stats.compare_to_baseline(
-        long, res.variants, res.baseline, s.alpha, s.seed, s.n_resamples, fences
+    significance = stats.shown_as_measured(
+        stats.compare_to_baseline(
+            long_lower, res.variants, res.baseline, s.alpha, s.seed, s.n_resamples, fences
+        ),
+        maximize,
     )
     log.info("significance tests: %.1f s", time.perf_counter() - t0)
     t0 = time.perf_counter()
     fan = importance.analyse(
-        done,
+        stats.complete(trials),
         res.tasks,
         res.variants,
         space_bounds(res.config),
@@ -154,7 +166,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     stand_in = {t: False if data[t].kind == "plugin" else f for t, f in stand_in.items()}
     # the paper's findings are held only against tasks they apply to
     same = [t for t in res.tasks if verdicts[t].comparable]
-    summary = stats.variant_summary(long)
+    summary = stats.variant_summary(long, maximize)
     return Analysis(
         res=res,
         settings=s,

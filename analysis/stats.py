@@ -62,6 +62,32 @@ def task_fences(done: pd.DataFrame, k: float | None = FENCE_IQR) -> dict[str, fl
     }
 
 
+def oriented(trials: pd.DataFrame, maximize: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """`trials` with `val_metric` and `test_metric` negated for the tasks in `maximize` (their
+    metric is better higher, e.g. counting's largest n), so that every statistic (the top
+    fraction, the rank tests' sign, fANOVA) reads lower as better. Applied twice, the values come
+    back."""
+    if not maximize or trials.empty:
+        return trials
+    flip = trials["task"].isin(list(maximize)).to_numpy()
+    out = trials.copy()
+    for col in ("val_metric", "test_metric"):
+        out[col] = np.where(flip, -out[col].to_numpy(float), out[col].to_numpy(float))
+    return out
+
+
+def shown_as_measured(table: pd.DataFrame, maximize: tuple[str, ...]) -> pd.DataFrame:
+    """`compare_to_baseline`'s rows with the means, medians and differences of the tasks in
+    `maximize` turned back from the negated values the tests ran on (verdicts unchanged)."""
+    if not maximize or table.empty:
+        return table
+    out = table.copy()
+    flip = out["task"].isin(list(maximize))
+    for col in ("mean", "mean_base", "median", "median_base", "diff"):
+        out.loc[flip, col] = -out.loc[flip, col]
+    return out
+
+
 def complete(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that finished with finite validation and test metrics."""
     ok = (
@@ -289,8 +315,9 @@ def _nanmean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else np.nan
 
 
-def variant_summary(long: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, subset, variant): n, mean, std, median, best test metric, mean n_params."""
+def variant_summary(long: pd.DataFrame, maximize: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per (task, subset, variant): n, mean, std, median, best test metric (the highest for the
+    tasks in `maximize`), mean n_params."""
     g = long.groupby(["task", "subset", "variant"], sort=False, observed=True)
     out = g.agg(
         n=("test_metric", "size"),
@@ -298,9 +325,12 @@ def variant_summary(long: pd.DataFrame) -> pd.DataFrame:
         std=("test_metric", "std"),
         median=("test_metric", "median"),
         best=("test_metric", "min"),
+        highest=("test_metric", "max"),
         mean_params=("n_params", "mean"),
-    )
-    return out.reset_index()
+    ).reset_index()
+    flip = out["task"].isin(list(maximize))
+    out["best"] = out["best"].where(~flip, out["highest"])
+    return out.drop(columns="highest")
 
 
 def per_epoch(done: pd.DataFrame) -> pd.DataFrame:

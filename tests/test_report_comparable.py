@@ -382,3 +382,43 @@ def test_a_small_effect_is_told_from_none_only_above_what_none_gets():
         shuffled["cause"] == "too few trials"
         and "no effect at all gets up to" in shuffled["bootstrap"]
     )
+
+
+def test_a_maximised_metric_is_better_higher_in_the_verdicts():
+    """Counting's largest n is better higher: a variant that counts less far than V is worse,
+    its means are shown as measured, and its best is its highest."""
+    import pandas as pd
+
+    from analysis import stats
+
+    rows = [
+        {
+            "task": "counting",
+            "variant": v,
+            "trial": i,
+            "status": "complete",
+            "val_metric": m,
+            "test_metric": m,
+            "n_params": 10,
+        }
+        for v, ms in (("V", range(20, 30)), ("GRU", range(0, 10)))
+        for i, m in enumerate(ms)
+    ]
+    trials = pd.DataFrame(rows)
+    lower = stats.oriented(trials, ("counting",))
+    assert (lower["test_metric"] <= 0).all()
+    assert (
+        stats.oriented(lower, ("counting",))["test_metric"].tolist()
+        == trials["test_metric"].tolist()
+    )
+    long = stats.with_subsets(lower, 0.1)
+    sig = stats.shown_as_measured(
+        stats.compare_to_baseline(long, ["V", "GRU"], "V", n_resamples=50), ("counting",)
+    )
+    row = sig[(sig["subset"] == stats.ALL) & (sig["variant"] == "GRU")].iloc[0]
+    assert row["verdict"] == "worse" and row["mean"] == 4.5 and row["mean_base"] == 24.5
+    summary = stats.variant_summary(stats.oriented(long, ("counting",)), ("counting",))
+    best = summary[(summary["subset"] == stats.ALL)].set_index("variant")["best"]
+    assert best["V"] == 29 and best["GRU"] == 9
+    top = summary[(summary["subset"] == stats.TOP)].set_index("variant")["best"]
+    assert top["V"] == 29  # the top 10 % are the highest
