@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import threading
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from study.console import UserError
 
-PROBE_TIMEOUT_S = 10.0  # a Ray head answers in about a second; anything else never does
+PROBE_TIMEOUT_S = 15.0  # a Ray head answers within seconds (Python and Ray start first)
 NODE_CHECK_TIMEOUT_S = 600.0  # a first kernel build on a slow node takes a minute or more
 TOKEN_ADVICE = (
     "give the driver the cluster's token: `ray get-auth-token` on the head node prints it; put it "
@@ -80,28 +81,40 @@ def use_token_if_available() -> str:
     return "token"
 
 
+# Ask the head for its cluster id once, as `ray.init` does first: exit 0 answered, 3 refused the
+# token, 4 anything else (its first line on stdout)
+PROBE = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1], cluster_id=None)
+except AuthenticationError:
+    sys.exit(3)
+except Exception as e:
+    print((str(e).strip().splitlines() or [type(e).__name__])[0][:300])
+    sys.exit(4)
+"""
+
+
 def _probe(address: str) -> str | None:
-    """Ask the head for its cluster id, as `ray.init` does first, but once and with a time
-    limit. None when it answered; else 'auth', 'timeout' or the error's first line."""
-    from ray._raylet import GcsClient
-    from ray.exceptions import AuthenticationError
-
-    out: list[str | None] = []
-
-    def ask() -> None:
-        try:
-            GcsClient(address=address, cluster_id=None)
-            out.append(None)
-        except AuthenticationError:
-            out.append("auth")
-        except Exception as e:  # noqa: BLE001 - any other failure is reported as it is
-            out.append((str(e).strip().splitlines() or [type(e).__name__])[0][:300])
-
-    # the client blocks in C++ (the GIL released) and retries for 30 s or more: wait less
-    t = threading.Thread(target=ask, daemon=True, name="ray-probe")
-    t.start()
-    t.join(PROBE_TIMEOUT_S)
-    return out[0] if out else "timeout"
+    """None when a Ray head answers at `address`; else 'auth', 'timeout' or the error's first
+    line. In a child process with a time limit: Ray's client retries for 30 s or more, and
+    prints its retries, where this says one thing within seconds."""
+    try:
+        p = subprocess.run(
+            [sys.executable, "-c", PROBE, address],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    if p.returncode == 0:
+        return None
+    if p.returncode == 3:
+        return "auth"
+    return p.stdout.strip() or (p.stderr.strip().splitlines() or ["?"])[-1][:300]
 
 
 def connect(address: str, **init_kwargs: Any) -> None:
@@ -120,8 +133,9 @@ def connect(address: str, **init_kwargs: Any) -> None:
             )
             if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
                 why = "RAY_AUTH_MODE=disabled is set here but the cluster requires a token"
-            raise ClusterError(f"the Ray cluster at {address} requires a token and {why}; "
-                               f"{TOKEN_ADVICE}")
+            raise ClusterError(
+                f"the Ray cluster at {address} requires a token and {why}; {TOKEN_ADVICE}"
+            )
         if problem == "timeout":
             raise ClusterError(
                 f"something answers at {address} but no Ray head replied within "
@@ -143,7 +157,7 @@ def gpus(ray: Any) -> float:
 
 
 def resolve_device(ray: Any, address: str, device: str) -> str:
-    """"cpu", "cuda" or "auto" against the cluster's GPUs (not the driver's: it trains nothing)."""
+    """The device for "cpu", "cuda" or "auto" from the cluster's GPUs (the driver trains nothing)."""
     if device == "cpu":
         return "cpu"
     if gpus(ray) > 0:
@@ -195,15 +209,19 @@ def check_nodes(ray: Any, data_paths: list[str], kernel: bool, runtime_env: dict
         for n in nodes
     }
     ready, missing = ray.wait(list(refs), num_returns=len(refs), timeout=NODE_CHECK_TIMEOUT_S)
-    lines = [f"node {refs[r]}: no answer to the start check within {NODE_CHECK_TIMEOUT_S:.0f} s"
-             for r in missing]
+    lines = [
+        f"node {refs[r]}: no answer to the start check within {NODE_CHECK_TIMEOUT_S:.0f} s"
+        for r in missing
+    ]
     for ref in ready:
         try:
             problems = ray.get(ref)
         except Exception as e:  # noqa: BLE001 - the task could not even start there
             cause = getattr(e, "cause", None) or e
-            problems = [f"cannot import the package ({type(cause).__name__}: "
-                        f"{str(cause).strip().splitlines()[-1][:200]})"]
+            problems = [
+                f"cannot import the package ({type(cause).__name__}: "
+                f"{str(cause).strip().splitlines()[-1][:200]})"
+            ]
         lines += [f"node {refs[ref]}: {p}" for p in problems]
     if lines:
         raise ClusterError(

@@ -12,7 +12,6 @@ seed, data) is its *fingerprint*: an existing study refuses to continue under a 
 
 from __future__ import annotations
 
-import logging
 import math
 import typing
 from collections.abc import Mapping
@@ -226,15 +225,13 @@ class StudyConfig(_Settings):
     @classmethod
     def _renamed_keys(cls, raw: Any) -> Any:
         """Runs before `_declared_variants` (pydantic runs "before" validators last-defined
-        first). `gpus_per_trial` (a fraction of a GPU per job all along) is read as `gpus_per_job`."""
+        first). `gpus_per_trial` (a fraction of a GPU per job all along) is read as
+        `gpus_per_job`, silently: a saved config.yaml may hold it (`study.config.resolve` warns
+        where a user wrote it)."""
         if isinstance(raw, Mapping) and "gpus_per_trial" in raw:
             raw = dict(raw)
             old = raw.pop("gpus_per_trial")
             raw.setdefault("gpus_per_job", old)
-            logging.getLogger(__name__).warning(
-                "config key gpus_per_trial is deprecated: it is the GPU fraction of a job (one "
-                "trial or a pack of trials); read as gpus_per_job, the key to use"
-            )
         return raw
 
     @field_validator("name", mode="before")

@@ -160,7 +160,9 @@ def _run_locked(
                 _check_nodes(st, joined)
             with stop_requested_on_sigterm() as stop:
                 queue = _plan(st)
-                ran = _run_queue(st, queue, stop, (lambda c, d: joined) if joined else factory, live)
+                ran = _run_queue(
+                    st, queue, stop, (lambda c, d: joined) if joined else factory, live
+                )
             finished = True
         finally:
             st.tracker.close(finished)
@@ -283,7 +285,7 @@ def _run_queue(
         directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
         metrics = {t: tasks.get(t).metric for t in cfg.tasks}
         with Display(
-            cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
+            cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics, packs
         ) as display:
             display.update(st.table)
             while queue or executor.in_flight:

@@ -189,7 +189,9 @@ class RayExecutor:
             "Ray: %s, %d CPUs%s, %d jobs (trials or packs) in parallel",
             address or "local instance",
             cpus,
-            f", {cluster.gpus(ray):g} GPUs, {gpus_per_job:g} per job" if self.device == "cuda" else "",
+            f", {cluster.gpus(ray):g} GPUs, {gpus_per_job:g} per job"
+            if self.device == "cuda"
+            else "",
             self.workers,
         )
 

@@ -212,7 +212,7 @@ def test_errors_name_where_the_bad_value_came_from(tmp_path):
 
 
 def test_gpus_per_trial_is_read_as_gpus_per_job_with_one_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="study.config_schema"):
+    with caplog.at_level(logging.WARNING, logger="study.config"):
         cfg = config.resolve("smoke", {"gpus_per_trial": 0.5})
     assert cfg.gpus_per_job == 0.5
     assert [r.getMessage() for r in caplog.records if "gpus_per_trial" in r.getMessage()] == [
