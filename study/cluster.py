@@ -65,20 +65,22 @@ def check_reachable(address: str) -> None:
         )
 
 
-def use_token_if_available() -> str:
+def use_token_if_available() -> tuple[str, bool]:
     """Token mode for this driver when RAY_AUTH_MODE is unset and a token is at hand (Ray
-    enables it by itself only for a cluster it finds automatically). Returns the mode in use."""
-    mode = os.environ.get("RAY_AUTH_MODE")
-    if mode is not None:
-        return mode.lower()
+    enables it by itself only for a cluster it finds automatically). Returns the mode in use
+    and whether a token was found."""
     from ray._raylet import AuthenticationTokenLoader, Config  # Ray internals, as `ray start`
 
-    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
-        return "disabled"
+    found = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower(), found
+    if not found:
+        return "disabled", False
     os.environ["RAY_AUTH_MODE"] = "token"
     Config.initialize("")  # Ray reads the mode from its cached config: refresh it
     AuthenticationTokenLoader.instance().reset_cache()
-    return "token"
+    return "token", True
 
 
 # Ask the head for its cluster id once, as `ray.init` does first: exit 0 answered, 3 refused the
@@ -122,17 +124,15 @@ def connect(address: str, **init_kwargs: Any) -> None:
     import ray
 
     check_reachable(address)
-    mode = use_token_if_available()
+    mode, found = use_token_if_available()
     if _host_port(address) is not None and not address.startswith("ray://"):
         problem = _probe(address)
         if problem == "auth":
-            why = (
-                "no token was found here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)"
-                if mode != "token"
-                else "it refused this driver's token"
-            )
-            if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-                why = "RAY_AUTH_MODE=disabled is set here but the cluster requires a token"
+            why = "it refused this driver's token"
+            if not found:
+                why = "no token was found here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)"
+            elif mode != "token":
+                why = f"RAY_AUTH_MODE={mode} is set here: unset it (or set it to token)"
             raise ClusterError(
                 f"the Ray cluster at {address} requires a token and {why}; {TOKEN_ADVICE}"
             )

@@ -166,12 +166,9 @@ def _run_locked(
             finished = True
         finally:
             st.tracker.close(finished)
-    except BaseException:
-        if joined is not None:
+    finally:
+        if joined is not None:  # also when _run_queue never ran it (a no-op when it did)
             joined.shutdown()
-        raise
-    if joined is not None and ran == 0:  # _run_queue shuts down what it ran
-        joined.shutdown()
     return _count(cfg, st.table, ran)
 
 

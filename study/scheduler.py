@@ -140,7 +140,7 @@ class InlineExecutor:
     def in_flight(self) -> int:
         return len(self._done) + len(self._packs)
 
-    def shutdown(self) -> None:
+    def shutdown(self, keep_logs: bool = False) -> None:
         pass
 
 
@@ -226,7 +226,11 @@ class RayExecutor:
         # the run's own switches reach the workers (a local instance's inherit them)
         env.update({k: os.environ[k] for k in PASSED_ON if k in os.environ})
         cluster.connect(address, logging_level=logging.WARNING, runtime_env=self.runtime_env)
-        self.device = cluster.resolve_device(self.ray, address, self._asked_device)
+        try:
+            self.device = cluster.resolve_device(self.ray, address, self._asked_device)
+        except cluster.ClusterError:
+            self.ray.shutdown()
+            raise
 
     def submit(self, tag: Any, job: dict[str, Any]) -> None:
         if job.get("kind") == "pack":

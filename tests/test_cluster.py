@@ -20,8 +20,6 @@ from optuna.trial import TrialState
 
 from study import cluster, results
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "0123456789abcdef" * 4
 
@@ -110,6 +108,7 @@ def _one_line(p: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.integration
 def test_the_token_alone_joins_and_a_bad_one_changes_nothing(head, tmp_path, smoke_data):
     home = tmp_path / "home"
     home.mkdir()
@@ -137,6 +136,7 @@ def test_the_token_alone_joins_and_a_bad_one_changes_nothing(head, tmp_path, smo
     assert not (tmp_path / "res" / "fresh").exists()
 
 
+@pytest.mark.integration
 def test_no_ray_head_at_the_address_is_one_line(tmp_path, smoke_data, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
@@ -154,6 +154,7 @@ def test_no_ray_head_at_the_address_is_one_line(tmp_path, smoke_data, monkeypatc
     assert str(e.value).startswith(f"something answers at {address} but no Ray head replied")
 
 
+@pytest.mark.integration
 def test_the_start_check_names_a_node_that_cannot_see_the_data(head, tmp_path, monkeypatch):
     import ray
 
@@ -180,3 +181,27 @@ def test_node_check_lists_what_a_node_lacks(tmp_path, monkeypatch):
     assert cluster.node_check([str(tmp_path / "x")], kernel=True) == [
         f"cannot see the prepared data {tmp_path / 'x'}"
     ]
+
+
+def test_with_a_cluster_the_device_comes_from_the_cluster_not_the_driver(smoke, monkeypatch):
+    from types import SimpleNamespace
+
+    from study import runner
+
+    def cluster_of(gpus: int):
+        return SimpleNamespace(cluster_resources=lambda: {"CPU": 8.0, "GPU": float(gpus)})
+
+    assert cluster.resolve_device(cluster_of(2), "h:6379", "cuda") == "cuda"
+    assert cluster.resolve_device(cluster_of(2), "h:6379", "auto") == "cuda"
+    assert cluster.resolve_device(cluster_of(0), "h:6379", "auto") == "cpu"
+    assert cluster.resolve_device(cluster_of(2), "h:6379", "cpu") == "cpu"
+    with pytest.raises(cluster.ClusterError, match=r"--device cuda but the Ray cluster at h:6379"):
+        cluster.resolve_device(cluster_of(0), "h:6379", "cuda")
+
+    # the driver (no GPU here) hands "cuda" to the executor that joins, and asks torch nothing
+    asked = []
+    joined = SimpleNamespace(device="cuda")
+    monkeypatch.setattr(runner, "_ray_executor", lambda cfg, d: asked.append(d) or joined)
+    monkeypatch.setattr(runner, "resolve_device", lambda d: pytest.fail("checked locally"))
+    cfg = smoke(device="cuda", ray_address="h:6379")
+    assert runner._join_cluster(cfg, None) == (joined, "cuda") and asked == ["cuda"]
