@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import pandas as pd
@@ -150,6 +151,8 @@ class Display:
         self.running: dict[tuple[str, str], int] = {}
         # (task, pack size) -> wall_s of the trials finished in this run, for the ETA
         self._walls: dict[tuple[str, int], list[float]] = {}
+        self._first_start: dict[str, float] = {}  # task -> when its first trial of this run began
+        self.clock = time.monotonic
         self.df = pd.DataFrame()
         # the terminal, also while third-party output goes to a file
         from study.console import screen
@@ -179,10 +182,18 @@ class Display:
         return out
 
     def eta(self, s: pd.DataFrame) -> str:
-        """'; ETA 1m05s', or nothing once no trial remains."""
+        """'; ETA 1m05s', or nothing once no trial remains. A task none of whose trials has
+        finished yet counts at least the time its first trial has been running (per trial of
+        its pack): its trials take at least that long, however fast the other tasks are."""
         if not remaining(s):
             return ""
-        return f"; ETA {fmt_seconds(eta_seconds(s, self.workers, self.rates()))}"
+        rates = {**task_rates(s), **self.rates()}
+        fallback = sum(rates.values()) / len(rates) if rates else 0.0
+        for task, since in self._first_start.items():
+            if task not in rates:
+                running = (self.clock() - since) / self.packs.get(task, 1)
+                rates[task] = max(running, fallback)
+        return f"; ETA {fmt_seconds(eta_seconds(s, self.workers, rates or None))}"
 
     def _render(self) -> Table:
         s = summarize(self.df, self.pairs, self.expected, self.directions, self.metrics)
@@ -202,6 +213,7 @@ class Display:
 
     def started(self, task: str, variant: str) -> None:
         self.running[(task, variant)] = self.running.get((task, variant), 0) + 1
+        self._first_start.setdefault(task, self.clock())
         self.update()
 
     def requeued(self, task: str, variant: str) -> None:

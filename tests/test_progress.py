@@ -47,6 +47,20 @@ def test_eta_of_a_task_without_a_finished_trial_uses_the_known_rates():
     assert math.isnan(progress.eta_seconds(s.assign(done=0, failed=0), 1))  # nothing known
 
 
+def test_a_task_still_running_its_first_trials_counts_at_least_their_time():
+    # jsb: 10 of 15 finished at 1 s each; iam: nothing finished, its first trial began 30 s ago
+    rows = [("jsb", "complete", 1.0)] * 10
+    df = _table(rows)
+    display = progress.Display("x", PAIRS, 15, {}, 2, live=False, packs={"jsb": 4, "iam": 1})
+    display.update(df)
+    display.clock = lambda: 100.0
+    display.started("iam", "V")
+    display.clock = lambda: 130.0
+    s = progress.summarize(df, PAIRS, 15, {}).assign(expected=[15, 10])
+    # by hand: (5 x 1 s + 10 x 30 s) / 2 workers = 152.5 s (the jsb rate alone: 7.5 s)
+    assert display.eta(s) == "; ETA 2m32s"
+
+
 def test_no_eta_once_nothing_remains(caplog):
     rows = [("jsb", "complete", 1.0), ("iam", "failed", 3.0)]
     df = _table(rows)
