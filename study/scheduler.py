@@ -286,7 +286,8 @@ class RayExecutor:
 
     def shutdown(self, keep_logs: bool = False) -> None:
         """Cancel what runs and leave Ray; a local instance's session folder (its logs, under
-        /tmp/ray) is removed unless `keep_logs` (the run ended with an error)."""
+        /tmp/ray) is removed unless `keep_logs` (the run ended with an error) or a message
+        named a file in it."""
         for ref in list(self._refs) + list(self._packs):
             try:
                 self.ray.cancel(ref, force=True)
@@ -295,7 +296,10 @@ class RayExecutor:
         self._refs.clear()
         self._packs.clear()
         self.ray.shutdown()
-        if keep_logs and self._session_dir:
+        if not self._session_dir:
+            return
+        # kept where a log line pointed into it (Ray's messages, `one_line_ray_messages`)
+        if keep_logs or (Path(self._session_dir) / "logs" / RAY_DETAILS).exists():
             log.info("Ray's logs of this run: %s", self._session_dir)
-        elif self._session_dir:
+        else:
             cluster.remove_session_dir(self._session_dir)
