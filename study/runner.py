@@ -151,7 +151,6 @@ def _run_locked(
     """The run in four steps: open the stores, plan the queue, run it, count. From planning on
     (which asks Optuna for packed trials up front), SIGTERM stops the run between two writes."""
     joined, device = _join_cluster(cfg, executor_factory)
-    factory = executor_factory or _ray_executor
     try:
         st = _open_stores(cfg, held, device)
         finished = False
@@ -160,9 +159,8 @@ def _run_locked(
                 _check_nodes(st, joined)
             with stop_requested_on_sigterm() as stop:
                 queue = _plan(st)
-                ran = _run_queue(
-                    st, queue, stop, (lambda c, d: joined) if joined else factory, live
-                )
+                factory = (lambda c, d: joined) if joined else executor_factory or _ray_executor
+                ran = _run_queue(st, queue, stop, factory, live)
             finished = True
         finally:
             st.tracker.close(finished)
