@@ -2,9 +2,10 @@
 
 `connect(address)` joins a cluster or says in one line, within seconds, why it cannot: nothing
 listens there, something that is not a Ray head listens there, or the head refuses the driver's
-token. Ray 2.60 heads use token authentication unless started with `RAY_AUTH_MODE=disabled`, but
-a driver given an explicit address turns token mode on only when told (`RAY_AUTH_MODE=token`),
-and otherwise retries for about 20 s before a long traceback. So when `RAY_AUTH_MODE` is unset and
+token. A Ray 2.60 head uses token authentication when started with `RAY_AUTH_MODE=token` or where
+a token exists (`~/.ray/auth_token`, which any local `ray.init()` creates), but a driver given an
+explicit address turns token mode on only when told (`RAY_AUTH_MODE=token`), and otherwise
+retries for about 20 s before a long traceback. So when `RAY_AUTH_MODE` is unset and
 a token is at hand (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`), the driver
 uses it; a head without authentication accepts a driver that sends a token.
 
