@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from study import preflight, signals
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.base import DataError  # light: numpy and torch are needed by every command anyway
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except (UserError, DataError, ValueError, FileNotFoundError) as e:
         if args.verbose:
             raise
@@ -57,6 +62,20 @@ def main(argv: list[str] | None = None) -> int:
             file=screen(),
         )
         return 2
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (`odyssey variants --json | head`): stop quietly, as
+    a command killed by SIGPIPE does, with nothing on stderr. What is still buffered goes to
+    /dev/null, so that Python's flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # a stream without a file descriptor (a test's capture)
+            pass
+    os.close(devnull)
+    return 1  # as rich does when its console meets a closed pipe
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ what is valid, and where the value came from (a flag, a file, a preset).
 
 from __future__ import annotations
 
+import logging
 import types
 import typing
 from collections.abc import Mapping
@@ -173,6 +174,11 @@ def resolve(spec: str, overrides: Mapping[str, Any] | None = None) -> StudyConfi
     raw: dict[str, Any] = {}
     for _, settings in found:
         raw = _merge(raw, settings)
+    if "gpus_per_trial" in raw:  # read as gpus_per_job (config_schema), a saved config silently
+        logging.getLogger(__name__).warning(
+            "config key gpus_per_trial is deprecated: it is the GPU fraction of a job (one "
+            "trial or a pack of trials); read as gpus_per_job, the key to use"
+        )
     try:
         cfg = from_dict(raw)
         for task in cfg.tasks:

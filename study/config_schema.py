@@ -210,7 +210,9 @@ class StudyConfig(_Settings):
     ray_address: str | None = Field(
         None, pattern=NOT_BLANK, description="an address like host:6379"
     )
-    gpus_per_trial: float = Field(0.25, gt=0, le=1)  # fraction of a GPU per trial on cuda
+    # on cuda, the fraction of a GPU each job holds: a job is one trial, or a pack of up to
+    # `training.pack` trials (256 by default on cuda) trained together in one process
+    gpus_per_job: float = Field(0.25, gt=0, le=1)
     storage: str | None = Field(  # Optuna RDB URL; None: sqlite in the study folder
         None, pattern=NOT_BLANK, description="a database URL like sqlite:///optuna.db"
     )
@@ -342,6 +344,19 @@ class StudyConfig(_Settings):
             # a saved config keeps the identity its plug-ins had when the study began
             "plugin_identity": dict(saved) if saved else identity,
         }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, raw: Any) -> Any:
+        """Runs before `_declared_variants` (pydantic runs "before" validators last-defined
+        first). `gpus_per_trial` (a fraction of a GPU per job all along) is read as
+        `gpus_per_job`, silently: a saved config.yaml may hold it (`study.config.resolve` warns
+        where a user wrote it)."""
+        if isinstance(raw, Mapping) and "gpus_per_trial" in raw:
+            raw = dict(raw)
+            old = raw.pop("gpus_per_trial")
+            raw.setdefault("gpus_per_job", old)
+        return raw
 
     @field_validator("name", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import pandas as pd
@@ -56,20 +57,49 @@ def summarize(
     return pd.DataFrame(out)
 
 
-def eta_seconds(summary: pd.DataFrame, workers: int) -> float:
-    """Remaining trials x mean trial time (over all finished trials) / workers."""
+def remaining(summary: pd.DataFrame) -> int:
+    """Trials still to run (expected minus finished, per pair, never below 0)."""
+    if summary.empty:
+        return 0
+    left = (summary["expected"] - summary["done"] - summary["failed"]).clip(lower=0)
+    return int(left.sum())
+
+
+def task_rates(summary: pd.DataFrame) -> dict[str, float]:
+    """Seconds per trial of each task with a finished trial: the mean `wall_s` over its finished
+    trials. A packed trial's `wall_s` is its share of its pack's time, so this is the rate at
+    the task's pack size: core seconds per trial."""
+    finished = summary["done"] + summary["failed"]
+    out = {}
+    for task in dict.fromkeys(summary["task"]):
+        mine = (summary["task"] == task) & (finished > 0)
+        n = float(finished[mine].sum())
+        if n:
+            out[task] = float((summary["mean_wall_s"][mine].fillna(0) * finished[mine]).sum() / n)
+    return out
+
+
+def eta_seconds(
+    summary: pd.DataFrame, workers: int, rates: dict[str, float] | None = None
+) -> float:
+    """Sum over tasks of remaining trials x that task's seconds per trial, over `workers`.
+    `rates` (task -> seconds per trial, e.g. measured in this run at its pack sizes) override
+    `task_rates(summary)`; a task with no rate yet counts at the mean of the known ones.
+    Averaging over all finished trials instead lets many fast trials of one task (packed JSB
+    Chorales) hide the slow ones still to come. 0 when nothing remains; NaN when unknown."""
     if summary.empty:
         return math.nan
-    remaining = float(
-        (summary["expected"] - summary["done"] - summary["failed"]).clip(lower=0).sum()
-    )
-    finished = summary["done"] + summary["failed"]
-    if remaining == 0:
+    left = (summary["expected"] - summary["done"] - summary["failed"]).clip(lower=0)
+    if left.sum() == 0:
         return 0.0
-    if finished.sum() == 0:
+    known = {**task_rates(summary), **(rates or {})}
+    if not known:
         return math.nan
-    mean = float((summary["mean_wall_s"].fillna(0) * finished).sum() / finished.sum())
-    return remaining * mean / max(workers, 1)
+    fallback = sum(known.values()) / len(known)
+    total = sum(
+        float(n) * known.get(t, fallback) for t, n in zip(summary["task"], left, strict=True)
+    )
+    return total / max(workers, 1)
 
 
 def fmt_seconds(s: float) -> str:
@@ -114,10 +144,15 @@ class Display:
         workers: int,
         live: bool | None = None,
         metrics: dict[str, str] | None = None,
+        packs: dict[str, int] | None = None,
     ) -> None:
         self.name, self.pairs, self.expected, self.metrics = name, pairs, expected, metrics
-        self.directions, self.workers = directions, workers
+        self.directions, self.workers, self.packs = directions, workers, packs or {}
         self.running: dict[tuple[str, str], int] = {}
+        # (task, pack size) -> wall_s of the trials finished in this run, for the ETA
+        self._walls: dict[tuple[str, int], list[float]] = {}
+        self._first_start: dict[str, float] = {}  # task -> when its first trial of this run began
+        self.clock = time.monotonic
         self.df = pd.DataFrame()
         # the terminal, also while third-party output goes to a file
         from study.console import screen
@@ -136,13 +171,37 @@ class Display:
         if self._live is not None:
             self._live.__exit__(*exc)
 
+    def rates(self) -> dict[str, float]:
+        """Seconds per trial of each task at its pack size in this run, from this run's trials."""
+        out = {}
+        for task in {t for t, _ in self.pairs}:
+            walls = self._walls.get((task, self.packs.get(task, 1)), [])
+            walls = [w for w in walls if math.isfinite(w)]
+            if walls:
+                out[task] = sum(walls) / len(walls)
+        return out
+
+    def eta(self, s: pd.DataFrame) -> str:
+        """'; ETA 1m05s', or nothing once no trial remains. A task none of whose trials has
+        finished yet counts at least the time its first trial has been running (per trial of
+        its pack): its trials take at least that long, however fast the other tasks are."""
+        if not remaining(s):
+            return ""
+        rates = {**task_rates(s), **self.rates()}
+        fallback = sum(rates.values()) / len(rates) if rates else 0.0
+        for task, since in self._first_start.items():
+            if task not in rates:
+                running = (self.clock() - since) / self.packs.get(task, 1)
+                rates[task] = max(running, fallback)
+        return f"; ETA {fmt_seconds(eta_seconds(s, self.workers, rates or None))}"
+
     def _render(self) -> Table:
         s = summarize(self.df, self.pairs, self.expected, self.directions, self.metrics)
         done, failed = int(s["done"].sum()), int(s["failed"].sum())
         total = int(s["expected"].sum())
         title = (
             f"study {self.name}: {done} done, {sum(self.running.values())} running, "
-            f"{failed} failed of {total}; ETA {fmt_seconds(eta_seconds(s, self.workers))}"
+            f"{failed} failed of {total}{self.eta(s)}"
         )
         return table(s, self.running, title)
 
@@ -154,6 +213,7 @@ class Display:
 
     def started(self, task: str, variant: str) -> None:
         self.running[(task, variant)] = self.running.get((task, variant), 0) + 1
+        self._first_start.setdefault(task, self.clock())
         self.update()
 
     def requeued(self, task: str, variant: str) -> None:
@@ -164,6 +224,8 @@ class Display:
     def finished(self, row: dict[str, Any], df: pd.DataFrame) -> None:
         key = (row["task"], row["variant"])
         self.running[key] = max(0, self.running.get(key, 0) - 1)
+        pack = (row["task"], self.packs.get(row["task"], 1))
+        self._walls.setdefault(pack, []).append(float(row["wall_s"]))
         self.update(df)
         if self._live is None:
             s = summarize(df, self.pairs, self.expected, self.directions)
@@ -174,7 +236,7 @@ class Display:
                 else f"FAILED: {str(row['error']).splitlines()[0]}"
             )
             log.info(
-                "%s/%s trial %d: %s in %.1f s [%d/%d finished, ETA %s]",
+                "%s/%s trial %d: %s in %.1f s [%d/%d finished%s]",
                 row["task"],
                 row["variant"],
                 row["trial"],
@@ -182,5 +244,5 @@ class Display:
                 row["wall_s"],
                 n,
                 int(s["expected"].sum()),
-                fmt_seconds(eta_seconds(s, self.workers)),
+                self.eta(s),
             )

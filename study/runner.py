@@ -126,7 +126,17 @@ def _ray_executor(cfg: StudyConfig, device: str):
     from study.scheduler import RayExecutor
 
     modules = roots(cfg.plugin_identity)
-    return RayExecutor(cfg.ray_address, cfg.workers, device, cfg.gpus_per_trial, modules)
+    return RayExecutor(cfg.ray_address, cfg.workers, device, cfg.gpus_per_job, modules)
+
+
+def _join_cluster(cfg: StudyConfig, executor_factory) -> tuple[Any, str]:
+    """With a cluster address, join it before anything is written (an unreachable cluster or a
+    refused token leaves the study as it was) and take the device from the cluster's GPUs;
+    else the device of this machine, and the executor is started once there is work."""
+    if executor_factory is None and cfg.ray_address is not None:
+        executor = _ray_executor(cfg, cfg.device)
+        return executor, executor.device
+    return None, resolve_device(cfg.device)
 
 
 @dataclass
@@ -149,24 +159,41 @@ def _run_locked(
 ) -> dict[str, Any]:
     """The run in four steps: open the stores, plan the queue, run it, count. From planning on
     (which asks Optuna for packed trials up front), SIGTERM stops the run between two writes."""
-    st = _open_stores(cfg, held)
-    finished = False
+    joined, device = _join_cluster(cfg, executor_factory)
     try:
-        with stop_requested_on_sigterm() as stop:
-            queue = _plan(st)
-            ran = _run_queue(st, queue, stop, executor_factory or _ray_executor, live)
-        finished = True
-    finally:
+        st = _open_stores(cfg, held, device)
+        finished = False
         try:
-            st.tracker.close(finished)
-        except Exception as e:  # noqa: BLE001 - the error that stopped the run says more
-            if finished:
-                raise
-            log.debug("could not mark the MLflow study run as stopped: %s", e)
+            if joined is not None:  # before planning, which asks Optuna for trials
+                _check_nodes(st, joined)
+            with stop_requested_on_sigterm() as stop:
+                queue = _plan(st)
+                factory = (lambda c, d: joined) if joined else executor_factory or _ray_executor
+                ran = _run_queue(st, queue, stop, factory, live)
+            finished = True
+        finally:
+            try:
+                st.tracker.close(finished)
+            except Exception as e:  # noqa: BLE001 - the error that stopped the run says more
+                if finished:
+                    raise
+                log.debug("could not mark the MLflow study run as stopped: %s", e)
+    finally:
+        if joined is not None:  # also when _run_queue never ran it (a no-op when it did)
+            joined.shutdown()
     return _count(cfg, st.table, ran)
 
 
-def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
+def _check_nodes(st: _Open, executor) -> None:
+    """Every node of a cluster can import the package, see each task's data and, for CPU
+    training, build the compiled kernel (`study.cluster.node_check`)."""
+    import variants.fast
+
+    kernel = st.device == "cpu" and variants.fast.mode() == "fast"
+    executor.check_nodes(sorted({path for path, _ in st.data.values()}), kernel)
+
+
+def _open_stores(cfg: StudyConfig, held: ExitStack | None, device: str) -> _Open:
     """Data, the results table, Optuna and MLflow: opened, repaired where damaged, and brought
     back in step with the table (the source of truth)."""
     sdir = cfg.study_dir
@@ -177,7 +204,7 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None) -> _Open:
         results.TRIALS_FILE,
         sdir / results.CONFIG_FILE,
     )
-    device, version = resolve_device(cfg.device), code_version()
+    version = code_version()
     data = prepare_data(cfg)
     metas = {t: meta for t, (_, meta) in data.items()}
     record_data(sdir, metas, cfg.custom_variants, cfg.plugin_identity)
@@ -266,13 +293,13 @@ def _run_queue(
         f", in packs of up to {pack} trials" if pack > 1 else "",
     )
     ran, attempts = 0, {}
-    executor = None
+    executor, failed = None, False
     try:
         executor = executor_factory(cfg, device)
         directions = {t: tasks.get(t).metric_direction for t in cfg.tasks}
         metrics = {t: tasks.get(t).metric for t in cfg.tasks}
         with Display(
-            cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics
+            cfg.name, _pairs(cfg), cfg.trials, directions, executor.workers, live, metrics, packs
         ) as display:
             display.update(st.table)
             while queue or executor.in_flight:
@@ -287,9 +314,12 @@ def _run_queue(
                     display.finished(_record(st, p, result), st.table)
                     ran += 1
                 display.update()
+    except Exception:  # not Ctrl-C: keep a local Ray instance's logs for the diagnosis
+        failed = True
+        raise
     finally:
         if executor is not None:
-            executor.shutdown()
+            executor.shutdown(**({"keep_logs": True} if failed else {}))
     return ran
 
 

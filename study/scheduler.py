@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from study import cluster
+from study.cluster import check_reachable, require_answer  # noqa: F401 - their old home
 from study.signals import keep_sigterm_handler
 from study.worker import retryable
 
@@ -36,6 +37,7 @@ WORKER_ENV = {
     "MKL_NUM_THREADS": "1",
 }
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PASSED_ON = ("ODYSSEY_NO_BUILD", "ODYSSEY_CELLS")  # driver settings a cluster's workers get
 
 
 def die_with_parent() -> None:
@@ -138,31 +140,8 @@ class InlineExecutor:
     def in_flight(self) -> int:
         return len(self._done) + len(self._packs)
 
-    def shutdown(self) -> None:
+    def shutdown(self, keep_logs: bool = False) -> None:
         pass
-
-
-def require_answer(host: str, port: int, what: str, advice: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with a clear error, when nothing answers at host:port: the clients of Ray,
-    MLflow and SQLAlchemy would retry for minutes before saying so."""
-    try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as e:
-        raise ValueError(f"{what} ({e}); {advice}") from None
-
-
-def check_reachable(address: str) -> None:
-    """`require_answer` for a `host:port` or `ray://host:port` Ray address; "auto" and other
-    forms are left to Ray."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if sep and port.isdigit() and host:
-        require_answer(
-            host,
-            int(port),
-            f"no Ray cluster answers at {address}",
-            "start one there (`ray start --head` prints its address) or leave --ray-address out "
-            "for a local instance",
-        )
 
 
 class RayExecutor:
@@ -173,71 +152,95 @@ class RayExecutor:
         address: str | None,
         workers: int | None,
         device: str,
-        gpus_per_trial: float,
+        gpus_per_job: float,
         modules: list[str] | tuple[str, ...] = (),
     ) -> None:
-        """`modules`: plug-in package folders (or module files) the workers must import: on this
+        """Start a local instance (`address` None) or join a cluster; `device` ("cpu", "cuda",
+        "auto") is resolved against where the trials run: this machine, or the cluster's GPUs.
+        `modules`: plug-in package folders (or module files) the workers must import: on this
         machine their parent folders join the workers' PYTHONPATH, on a cluster they are shipped
         with the job (Ray's runtime environment `py_modules`)."""
+        self._modules = list(modules)
         # Nothing leaves the machine: Ray reports usage stats by default (a user can opt in)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
 
         from study.worker import run_pack, run_trial
 
-        self.ray = ray
-        if address is not None:
-            check_reachable(address)
+        self.ray, self.address, self._asked_device = ray, address, device
+        self._session_dir: str | None = None  # a local instance's folder under /tmp/ray
+        if address is None:
+            from study.setup import resolve_device
+
+            self.device = resolve_device(device)  # before Ray starts: a wrong device fails fast
         one_line_ray_messages()
         env = dict(WORKER_ENV)
         # workers die with the raylet that started them (which dies with a local driver)
-        runtime_env: dict[str, Any] = {
+        self.runtime_env: dict[str, Any] = {
             "env_vars": env,
             "worker_process_setup_hook": "study.scheduler.die_with_parent",
         }
-        if address is None:
-            # local workers import our packages from this checkout
-            parents = [str(Path(m).parent) for m in modules]
-            path = os.pathsep.join(
-                p for p in (str(PROJECT_ROOT), *parents, os.environ.get("PYTHONPATH")) if p
-            )
-            env["PYTHONPATH"] = path
-            # address="local": always a fresh local instance. Without it ray.init() would join
-            # whatever cluster RAY_ADDRESS or /tmp/ray/ray_current_cluster names, silently.
-            where: dict[str, Any] = {
-                "address": "local",
-                "num_cpus": workers or os.cpu_count(),
-                "include_dashboard": False,
-                "log_to_driver": True,
-                "ignore_reinit_error": True,
-            }
-        else:
-            # a cluster gets the code shipped with the job; data paths must be shared storage
-            import study
-            import tasks
-            import variants
-
-            runtime_env["py_modules"] = [
-                str(Path(m.__file__).parent) for m in (variants, tasks, study)
-            ] + list(modules)
-            where = {"address": address}
         with keep_sigterm_handler():  # ray.init puts its crash handler in place of ours
-            ray.init(logging_level=logging.WARNING, runtime_env=runtime_env, **where)
+            if address is None:
+                self._start_local(env, workers)
+            else:
+                self._join(address, env)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or cpus
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
-        if device == "cuda":
-            options["num_gpus"] = gpus_per_trial
+        if self.device == "cuda":
+            options["num_gpus"] = gpus_per_job
         self._remote = ray.remote(run_trial).options(**options)
         self._remote_pack = ray.remote(run_pack).options(**options)  # a streaming generator
         self._refs: dict[Any, Any] = {}  # ObjectRef -> tag
         self._packs: dict[Any, dict[int, Any]] = {}  # ObjectRefGenerator -> {trial: tag} left
         log.info(
-            "Ray: %s, %d CPUs, %d jobs (trials or packs) in parallel",
+            "Ray: %s, %d CPUs%s, %d jobs (trials or packs) in parallel",
             address or "local instance",
             cpus,
+            f", {cluster.gpus(ray):g} GPUs, {gpus_per_job:g} per job"
+            if self.device == "cuda"
+            else "",
             self.workers,
         )
+
+    def _start_local(self, env: dict[str, str], workers: int | None) -> None:
+        # local workers import our packages from this checkout
+        parents = [str(Path(m).parent) for m in self._modules]
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(PROJECT_ROOT), *parents, os.environ.get("PYTHONPATH")) if p
+        )
+        # address="local": always a fresh local instance. Without it ray.init() would join
+        # whatever cluster RAY_ADDRESS or /tmp/ray/ray_current_cluster names, silently.
+        self.ray.init(
+            address="local",
+            num_cpus=workers or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=True,
+            ignore_reinit_error=True,
+            logging_level=logging.WARNING,
+            runtime_env=self.runtime_env,
+        )
+        node = getattr(self.ray._private.worker, "_global_node", None)  # a Ray internal
+        self._session_dir = node.get_session_dir_path() if node is not None else None
+
+    def _join(self, address: str, env: dict[str, str]) -> None:
+        # a cluster gets the code shipped with the job; data paths must be shared storage
+        import study
+        import tasks
+        import variants
+
+        self.runtime_env["py_modules"] = [
+            str(Path(m.__file__).parent) for m in (variants, tasks, study)
+        ] + self._modules
+        # the run's own switches reach the workers (a local instance's inherit them)
+        env.update({k: os.environ[k] for k in PASSED_ON if k in os.environ})
+        cluster.connect(address, logging_level=logging.WARNING, runtime_env=self.runtime_env)
+        try:
+            self.device = cluster.resolve_device(self.ray, address, self._asked_device)
+        except cluster.ClusterError:
+            self.ray.shutdown()
+            raise
 
     def submit(self, tag: Any, job: dict[str, Any]) -> None:
         if job.get("kind") == "pack":
@@ -285,7 +288,16 @@ class RayExecutor:
             del self._packs[gen]
         return [(tag, result)]
 
-    def shutdown(self) -> None:
+    def check_nodes(self, data_paths: list[str], kernel: bool) -> None:
+        """On a cluster: every node can import the package, see the data and (`kernel`) build
+        the CPU kernel, or one line naming the node. A local instance is this machine."""
+        if self.address is not None:
+            cluster.check_nodes(self.ray, data_paths, kernel, self.runtime_env)
+
+    def shutdown(self, keep_logs: bool = False) -> None:
+        """Cancel what runs and leave Ray; a local instance's session folder (its logs, under
+        /tmp/ray) is removed unless `keep_logs` (the run ended with an error) or a message
+        named a file in it."""
         for ref in list(self._refs) + list(self._packs):
             try:
                 self.ray.cancel(ref, force=True)
@@ -294,3 +306,10 @@ class RayExecutor:
         self._refs.clear()
         self._packs.clear()
         self.ray.shutdown()
+        if not self._session_dir:
+            return
+        # kept where a log line pointed into it (Ray's messages, `one_line_ray_messages`)
+        if keep_logs or (Path(self._session_dir) / "logs" / RAY_DETAILS).exists():
+            log.info("Ray's logs of this run: %s", self._session_dir)
+        else:
+            cluster.remove_session_dir(self._session_dir)

@@ -3,6 +3,8 @@ choices; a study refuses a config that changes what its trials mean."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 import tasks
@@ -72,7 +74,7 @@ def test_file_then_flags_override(tmp_path):
         ({"storage": 7}, ["storage must be a database URL like sqlite:///"]),
         ({"data": {"jsb_chorales": {"path": 5}}}, ["data.jsb_chorales.path must be a folder"]),
         ({"data": {"jsb_chorales": {"seed": -1}}}, ["data.jsb_chorales.seed must be an integer"]),
-        ({"gpus_per_trial": "abc"}, ["gpus_per_trial must be a number in (0, 1], got 'abc'"]),
+        ({"gpus_per_job": "abc"}, ["gpus_per_job must be a number in (0, 1], got 'abc'"]),
         ({"report": "no"}, ["report must be true or false, got 'no'"]),
         ({"space": {"hidden_size": [4.7, 12]}}, ["space.hidden_size must hold two integers"]),
     ],
@@ -213,3 +215,14 @@ def test_errors_name_where_the_bad_value_came_from(tmp_path):
     with unittest.mock.patch.object(config, "preset_text", lambda name: bad_smoke):
         assert error(str(g)).endswith("(from preset smoke)")
         assert config.resolve(*_run_args(str(g), "--max-epochs", "2")).training.max_epochs == 2
+
+
+def test_gpus_per_trial_is_read_as_gpus_per_job_with_one_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="study.config"):
+        cfg = config.resolve("smoke", {"gpus_per_trial": 0.5})
+    assert cfg.gpus_per_job == 0.5
+    assert [r.getMessage() for r in caplog.records if "gpus_per_trial" in r.getMessage()] == [
+        "config key gpus_per_trial is deprecated: it is the GPU fraction of a job (one trial or "
+        "a pack of trials); read as gpus_per_job, the key to use"
+    ]
+    assert "gpus_per_trial" not in cfg.to_dict()

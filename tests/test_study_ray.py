@@ -6,9 +6,11 @@ start-ups (~20-40 s): the one real end-to-end test, part of the default suite.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,11 +56,22 @@ def _env() -> dict[str, str]:
 
 def test_kill_9_mid_study_then_resume(tmp_path):
     study_dir = tmp_path / "res" / "smoke"
+    # Ray's session folders in a folder of this test's (short: Ray's socket paths must fit 107
+    # characters): the killed driver's stays, the finished run's is removed
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    try:
+        _kill_9_then_resume(tmp_path, study_dir, {**_env(), "RAY_TMPDIR": str(ray_tmp)})
+        assert len(list(ray_tmp.rglob("session_2*"))) == 1
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _kill_9_then_resume(tmp_path: Path, study_dir: Path, env: dict[str, str]) -> None:
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(
         _cmd(tmp_path),
         cwd=tmp_path,
-        env=_env(),
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -84,7 +97,7 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     second = subprocess.run(
         _cmd(tmp_path),
         cwd=tmp_path,
-        env=_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,

@@ -142,7 +142,7 @@ def status(args: argparse.Namespace) -> int:
     import tasks
     from study import results
     from study.config import saved_study
-    from study.progress import eta_seconds, fmt_seconds, summarize, table
+    from study.progress import eta_seconds, fmt_seconds, remaining, summarize, table
     from study.setup import running_driver
 
     sdir, cfg = saved_study(args.results, args.study)
@@ -156,9 +156,11 @@ def status(args: argparse.Namespace) -> int:
     done, failed, expected = int(s["done"].sum()), int(s["failed"].sum()), int(s["expected"].sum())
     pid = running_driver(sdir)
     running = "not running" if pid is None else f"running (driver pid {pid})"
+    eta = (
+        f"; ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers" if remaining(s) else ""
+    )
     console.print(
-        f"study {cfg.name}: {done} complete, {failed} failed of {expected}; {running}; "
-        f"ETA {fmt_seconds(eta_seconds(s, workers))} at {workers} workers",
+        f"study {cfg.name}: {done} complete, {failed} failed of {expected}; {running}{eta}",
         soft_wrap=True,  # one line also when piped (a script may read it)
     )
     console.print(table(s))
