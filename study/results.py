@@ -390,10 +390,11 @@ def read_data(study_dir: Path) -> DataSummary | None:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{path} does not read as a study's data summary: {first}") from e
     plugins = raw.get("plugins") if "format" in raw else None
+    # as written (a reader checks its shape: the report notes a malformed one)
     return DataSummary(
         {str(k): str(v) for k, v in variants.items()},
         dict(tasks),
-        dict(plugins) if isinstance(plugins, dict) else {},
+        {} if plugins is None else plugins,
     )
 
 

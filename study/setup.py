@@ -218,9 +218,9 @@ def record_data(
         names.setdefault(name, title)
     for name, flags in (declared or {}).items():
         names[name] = results.declared_title(flags)
+    prev = seen.plugins if isinstance(seen.plugins, dict) else {}
     found = {
-        "variants": dict(seen.plugins.get("variants", {})),
-        "tasks": dict(seen.plugins.get("tasks", {})),
+        k: dict(v) if isinstance(v := prev.get(k), dict) else {} for k in ("variants", "tasks")
     }
     by_path = dict(plugins or {})
     for name, flags in (declared or {}).items():

@@ -20,6 +20,34 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def _triton_for_the_interpreter() -> None:
+    """Triton decides between compiling and interpreting its kernels when it is first imported,
+    and other modules (torch among them) may import it before tests/test_triton.py can ask for
+    its interpreter. Without CUDA, import it here with the interpreter asked for, then give the
+    variable back (tests/test_triton.py sets it again while its own tests run)."""
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available() or "triton" in sys.modules:
+        return
+    before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return
+    finally:
+        if before is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = before
+    os.environ["ODYSSEY_TRITON_INTERPRETED"] = "1"  # tests/test_triton.py: the kernels can run
+
+
+_triton_for_the_interpreter()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")

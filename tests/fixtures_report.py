@@ -33,17 +33,18 @@ SHIFT = {  # in units of SCALE, per variant and task (timit, iam, jsb)
 
 
 def registry_orders() -> tuple[list[str], list[str]]:
-    """Variant and task order from the registries (the fallback only if they do not import)."""
+    """The paper's variants and tasks in the registries' order (the fallback only if they do not
+    import); the registries also hold baselines and synthetic tasks a paper study does not run."""
     try:
         import variants
 
-        v = list(variants.VARIANTS)
+        v = [n for n in variants.VARIANTS if n in VARIANTS_FALLBACK]
     except ImportError:
         v = VARIANTS_FALLBACK
     try:
         import tasks
 
-        t = list(tasks.TASKS)
+        t = [n for n in tasks.TASKS if n in tasks.PAPER_TASKS]
     except ImportError:
         t = TASKS_FALLBACK
     return v, t

@@ -79,7 +79,8 @@ def test_the_demo_preset_differences_are_named_with_the_papers_values():
     demo = yaml.safe_load((PRESETS / "demo.yaml").read_text())
     assert protocol_differences(demo, PAPER) == [
         "hidden size 16..64 (paper 20..200)",
-        "learning rate 3e-3..5e-2 (paper 1e-6..1e-2)",
+        "learning rate 1e-2..5e-2 (paper 1e-6..1e-2)",
+        "1 - momentum 1e-2..0.2 (paper 1e-2..1)",
         "input noise 0..0.5 (paper 0..1)",
         "batch size 4 (paper 1)",
         "at most 10 epochs (paper 150)",
