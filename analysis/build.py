@@ -146,6 +146,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         target=s.fanova_target,
         resamples=s.fanova_resamples,
         resample_trees=s.fanova_resample_trees,
+        extra=(res.config.get("space") or {}).get("extra") if res.config else None,
     )
     log.info("fANOVA: %.1f s", time.perf_counter() - t0)
     prog = provenance.progress(res)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,21 +60,57 @@ def domain(metric: str) -> tuple[float, float]:
     return (0.0, 1.0) if metric.endswith("error") else (0.0, np.inf)
 
 
-def encode(trials: pd.DataFrame) -> pd.DataFrame:
-    """The four hyperparameters in analysis units, one column per key of HYPERPARAMETERS."""
+Dimensions = dict[str, tuple[str, str, Any]]  # key -> (results column, label, encoding)
+
+
+def extra_dimensions(extra: dict[str, Any] | None) -> tuple[Dimensions, dict[str, tuple]]:
+    """A study's own numeric search dimensions (`space.extra` of its config: float or int, on a
+    log scale when `log`), as further fANOVA inputs (columns `hp_<name>`, expanded from the
+    table's `hp_extra`), and their boxes in analysis units. Categorical ones are left out."""
+    dims: Dimensions = {}
+    boxes: dict[str, tuple] = {}
+    for name, d in (extra or {}).items():
+        if not isinstance(d, dict) or d.get("type") not in ("float", "int"):
+            continue
+        log = bool(d.get("log"))
+        enc = np.log10 if log else (lambda v: np.asarray(v, float))
+        dims[name] = (f"hp_{name}", f"log10({name})" if log else name, enc)
+        try:
+            lo, hi = float(d["low"]), float(d["high"])
+            boxes[name] = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
+        except (KeyError, TypeError, ValueError):
+            pass
+    return dims, boxes
+
+
+def encode(trials: pd.DataFrame, dims: Dimensions | None = None) -> pd.DataFrame:
+    """The hyperparameters in analysis units, one column per key of `dims` (the paper's four
+    unless a study adds its own)."""
+    dims = dims or HYPERPARAMETERS
     with np.errstate(divide="ignore", invalid="ignore"):
         return pd.DataFrame(
-            {k: enc(trials[col].to_numpy(float)) for k, (col, _, enc) in HYPERPARAMETERS.items()},
+            {
+                k: enc(trials[col].to_numpy(float))
+                if col in trials
+                else np.full(len(trials), np.nan)
+                for k, (col, _, enc) in dims.items()
+            },
             index=trials.index,
         )
 
 
-def analysis_bounds(x: pd.DataFrame, space: dict[str, tuple[float, float]]) -> np.ndarray:
-    """(4, 2) box in analysis units: the config's search space, widened to cover the data."""
+def analysis_bounds(
+    x: pd.DataFrame, space: dict[str, tuple[float, float]], boxes: dict[str, tuple] | None = None
+) -> np.ndarray:
+    """(D, 2) box in analysis units: the config's search space, widened to cover the data
+    (`boxes`: the study's own dimensions, already in analysis units)."""
     rows = []
-    for key in HYPERPARAMETERS:
+    boxes = boxes or {}
+    for key in x.columns:
         lo, hi = float(x[key].min()), float(x[key].max())
-        if SPACE_KEYS[key] in space:
+        if key in boxes:
+            lo, hi = min(lo, boxes[key][0]), max(hi, boxes[key][1])
+        elif key in SPACE_KEYS and SPACE_KEYS[key] in space:
             a, b = space[SPACE_KEYS[key]]
             if key == "input_noise":
                 lo, hi = min(lo, a), max(hi, b)
@@ -127,10 +164,12 @@ def bootstrap(
     resamples: int,
     trees: int,
     seed: int,
+    keys: list[str] | None = None,
 ) -> pd.DataFrame:
     """How far the pooled fractions move with another draw of trials: the forest refitted on
     `resamples` bootstrap resamples of the trials (`trees` trees each; the rank target ranked
     again within the resample). Rows: resample, hp, kind, fraction."""
+    keys = keys or list(HYPERPARAMETERS)
     rng = np.random.default_rng(seed)
     rows = []
     for b in range(resamples):
@@ -139,7 +178,7 @@ def bootstrap(
         if np.ptp(yb) == 0:
             continue
         y = rankdata(yb) / len(yb) if target == "rank" else yb
-        fa = fanova.fit(x[pick], y, bounds, list(HYPERPARAMETERS), trees, int(rng.integers(2**31)))
+        fa = fanova.fit(x[pick], y, bounds, keys, trees, int(rng.integers(2**31)))
         rows += [
             {"resample": b, "hp": r["effect"], "kind": r["kind"], "fraction": r["fraction"]}
             for r in fa.importances()
@@ -148,25 +187,27 @@ def bootstrap(
 
 
 def null_fractions(
-    x: np.ndarray, y: np.ndarray, bounds: np.ndarray, column: int, fits: int, trees: int, seed: int
+    x: np.ndarray,
+    y: np.ndarray,
+    bounds: np.ndarray,
+    column: int,
+    fits: int,
+    trees: int,
+    seed: int,
+    keys: list[str] | None = None,
 ) -> np.ndarray:
     """The main-effect fraction a forest gives hyperparameter `column` once its values are
     shuffled over the trials (so that it has no effect at all), in `fits` refits: a forest
     fitted to a few hundred trials gives every input some variance, so a small fraction can
     only be told from none above these."""
+    keys = keys or list(HYPERPARAMETERS)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(fits):
         shuffled = x.copy()
         shuffled[:, column] = rng.permutation(shuffled[:, column])
-        fa = fanova.fit(shuffled, y, bounds, list(HYPERPARAMETERS), trees, int(rng.integers(2**31)))
-        out.append(
-            next(
-                r["fraction"]
-                for r in fa.importances()
-                if r["effect"] == list(HYPERPARAMETERS)[column]
-            )
-        )
+        fa = fanova.fit(shuffled, y, bounds, keys, trees, int(rng.integers(2**31)))
+        out.append(next(r["fraction"] for r in fa.importances() if r["effect"] == keys[column]))
     return np.asarray(out)
 
 
@@ -184,28 +225,32 @@ def analyse(
     target: str = "rank",
     resamples: int = 0,
     resample_trees: int = 16,
+    extra: dict[str, Any] | None = None,
 ) -> Importance:
     """fANOVA per task (pooled) and per (task, variant) over complete trials, the test metric
     capped at `fences[task]` (no cap where absent); the pooled one also on `resamples`
-    bootstrap resamples (`bootstrap`)."""
+    bootstrap resamples (`bootstrap`). `extra`: the study's own search dimensions (its config's
+    `space.extra`), analysed beside the paper's four."""
     if target not in TARGETS:
         raise ValueError(f"unknown fANOVA target {target!r}; known: {', '.join(TARGETS)}")
     fences, metrics = fences or {}, metrics or {}
     rows, skipped, curves, surfaces, resampled = [], [], [], {}, []
     null_momentum: dict[str, np.ndarray] = {}
-    keys = list(HYPERPARAMETERS)
+    own, boxes = extra_dimensions(extra)
+    dims = {**HYPERPARAMETERS, **own}
+    keys = list(dims)
     for ti, task in enumerate(tasks):
         in_task = done[done["task"] == task]
         groups = [(POOLED, in_task)] + [(v, in_task[in_task["variant"] == v]) for v in variants]
         for gi, (group, part) in enumerate(groups):
-            x, raw = encode(part), part["test_metric"].to_numpy(float)
+            x, raw = encode(part, dims), part["test_metric"].to_numpy(float)
             capped = np.minimum(raw, fences.get(task, np.inf))
             reason = why_not(x, capped)
             if reason:
                 skipped.append({"task": task, "group": group, "reason": reason})
                 continue
             trees = n_trees if group == POOLED or n_trees_variant is None else n_trees_variant
-            bounds = analysis_bounds(x, space)
+            bounds = analysis_bounds(x, space, boxes)
             group_seed = int(np.random.SeedSequence([seed, ti, gi]).generate_state(1)[0])
             y = rankdata(capped) / len(capped) if target == "rank" else capped
             back = _quantiles(capped) if target == "rank" else _identity
@@ -226,7 +271,14 @@ def analyse(
                 )
             if group == POOLED and resamples:
                 boot = bootstrap(
-                    x.to_numpy(), capped, bounds, target, resamples, resample_trees, group_seed
+                    x.to_numpy(),
+                    capped,
+                    bounds,
+                    target,
+                    resamples,
+                    resample_trees,
+                    group_seed,
+                    keys,
                 )
                 resampled.append(boot.assign(task=task))
                 null_momentum[task] = null_fractions(
@@ -237,6 +289,7 @@ def analyse(
                     max(8, resamples // 4),
                     resample_trees,
                     group_seed + 1,
+                    keys,
                 )
             if group == POOLED:
                 for d, key in enumerate(keys):

@@ -115,7 +115,28 @@ def normalise(trials: pd.DataFrame) -> pd.DataFrame:
         out[col] = out[col].astype("string").fillna("unknown" if col != "status" else "")
     out["error"] = out["error"].astype("string").fillna("")
     out["stand_in"] = out["stand_in"].astype("boolean")
-    return out.reset_index(drop=True)
+    return with_extra_columns(out).reset_index(drop=True)
+
+
+def with_extra_columns(trials: pd.DataFrame) -> pd.DataFrame:
+    """The study's own search dimensions (`hp_extra`, a JSON object per row) as `hp_<name>`
+    columns (numbers where they are numbers), beside the paper's four."""
+    parsed = []
+    for text in trials["hp_extra"].astype("string").fillna("{}"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = {}
+        parsed.append(value if isinstance(value, dict) else {})
+    names = sorted(
+        {k for d in parsed for k in d} - {c[3:] for c in trials.columns if c.startswith("hp_")}
+    )
+    out = trials.copy()
+    for name in names:
+        column = pd.Series([d.get(name) for d in parsed], index=trials.index)
+        numeric = pd.to_numeric(column, errors="coerce")
+        out[f"hp_{name}"] = numeric if numeric.notna().sum() == column.notna().sum() else column
+    return out
 
 
 def read_results(study: str, results_dir: Path | str = Path("results")) -> StudyResults:

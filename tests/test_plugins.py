@@ -234,3 +234,50 @@ def test_plugins_beside_the_study_file_run_on_ray_workers(mylab, tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
     page = (tmp_path / "reports" / "mine" / "index.html").read_text()
     assert "MGU" in page and "recall" in page
+
+
+def test_a_studys_own_dimension_reaches_the_cell_that_asks_for_it():
+    """A cell with `set_hyperparameters(slot, hparams)` gets each trial's hyperparameters,
+    its own search dimensions included, when the trial takes its slot."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from study.config import TrainConfig
+    from study.train import train
+
+    class Asks(nn.Module):  # h = tanh(W x + R h'), asking for the trial's "gain"
+        seen: list = []
+
+        def __init__(self, spec, input_size, hidden_size, trials=1, generator=None):
+            super().__init__()
+            self.W = nn.Parameter(
+                0.1 * torch.randn(trials, hidden_size, input_size, generator=generator)
+            )
+            self.R = nn.Parameter(
+                0.1 * torch.randn(trials, hidden_size, hidden_size, generator=generator)
+            )
+
+        def hidden_blocks(self):
+            return {"W": (1, None), "R": (1, 1)}
+
+        def set_hyperparameters(self, slot, hparams):
+            Asks.seen.append((slot, hparams["gain"]))
+
+        def scan(self, x, steps=None, need_cells=True):
+            h, out = x.new_zeros(x.shape[0], x.shape[2], self.R.shape[1]), []
+            for x_t in x.unbind(1):
+                h = torch.tanh(
+                    torch.bmm(x_t, self.W.transpose(1, 2)) + torch.bmm(h, self.R.transpose(1, 2))
+                )
+                out.append(h)
+            return torch.stack(out, 1), None
+
+    variants.register_cell("tests.test_plugins:Asks", Asks)
+    task = tasks.get("jsb_chorales")
+    hp = {"hidden_size": 4, "learning_rate": 1e-3, "momentum": 0.5, "input_noise": 0.0}
+    settings = TrainConfig(max_epochs=1, patience=1, batch_size=4)
+    spec = variants.CellSpec("tests.test_plugins:Asks")
+    splits = task.tiny(np.random.default_rng(0))
+    result = train(task, spec, {**hp, "gain": 0.25}, splits, settings, torch.Generator())
+    assert result["status"] == "complete" and (0, 0.25) in Asks.seen

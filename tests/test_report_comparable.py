@@ -423,3 +423,38 @@ def test_a_maximised_metric_is_better_higher_in_the_verdicts():
     assert best["V"] == 29 and best["GRU"] == 9
     top = summary[(summary["subset"] == stats.TOP)].set_index("variant")["best"]
     assert top["V"] == 29  # the top 10 % are the highest
+
+
+def test_a_studys_own_dimension_enters_the_fanova():
+    """A dimension of `space.extra` (recorded in hp_extra) is analysed beside the paper's four:
+    when it alone decides the metric, it takes most of the variance."""
+    import json
+
+    from analysis import importance
+    from analysis.load import normalise
+
+    rng = np.random.default_rng(0)
+    n = 60
+    wd = 10 ** rng.uniform(-6, -2, n)
+    df = pd.DataFrame(
+        {
+            "task": "jsb_chorales",
+            "variant": "V",
+            "status": "complete",
+            "trial": range(n),
+            "hp_hidden_size": rng.integers(20, 200, n),
+            "hp_learning_rate": 10 ** rng.uniform(-6, -2, n),
+            "hp_momentum": 1 - 10 ** rng.uniform(-2, 0, n),
+            "hp_input_noise": rng.uniform(0, 1, n),
+            "hp_extra": [json.dumps({"weight_decay": w}) for w in wd],
+            "val_metric": np.log10(wd),
+            "test_metric": np.log10(wd) + 10,
+        }
+    )
+    trials = normalise(df)
+    assert np.allclose(trials["hp_weight_decay"], wd)
+    extra = {"weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}}
+    got = importance.analyse(trials, ["jsb_chorales"], ["V"], {}, n_trees=16, extra=extra)
+    pooled = got.importance[(got.importance["group"] == importance.POOLED)]
+    main = pooled[pooled["kind"] == "main"].set_index("hp")["fraction"]
+    assert main["weight_decay"] > 0.5 and main.drop("weight_decay").max() < main["weight_decay"] / 5

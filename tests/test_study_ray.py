@@ -104,9 +104,9 @@ def _kill_9_then_resume(tmp_path: Path, study_dir: Path, env: dict[str, str]) ->
         start_new_session=True,
     )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    # the screen: our lines only; Ray's token warning and the rest went to the study's log file
+    # the screen: our lines only; what Ray and the workers print (a token warning, where Ray
+    # gives one: not once the machine holds a token) went to the study's log file, counted
     assert "Token authentication" not in second.stderr + second.stdout
-    assert "Token authentication" in (study_dir / "odyssey.log").read_text()
     assert "wrote" in second.stderr and "odyssey.log" in second.stderr
 
     df = results.read_trials(study_dir)
