@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from study.model import SequenceModel
+from variants.contract import split_units, unit_index
 
 
 def param_blocks(model: SequenceModel) -> list[tuple[int | None, ...]]:
@@ -25,22 +26,6 @@ def param_blocks(model: SequenceModel) -> list[tuple[int | None, ...]]:
     return [by_name[name] for name, _ in model.named_parameters()]
 
 
-def _split(t: torch.Tensor, blocks: tuple[int | None, ...]) -> torch.Tensor:
-    """View one trial's tensor with every dimension made of `b` unit blocks split into (b, units)."""
-    shape: list[int] = []
-    for size, b in zip(t.shape, blocks, strict=True):
-        shape += [size] if b is None else [b, size // b]
-    return t.view(shape)
-
-
-def _unit_index(blocks: tuple[int | None, ...], units: int) -> tuple[slice, ...]:
-    """Index of the first `units` units of every block (in a `_split` view)."""
-    index: list[slice] = []
-    for b in blocks:
-        index += [slice(None)] if b is None else [slice(None), slice(0, units)]
-    return tuple(index)
-
-
 @torch.no_grad()
 def copy_into_slot(
     slot: torch.Tensor,
@@ -51,16 +36,16 @@ def copy_into_slot(
 ) -> None:
     """Copy one trial's parameter (`units` units per block) into its slot, zero the rest; set
     `mask` (the slot's) to 1 on the trial's entries and 0 on the padding."""
-    index = _unit_index(blocks, units)
+    index = unit_index(blocks, units)
     slot.zero_()
-    _split(slot, blocks)[index] = _split(trial, blocks)
+    split_units(slot, blocks)[index] = split_units(trial, blocks)
     if mask is not None:
         mask.zero_()
-        _split(mask, blocks)[index] = 1.0
+        split_units(mask, blocks)[index] = 1.0
 
 
 @torch.no_grad()
 def take_from_slot(slot: torch.Tensor, blocks: tuple[int | None, ...], units: int) -> torch.Tensor:
     """The trial's own parameter (`units` units per block) out of its slot, as a copy."""
     shape = [size if b is None else b * units for size, b in zip(slot.shape, blocks, strict=True)]
-    return _split(slot, blocks)[_unit_index(blocks, units)].reshape(shape).clone()
+    return split_units(slot, blocks)[unit_index(blocks, units)].reshape(shape).clone()

@@ -16,62 +16,18 @@ runs the reference time loop on every device.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from variants.lstm_cell import init_normal_
-from variants.spec import LeakySpec
+from variants.rnn_cell import RNNCell
 
 
-class LeakyCell(nn.Module):
-    """One direction of leaky-integrator units for K trials."""
+class LeakyCell(RNNCell):
+    """One direction of leaky-integrator units for K trials (the RNN cell with a learned leak)."""
 
-    packable = True
-    input_blocks: int | None = None  # see LSTMCell.input_blocks
+    VECTORS = ("b", "tau")  # (K, N) each
 
-    def __init__(
-        self,
-        spec: LeakySpec,
-        input_size: int,
-        hidden_size: int,
-        trials: int = 1,
-        generator: torch.Generator | None = None,
-    ):
-        super().__init__()
-        self.spec, self.input_size, self.hidden_size, self.trials = (
-            spec,
-            input_size,
-            hidden_size,
-            trials,
-        )
-        k, n = trials, hidden_size
-        self.W = nn.Parameter(torch.empty(k, n, input_size))
-        self.R = nn.Parameter(torch.empty(k, n, n))
-        self.b = nn.Parameter(torch.empty(k, n))
-        self.tau = nn.Parameter(torch.empty(k, n))
-        init_normal_(self, generator)
+    def _bias(self) -> torch.Tensor:
+        return self.b  # (K, N)
 
-    def hidden_blocks(self) -> dict[str, tuple[int | None, ...]]:
-        """As `LSTMCell.hidden_blocks`: blocks of N units per dimension of each parameter."""
-        return {"W": (1, self.input_blocks), "R": (1, 1), "b": (1,), "tau": (1,)}
-
-    def scan(
-        self, x: torch.Tensor, steps: torch.Tensor | None = None, need_cells: bool = True
-    ) -> tuple[torch.Tensor, None]:
-        """`x (K, T, B, M)` -> outputs `(K, T, B, N)` and None, always through `scan_reference`
-        (no compiled kernel); `steps` is accepted for the cell contract and ignored."""
-        return self.scan_reference(x)
-
-    def scan_reference(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """Reference time loop: `x (K, T, B, M)` -> outputs `(K, T, B, N)`."""
-        trials, t_len, batch, m = x.shape
-        xw = torch.baddbmm(
-            self.b.unsqueeze(1), x.reshape(trials, t_len * batch, m), self.W.transpose(1, 2)
-        ).view(trials, t_len, batch, -1)  # (K, T, B, N)
+    def _step(self, h: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
         a = torch.sigmoid(self.tau).unsqueeze(1)  # (K, 1, N)
-        h = x.new_zeros(trials, batch, self.hidden_size)  # (K, B, N)
-        r_t = self.R.transpose(1, 2)
-        hs = []
-        for xw_t in xw.unbind(1):
-            h = (1.0 - a) * h + a * torch.tanh(torch.baddbmm(xw_t, h, r_t))
-            hs.append(h)
-        return torch.stack(hs, 1), None
+        return (1.0 - a) * h + a * torch.tanh(pre)

@@ -19,10 +19,13 @@ from variants.spec import RNNSpec
 
 
 class RNNCell(nn.Module):
-    """One direction of a tanh RNN for K trials; `scan` runs it over a whole oriented batch."""
+    """One direction of a tanh RNN for K trials; `scan` runs it over a whole oriented batch.
+    Subclasses (`variants.leaky_cell`) name their two per-unit vectors in `VECTORS` and change
+    `_step`."""
 
     packable = True
     input_blocks: int | None = None  # see LSTMCell.input_blocks
+    VECTORS = ("b_ih", "b_hh")  # (K, N) each, registered after W and R
 
     def __init__(
         self,
@@ -42,13 +45,13 @@ class RNNCell(nn.Module):
         k, n = trials, hidden_size
         self.W = nn.Parameter(torch.empty(k, n, input_size))
         self.R = nn.Parameter(torch.empty(k, n, n))
-        self.b_ih = nn.Parameter(torch.empty(k, n))
-        self.b_hh = nn.Parameter(torch.empty(k, n))
+        for name in self.VECTORS:
+            self.register_parameter(name, nn.Parameter(torch.empty(k, n)))
         init_normal_(self, generator)
 
     def hidden_blocks(self) -> dict[str, tuple[int | None, ...]]:
         """As `LSTMCell.hidden_blocks`: blocks of N units per dimension of each parameter."""
-        return {"W": (1, self.input_blocks), "R": (1, 1), "b_ih": (1,), "b_hh": (1,)}
+        return {"W": (1, self.input_blocks), "R": (1, 1), **{v: (1,) for v in self.VECTORS}}
 
     def scan(
         self, x: torch.Tensor, steps: torch.Tensor | None = None, need_cells: bool = True
@@ -58,10 +61,17 @@ class RNNCell(nn.Module):
         ignored (the layer masks padded steps)."""
         return self.scan_reference(x)
 
+    def _bias(self) -> torch.Tensor:
+        return self.b_ih + self.b_hh  # (K, N)
+
+    def _step(self, h: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """The next state from `h' (K, B, N)` and `pre = W x + b + R h'`."""
+        return torch.tanh(pre)
+
     def scan_reference(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """Reference time loop: `x (K, T, B, M)` -> outputs `(K, T, B, N)`."""
         trials, t_len, batch, m = x.shape
-        bias = (self.b_ih + self.b_hh).unsqueeze(1)  # (K, 1, N)
+        bias = self._bias().unsqueeze(1)  # (K, 1, N)
         # the input projection of all steps in one (batched) matrix product, outside the loop
         xw = torch.baddbmm(bias, x.reshape(trials, t_len * batch, m), self.W.transpose(1, 2))
         xw = xw.view(trials, t_len, batch, -1)  # (K, T, B, N)
@@ -69,6 +79,6 @@ class RNNCell(nn.Module):
         r_t = self.R.transpose(1, 2)
         hs = []
         for xw_t in xw.unbind(1):  # unbind, not xw[:, t]: indexing makes backward O(T^2)
-            h = torch.tanh(torch.baddbmm(xw_t, h, r_t))
+            h = self._step(h, torch.baddbmm(xw_t, h, r_t))
             hs.append(h)
         return torch.stack(hs, 1), None
