@@ -121,7 +121,8 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     done = stats.complete(res.trials)
     long_lower = stats.with_subsets(trials, s.top_fraction)
     long = stats.oriented(long_lower, maximize)
-    fences = stats.task_fences(stats.complete(trials), s.fence_iqr)
+    done_lower = stats.complete(trials)  # what fences and fANOVA read: lower is better
+    fences = stats.task_fences(done_lower, s.fence_iqr)
     fences.update(dict.fromkeys(maximize, math.inf))
     metrics = {t: metric_name(res, t) for t in res.tasks}
     t0 = time.perf_counter()
@@ -134,7 +135,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     log.info("significance tests: %.1f s", time.perf_counter() - t0)
     t0 = time.perf_counter()
     fan = importance.analyse(
-        stats.complete(trials),
+        done_lower,
         res.tasks,
         res.variants,
         space_bounds(res.config),
