@@ -15,7 +15,7 @@ from study import preflight, signals
 from study.console import UserError, screen, setup_logging
 
 # module -> commands it registers, in the order `odyssey --help` lists them
-COMMAND_MODULES = ("variants", "data", "check", "run", "report", "bench", "doctor")
+COMMAND_MODULES = ("variants", "data", "check", "run", "report", "verify", "bench", "doctor")
 
 __all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]
 
