@@ -50,6 +50,17 @@ from study.space import HYPERPARAMETERS, hyperparameters, search_space
 log = logging.getLogger(__name__)
 
 
+def number_ranges(numbers: list[int]) -> str:
+    """Trial numbers as runs: [52, 53, 54, 56, 58, 59] -> "52-54, 56, 58-59"."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def _pairs(cfg: StudyConfig) -> list[tuple[str, str]]:
     return [(t, v) for t in cfg.tasks for v in cfg.variants]
 
@@ -261,10 +272,11 @@ def _plan(st: _Open) -> deque:
             )
         if rerun:
             log.info(
-                "%s/%s: rerunning interrupted trials %s with their parameters",
+                "%s/%s: rerunning %d interrupted trials (%s) with their parameters",
                 task,
                 variant,
-                [p.number for p in rerun],
+                len(rerun),
+                number_ranges([p.number for p in rerun]),
             )
         queue.extend(rerun)
         new_counts[(task, variant)] = max(0, cfg.trials - record.count_trials(s))

@@ -180,7 +180,7 @@ def test_only_the_epoch_files_left(damaged, capsys, caplog):
     counts = _run(cfg, lambda job: jobs.append(job) or diverge_v1(job))
     assert counts == {"complete": 5, "failed": 1, "expected": 6, "ran": 1}
     assert [(j["variant"], j["trial"]) for j in jobs] == [("V", 1)]
-    assert "rerunning interrupted trials [1]" in caplog.text
+    assert "rerunning 1 interrupted trials (1)" in caplog.text
     assert {p.name: p.read_bytes() for p in (cfg.study_dir / "epochs.parquet").iterdir()} == parts
     df = _sorted(results.read_trials(cfg.study_dir))
     unknown = ["wall_s", "device", "numerics", "started_at", "finished_at", "code_version"]

@@ -369,3 +369,10 @@ def test_a_smaller_rerun_keeps_the_study_plan(tmp_path, smoke):
     assert counts == {"complete": 2, "failed": 0, "expected": 2, "ran": 0}  # V has 2 >= 1
     saved = config_mod.load_saved(cfg.study_dir / "config.yaml")
     assert saved.variants == ("V", "NP") and saved.trials == 2
+
+
+def test_interrupted_trials_are_listed_as_runs_of_numbers():
+    from study.runner import number_ranges
+
+    assert number_ranges([58, 52, 53, 54, 56, 59, 199]) == "52-54, 56, 58-59, 199"
+    assert number_ranges([7]) == "7" and number_ranges([]) == ""
