@@ -80,6 +80,7 @@ class StudyResults:
     plugins: dict[str, dict[str, dict]] = field(
         default_factory=lambda: {"variants": {}, "tasks": {}}
     )
+    reruns: pd.DataFrame = field(default_factory=pd.DataFrame)  # `odyssey verify`'s comparisons
 
 
 def ordered(names: set[str], registry: list[str]) -> tuple[list[str], list[str]]:
@@ -192,6 +193,7 @@ def read_results(study: str, results_dir: Path | str = Path("results")) -> Study
         data=summary.tasks if summary else {},
         epochs=epochs,
         plugins=plugins,
+        reruns=results.read_reruns(folder),
     )
 
 

@@ -240,6 +240,26 @@ def version_effect(done: pd.DataFrame, seed: int = 0) -> str:
     )
 
 
+def reruns(found: pd.DataFrame) -> str:
+    """What `odyssey verify`'s reruns showed, in one or two sentences ('' without reruns)."""
+    if found.empty:
+        return ""
+    n, same = len(found), int(found["identical"].sum())
+    versions = ", ".join(sorted(found["code_version"].astype(str).unique()))
+    text = (
+        f"{n} recorded trials were retrained with their parameters and seeds on {versions} "
+        f"(odyssey verify): {same} reproduced their recorded numbers bitwise."
+    )
+    if same < n:
+        rel = found["rel_test"].abs()
+        moved = int((found["best_epoch"] != found["recorded_best_epoch"]).sum())
+        text += (
+            f" The test metric of the others moved by {rel.median():.1e} relative (median), "
+            f"{rel.max():.1e} at most; the best epoch moved in {moved}."
+        )
+    return text
+
+
 def plugins(found: dict[str, dict[str, dict]]) -> pd.DataFrame:
     """One row per plug-in (the user's variant or task): its import path, distribution,
     version and the first 12 hex digits of its sha256."""

@@ -54,16 +54,18 @@ def against_paper(a: Analysis) -> list[str]:
 def versions(a: Analysis) -> Markup:
     """Code versions with their trial counts, and whether the numbers moved between them."""
     found = provenance.code_versions(a.res.trials, a.done)
+    rerun = provenance.reruns(a.res.reruns)
+    rerun_html = Markup(f"<p>{esc(rerun)}</p>") if rerun else Markup("")
     if len(found) <= 1:
-        return Markup(f"<p>Code version: {esc(counts(a.totals.code_versions))}.</p>")
+        return Markup(f"<p>Code version: {esc(counts(a.totals.code_versions))}.</p>") + rerun_html
     check = provenance.version_effect(a.done, a.settings.seed)
     shift = provenance.version_residuals(a.done, a.settings.seed).groupby("code_version")
     found["median rank residual (+: higher metric than predicted)"] = found["code version"].map(
         shift["residual"].median()
     )
     return Markup(
-        "<p>Trials come from {} code versions (the commit each trial ran on). {}</p>{}"
-    ).format(len(found), check, table(found))
+        "<p>Trials come from {} code versions (the commit each trial ran on). {}</p>{}{}"
+    ).format(len(found), check, table(found), rerun_html)
 
 
 def plugins(a: Analysis) -> Markup | None:

@@ -73,6 +73,7 @@ CONFIG_FILE = "config.yaml"  # the resolved study config (study.config.dump)
 DATA_FILE = "data.json"  # the data each task trains on, and names for the report (DataSummary)
 LEGACY_DATA_VERSIONS = "data_versions.json"  # what studies before data.json recorded
 RUN_LOG = "odyssey.log"  # what a running study prints besides our own lines (study.console)
+RERUNS_FILE = "reruns.parquet"  # recorded trials retrained and compared (`odyssey verify`)
 LOCK_FILE = ".lock"  # held by the running driver; holds its pid (study.setup.study_lock)
 OPTUNA_DB = "optuna.db"  # the Optuna studies, unless the config names another storage
 MLFLOW_DB = "mlflow.db"  # the MLflow runs, unless the config names another tracking URI
@@ -421,3 +422,9 @@ def write_data(study_dir: Path, summary: DataSummary) -> None:
         tmp.unlink(missing_ok=True)
         raise OSError(e.errno, f"could not write {path}: {e}", str(path)) from e
     os.replace(tmp, path)
+
+
+def read_reruns(study_dir: Path) -> pd.DataFrame:
+    """The study's reruns (`odyssey verify`); empty when it has none."""
+    path = Path(study_dir) / RERUNS_FILE
+    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()

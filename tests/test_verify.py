@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from analysis import robustness
+from analysis import provenance, robustness
+from analysis.load import read_results
 from odyssey.cli import main
 from odyssey.commands.verify import read_reruns
 from study import results, runner
@@ -40,6 +41,8 @@ def test_reruns_of_a_packed_study_are_bitwise_its_records(tmp_path, smoke, capsy
     again = read_reruns(cfg.study_dir)
     assert len(again) == 6 and not again.duplicated(["variant", "trial"]).any()
     assert "6 reruns: 6 bitwise identical" in capsys.readouterr().out
+    text = provenance.reruns(read_results("smoke", res).reruns)  # the report's sentence
+    assert text.startswith("6 recorded trials were retrained") and "6 reproduced" in text
 
 
 def test_a_recorded_number_that_differs_is_found_with_its_relative_difference(
@@ -63,6 +66,8 @@ def test_a_recorded_number_that_differs_is_found_with_its_relative_difference(
     assert row["rel_test"] == pytest.approx(1 / 1.01 - 1, rel=1e-9)
     assert row["rel_val"] == 0
     assert "1 reruns: 0 bitwise identical" in capsys.readouterr().out
+    text = provenance.reruns(read_results("smoke", tmp_path / "res").reruns)
+    assert "0 reproduced" in text and "moved by 9.9e-03 relative (median)" in text
 
 
 def test_verify_names_the_valid_numerics(tmp_path, smoke, capsys):

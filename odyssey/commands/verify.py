@@ -20,8 +20,6 @@ from typing import Any
 
 log = logging.getLogger("odyssey")
 
-RERUNS_FILE = "reruns.parquet"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -129,8 +127,10 @@ def _sample(population, reruns, per_pair: int, seed: int):
 def read_reruns(sdir: Path):
     import pandas as pd
 
-    path = sdir / RERUNS_FILE
-    return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=_COLUMNS)
+    from study import results
+
+    found = results.read_reruns(sdir)
+    return found if len(found.columns) else pd.DataFrame(columns=_COLUMNS)
 
 
 _COLUMNS = [
@@ -187,7 +187,7 @@ def _rerun(sdir: Path, cfg, sample, reruns):
         new = _compare(row, got, version, time.perf_counter() - t0, now_iso())
         reruns = pd.concat([reruns, pd.DataFrame([new], columns=_COLUMNS)], ignore_index=True)
         results._atomic_write(
-            pa.Table.from_pandas(reruns, preserve_index=False), sdir / RERUNS_FILE
+            pa.Table.from_pandas(reruns, preserve_index=False), sdir / results.RERUNS_FILE
         )
         eta = (time.perf_counter() - started) / i * (len(rows) - i)
         log.info(
