@@ -64,16 +64,26 @@ Dimensions = dict[str, tuple[str, str, Any]]  # key -> (results column, label, e
 
 
 def extra_dimensions(extra: dict[str, Any] | None) -> tuple[Dimensions, dict[str, tuple]]:
-    """A study's own numeric search dimensions (`space.extra` of its config: float or int, on a
-    log scale when `log`), as further fANOVA inputs (columns `hp_<name>`, expanded from the
-    table's `hp_extra`), and their boxes in analysis units. Categorical ones are left out."""
+    """A study's own search dimensions (`space.extra` of its config), as further fANOVA inputs
+    (columns `hp_<name>`, expanded from the table's `hp_extra`), and their boxes in analysis
+    units. Float and int: their values (log10 when `log`). Categorical: the index of the value
+    in `choices`, in the box [-0.5, c - 0.5], so that the uniform measure gives every choice the
+    same weight (1/c), as fANOVA's own categorical dimensions do; a value not among the choices
+    reads as missing."""
     dims: Dimensions = {}
     boxes: dict[str, tuple] = {}
     for name, d in (extra or {}).items():
-        if not isinstance(d, dict) or d.get("type") not in ("float", "int"):
+        if not isinstance(d, dict):
+            continue
+        if d.get("type") == "categorical" and d.get("choices"):
+            index = {choice: i for i, choice in enumerate(d["choices"])}
+            dims[name] = (f"hp_{name}", f"{name} (categorical)", _choice_index(index))
+            boxes[name] = (-0.5, len(index) - 0.5)
+            continue
+        if d.get("type") not in ("float", "int"):
             continue
         log = bool(d.get("log"))
-        enc = np.log10 if log else (lambda v: np.asarray(v, float))
+        enc = np.log10 if log else _as_float
         dims[name] = (f"hp_{name}", f"log10({name})" if log else name, enc)
         try:
             lo, hi = float(d["low"]), float(d["high"])
@@ -83,6 +93,19 @@ def extra_dimensions(extra: dict[str, Any] | None) -> tuple[Dimensions, dict[str
     return dims, boxes
 
 
+def _as_float(values: Any) -> np.ndarray:
+    return np.asarray(values, float)
+
+
+def _choice_index(index: dict[Any, int]):
+    """values -> their position among a categorical dimension's choices (NaN: not a choice)."""
+
+    def encode(values: Any) -> np.ndarray:
+        return np.array([index.get(v, np.nan) for v in values], dtype=float)
+
+    return encode
+
+
 def encode(trials: pd.DataFrame, dims: Dimensions | None = None) -> pd.DataFrame:
     """The hyperparameters in analysis units, one column per key of `dims` (the paper's four
     unless a study adds its own)."""
@@ -90,13 +113,19 @@ def encode(trials: pd.DataFrame, dims: Dimensions | None = None) -> pd.DataFrame
     with np.errstate(divide="ignore", invalid="ignore"):
         return pd.DataFrame(
             {
-                k: enc(trials[col].to_numpy(float))
-                if col in trials
-                else np.full(len(trials), np.nan)
+                k: enc(_values(trials[col])) if col in trials else np.full(len(trials), np.nan)
                 for k, (col, _, enc) in dims.items()
             },
             index=trials.index,
         )
+
+
+def _values(column: pd.Series) -> np.ndarray:
+    """A column as numbers where it holds numbers, as it is otherwise (a categorical's)."""
+    try:
+        return column.to_numpy(float)
+    except (TypeError, ValueError):
+        return column.to_numpy(object)
 
 
 def analysis_bounds(

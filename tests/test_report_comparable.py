@@ -458,3 +458,44 @@ def test_a_studys_own_dimension_enters_the_fanova():
     pooled = got.importance[(got.importance["group"] == importance.POOLED)]
     main = pooled[pooled["kind"] == "main"].set_index("hp")["fraction"]
     assert main["weight_decay"] > 0.5 and main.drop("weight_decay").max() < main["weight_decay"] / 5
+
+
+def test_a_categorical_dimension_enters_the_fanova_with_equal_weight_per_choice():
+    """A categorical dimension of `space.extra` is analysed as the index of its choice: when it
+    alone decides the metric it takes most of the variance; a value that is not a choice makes
+    the group unanalysable (named), never a silent guess."""
+    import json
+
+    from analysis import importance
+    from analysis.load import normalise
+
+    rng = np.random.default_rng(1)
+    n = 60
+    act = rng.choice(["tanh", "relu", "sigmoid"], n)
+    effect = {"tanh": 8.5, "relu": 9.5, "sigmoid": 12.0}
+    df = pd.DataFrame(
+        {
+            "task": "jsb_chorales",
+            "variant": "V",
+            "status": "complete",
+            "trial": range(n),
+            "hp_hidden_size": rng.integers(20, 200, n),
+            "hp_learning_rate": 10 ** rng.uniform(-6, -2, n),
+            "hp_momentum": 1 - 10 ** rng.uniform(-2, 0, n),
+            "hp_input_noise": rng.uniform(0, 1, n),
+            "hp_extra": [json.dumps({"activation": a}) for a in act],
+            "val_metric": [effect[a] for a in act],
+            "test_metric": [effect[a] for a in act],
+        }
+    )
+    trials = normalise(df)
+    extra = {"activation": {"type": "categorical", "choices": ["tanh", "relu", "sigmoid"]}}
+    x = importance.encode(trials, importance.extra_dimensions(extra)[0])
+    assert x["activation"].tolist() == [["tanh", "relu", "sigmoid"].index(a) for a in act]
+    got = importance.analyse(trials, ["jsb_chorales"], ["V"], {}, n_trees=16, extra=extra)
+    pooled = got.importance[(got.importance["group"] == importance.POOLED)]
+    main = pooled[pooled["kind"] == "main"].set_index("hp")["fraction"]
+    assert main["activation"] > 0.7 and main.drop("activation").max() < 0.05
+    trials.loc[0, "hp_activation"] = "gelu"  # recorded, but not one of the configured choices
+    got = importance.analyse(trials, ["jsb_chorales"], ["V"], {}, n_trees=4, extra=extra)
+    assert "missing or out of range" in got.skipped["reason"].iloc[0]
