@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_variants import _run_torch as run_torch
 from torch import nn
 
 import tasks
@@ -29,13 +30,6 @@ BOTH = pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"]
 def batch(m=5, t=7, lengths=(7, 4, 1), seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(t, len(lengths), m, generator=g, dtype=dtype), torch.tensor(lengths)
-
-
-def run_torch(rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor):
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
-    out, state = rnn(packed)
-    out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])
-    return out, state
 
 
 # ------------------------------------------------------------------------------------- cells
