@@ -65,9 +65,7 @@ CASES: dict[str, tuple[str, TrainConfig, int, dict[str, tuple[dict[str, Any], in
     ),
     "adam": (
         "V",
-        TrainConfig(
-            batch_size=1, max_epochs=3, patience=3, eval_batch_size=2, optimizer="adam"
-        ),
+        TrainConfig(batch_size=1, max_epochs=3, patience=3, eval_batch_size=2, optimizer="adam"),
         2,
         {"ok": (_hp(5, 0.01, 0.0, 0.2), 21), "boom": (_hp(5, 1e38, 0.0, 0.0), 22)},
     ),
