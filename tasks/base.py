@@ -229,7 +229,8 @@ def time_mask(
 ) -> torch.Tensor:
     """`(T, B)` bool mask, True where t < length."""
     steps = torch.arange(t_max, device=device).unsqueeze(1)
-    return steps < lengths.to(device).unsqueeze(0)
+    # lengths live on the host and are never written after collation: the copy need not wait
+    return steps < lengths.to(device, non_blocking=True).unsqueeze(0)
 
 
 # ------------------------------------------------------------------------ prepared data on disk
