@@ -9,7 +9,7 @@ its parameters and state untouched, so nothing of it reaches another slot and it
 those of the step it diverged in). The host learns of a bad slot when it reads the flags (`read`,
 the engine's one door for host reads): after every step on the CPU, where a read costs nothing and
 a diverged trial stops at once; once per epoch elsewhere, where a read stalls the launch queue
-(`POLICY`). Either way a trial's numbers are the same (tests/test_devsync.py).
+(`POLICY`). Either way a trial's numbers are the same (tests/test_engine_reads.py).
 
 On CUDA the step's inputs go to the device from pinned memory without blocking, and its input
 noise is drawn there in one launch for the pack (`study.noise`).

@@ -1,5 +1,5 @@
 """Reference runs of the training engine, and the fixture of their numbers
-(tests/data/engine_reference.json) that tests/test_devsync.py holds the engine to bitwise.
+(tests/data/engine_reference.json) that tests/test_engine_reads.py holds the engine to bitwise.
 
 The fixture was written with this script at commit 11b1a75 (before the engine kept finiteness,
 noise and evaluation sums on the device), on the CPU:
