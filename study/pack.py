@@ -31,6 +31,15 @@ operation and step for all trials, TF32 off): equal to alone within float roundi
 Slots: a trial that stops is yielded at once and frees its slot; the next trial of the queue takes
 it at the start of the next pack epoch, so the trials stay in phase (every trial's epoch has the
 same number of steps) and one evaluation pass serves all of them.
+
+What the host reads, and when (`study.step`: every read goes through `study.step.read`): a step
+reads nothing. Each slot's loss is checked on the device; a slot whose loss is not finite gets a
+zero gradient and is frozen (the optimizer leaves it as it is) until the host reads the flags:
+after every step on the CPU (a diverged trial stops at once), once at the end of the epoch
+elsewhere (one read of every slot's flags, its parameters' finiteness and its summed training
+loss). Evaluation reads each split's error sums once (`study.evaluation`). A trial's numbers do
+not depend on when the flags are read. On CUDA a step's inputs are copied from pinned memory
+without waiting, and its input noise is drawn on the device (`study.noise`).
 """
 
 from __future__ import annotations

@@ -121,6 +121,18 @@ def test_a_slot_diverging_mid_epoch_is_frozen_and_its_neighbour_untouched(monkey
     _same(runs["step"][1], runs["epoch"][1])
 
 
+def test_an_optimizer_that_cannot_freeze_is_guarded_by_the_engine(monkeypatch):
+    """A plug-in optimizer without `set_frozen`: the engine zeroes a bad slot's gradient and puts
+    its parameters back after each later step, with the same outcome under both policies."""
+    from study import optimizers
+
+    class NoFreeze(NesterovStep):
+        set_frozen = None  # as a plug-in that does not offer it
+
+    monkeypatch.setattr(optimizers, "get", lambda name: NoFreeze)
+    test_a_slot_diverging_mid_epoch_is_frozen_and_its_neighbour_untouched(monkeypatch)
+
+
 @pytest.mark.parametrize("opt", ["nesterov", "adam"])
 def test_a_frozen_trial_keeps_its_rows_and_the_others_update_as_without_it(opt):
     """NaN gradients in the frozen trial's rows: its parameters and state stay bitwise, the
