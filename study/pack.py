@@ -243,9 +243,11 @@ def _run(
     pack = _Pack(task, variant, hidden, k, device, own, settings)
     state, noise = step.DeviceSlots(k, device), PackNoise(k, device)
     every_step = step.policy(device) == "step"
-    guard = not callable(getattr(pack.opt, "set_frozen", None))  # else it freezes bad slots
-    if not guard:
+    guard = None  # the optimizer freezes bad slots itself, else the step guards them
+    if callable(getattr(pack.opt, "set_frozen", None)):
         pack.opt.set_frozen(state.bad)
+    else:
+        guard = "zero" if every_step else "restore"
     queue = deque(trials)
     slot: list[_Slot | None] = [None] * k
     train_set = splits["train"]

@@ -130,16 +130,21 @@ def _batches(task: Task, data, slot, live, start, bs, noise: PackNoise) -> dict[
     return batches
 
 
+GUARDS = (None, "zero", "restore")
+
+
 def train_step(pack: Any, task: Task, data, slot, live, start, bs, state: DeviceSlots,
-               noise: PackNoise, guard: bool) -> None:  # fmt: skip
+               noise: PackNoise, guard: str | None = None) -> None:  # fmt: skip
     """One minibatch of every live slot: its own sequences and noise, one forward and backward
-    pass for the pack, one optimizer step (a bad slot frozen). `guard`: the optimizer cannot
-    freeze a slot itself (`set_frozen`), so the bad slots' parameters are put back after it."""
+    pass for the pack, one optimizer step (a bad slot frozen). `guard`, for an optimizer that
+    cannot freeze a slot itself (`set_frozen`): "zero" gives a bad slot a zero gradient (as if
+    left out of backward); "restore" also puts back, after the step, the parameters of the slots
+    that were bad before it (needed where they train on until the epoch's end)."""
     batches = _batches(task, data, slot, live, start, bs, noise)
     first = batches[live[0]]
     b, m = first.x.shape[1], first.x.shape[2]
     t_len = max(batch.x.shape[0] for batch in batches.values())
-    x = host_tensor((pack.k, t_len, b, m), first.x.dtype, pack.device)  # (K, T, B, M)
+    x = host_tensor((pack.k, t_len, b, m), torch.get_default_dtype(), pack.device)  # (K, T, B, M)
     lengths = torch.ones(pack.k, b, dtype=torch.int64)  # (K, B), read by the model on the host
     for s, batch in batches.items():
         x[s, : batch.x.shape[0]] = batch.x
@@ -157,8 +162,8 @@ def train_step(pack: Any, task: Task, data, slot, live, start, bs, state: Device
         )  # fmt: skip
     # an optimizer that cannot freeze a slot: the slots bad before this step are put back after
     # it, and a slot going bad now gets a zero gradient (its step is then the optimizer's own)
-    was = state.bad.clone() if guard else None
-    saved = [p.detach().clone() for p in pack.params] if guard else None
+    was = state.bad.clone() if guard == "restore" else None
+    saved = [p.detach().clone() for p in pack.params] if guard == "restore" else None
     pack.opt.look_ahead()
     logits = pack.model.forward_trials(x, lengths, live, pack.own_units)
     sums = [task.loss(out, batches[s]) for s, out in zip(live, logits, strict=True)]
@@ -173,7 +178,7 @@ def train_step(pack: Any, task: Task, data, slot, live, start, bs, state: Device
                 if p.grad is not None:
                     p.grad.copy_(torch.where(_rows(state.bad, p), 0.0, p.grad))
     pack.opt.step(pack.masks)
-    if guard:
+    if was is not None and saved is not None:
         with torch.no_grad():
             for p, before in zip(pack.params, saved, strict=True):
                 p.copy_(torch.where(_rows(was, p), before, p))

@@ -6,8 +6,8 @@ three small, disjoint, non-empty splits; `collate` makes a time-major batch `x (
 their sum with the number of sequences (so minibatch and corpus means are taken by the trainer,
 not inside the task); `errors` gives `metric -> (sum, count)` pairs that add up across batches, so
 split metrics are corpus-level ratios (each a number or a 0-d tensor: a tensor stays on the device
-until the trainer reads a split's sums at once). `check_task` checks each on the task's tiny data with
-random logits; the built-in tasks pass the same checks (tests/test_contract.py).
+until the trainer reads a split's sums at once). `check_task` checks each on the task's tiny data
+with random logits; the built-in tasks pass the same checks (tests/test_contract.py).
 """
 
 from __future__ import annotations
