@@ -28,9 +28,9 @@ Where a spec runs in the reference loop on the CPU, trials run one at a time, ea
 size, which keeps that true. On CUDA the pack is batched over its padded width (one launch per
 operation and step for all trials, TF32 off): equal to alone within float rounding only.
 
-Slots: a trial that stops is yielded at once and frees its slot; the next trial of the queue takes
-it at the start of the next pack epoch, so the trials stay in phase (every trial's epoch has the
-same number of steps) and one evaluation pass serves all of them.
+Slots: a trial that stops is yielded as soon as the host knows (below) and frees its slot; the
+next trial of the queue takes it at the start of the next pack epoch, so the trials stay in phase
+(every trial's epoch has the same number of steps) and one evaluation pass serves all of them.
 
 What the host reads, and when (`study.step`: every read goes through `study.step.read`): a step
 reads nothing. Each slot's loss is checked on the device; a slot whose loss is not finite gets a
