@@ -295,6 +295,29 @@ def test_every_variant_compiles_for_a_gpu(dtype):
     _compile_for_sm90(dtype, list(VARIANTS))
 
 
+COMPILE_NOISE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from variants.fast import triton_noise
+
+for per_slot in ("i32", "i64"):
+    sig = {"x": "*fp32", "meta": "*i64", "std": "*fp32", "per_slot": per_slot, "BLOCK": "constexpr"}
+    src = ASTSource(triton_noise._add_noise, sig, constexprs={(4,): triton_noise.BLOCK})
+    assert "ptx" in triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm
+print("compiled")
+"""
+
+
+def test_noise_kernel_compiles_for_a_gpu():
+    """The noise kernel compiled for an H100 (sm_90) as the GPU would, without one."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE_NOISE], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
 def _trial_noise(monkeypatch, k, s, t_len, steps, std=1.0, seed=9, draws=2, b=2, m=3):
     """The noise the trial of generator seed `seed` gets in slot `s` of a pack of `k` (padded
     length `t_len`, its own `steps`) at each of `draws` steps; slot 0 holds a neighbour when
