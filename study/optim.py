@@ -60,10 +60,11 @@ class NesterovStep:
         self._eps = [self.eps.view(*lead, *[1] * (p.dim() - len(lead))) for p in self.params]
         self.frozen: torch.Tensor | None = None
 
-    def set_frozen(self, frozen: torch.Tensor) -> None:
-        """`frozen (trials,)` bool, on the parameters' device and updated there by its owner:
-        `look_ahead` and `step` leave a frozen trial's parameters and velocity exactly as they
-        are (a pack's diverged trial, `study.step`); the others' updates are unchanged."""
+    def set_frozen(self, frozen: torch.Tensor | None) -> None:
+        """`frozen (trials,)` bool, on the parameters' device and updated there by its owner
+        (or None: none): `look_ahead` and `step` leave a frozen trial's parameters and velocity
+        exactly as they are (a pack's diverged trial, `study.step`); the others' updates are
+        unchanged."""
         self.frozen = frozen
 
     def _rows(self, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

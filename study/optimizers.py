@@ -12,11 +12,11 @@ The contract (a plug-in optimizer, named by import path in `training.optimizer`,
     zero_grad()
     step(masks=None)                    after backward; `masks` (0/1 per parameter) zero a
                                         pack's padded units' gradients first
-    set_frozen(frozen)                  optional: `frozen (K,)` bool on the device, updated in
-                                        place by the pack; look_ahead and step leave a frozen
+    set_frozen(frozen)                  optional: `frozen (K,)` bool on the device (or None),
+                                        set before look_ahead and step; they leave a frozen
                                         trial exactly as it is. Without it the pack gives a
-                                        diverged trial a zero gradient and restores its
-                                        parameters after each later step (a copy a step)
+                                        diverged trial a zero gradient and, where it trains
+                                        on, restores its parameters after each step
 
 `nesterov` is pylstm's NesterovStep as Greff et al. 2017 trained (`study.optim`). `adam` is
 torch.optim.Adam's update (Kingma and Ba 2015) with per-trial step counts; `beta1`, `beta2` and
@@ -53,7 +53,7 @@ class Adam:
         self.eps = 1e-8
         self.frozen: torch.Tensor | None = None
 
-    def set_frozen(self, frozen: torch.Tensor) -> None:
+    def set_frozen(self, frozen: torch.Tensor | None) -> None:
         """As `NesterovStep.set_frozen`: a frozen trial's parameters and moments stay as they
         are, and its step count does not advance."""
         self.frozen = frozen

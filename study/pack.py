@@ -32,14 +32,15 @@ Slots: a trial that stops is yielded as soon as the host knows (below) and frees
 next trial of the queue takes it at the start of the next pack epoch, so the trials stay in phase
 (every trial's epoch has the same number of steps) and one evaluation pass serves all of them.
 
-What the host reads, and when (`study.step`: every read goes through `study.step.read`): a step
-reads nothing. Each slot's loss is checked on the device; a slot whose loss is not finite gets a
-zero gradient and is frozen (the optimizer leaves it as it is) until the host reads the flags:
-after every step on the CPU (a diverged trial stops at once), once at the end of the epoch
-elsewhere (one read of every slot's flags, its parameters' finiteness and its summed training
-loss). Evaluation reads each split's error sums once (`study.evaluation`). A trial's numbers do
-not depend on when the flags are read. On CUDA a step's inputs are copied from pinned memory
-without waiting, and its input noise is drawn on the device (`study.noise`).
+What the host reads, and when (`study.step`: every read goes through `study.step.read`): each
+slot's loss is checked on the device; a slot whose loss is not finite gets a zero gradient and is
+frozen (the optimizer leaves it as it is) until the host reads the flags: in every step, as soon
+as its losses are known, on the CPU (a diverged trial stops at once; a step without one skips the
+freezing); once at the end of the epoch elsewhere (one read of every slot's flags, its
+parameters' finiteness and its summed training loss). Evaluation reads each split's error sums
+once (`study.evaluation`). A trial's numbers do not depend on when the flags are read. On CUDA a
+step's inputs are copied from pinned memory without waiting, and its input noise is drawn on the
+device (`study.noise`).
 """
 
 from __future__ import annotations
@@ -243,11 +244,6 @@ def _run(
     pack = _Pack(task, variant, hidden, k, device, own, settings)
     state, noise = step.DeviceSlots(k, device), PackNoise(k, device)
     every_step = step.policy(device) == "step"
-    guard = None  # the optimizer freezes bad slots itself, else the step guards them
-    if callable(getattr(pack.opt, "set_frozen", None)):
-        pack.opt.set_frozen(state.bad)
-    else:
-        guard = "zero" if every_step else "restore"
     queue = deque(trials)
     slot: list[_Slot | None] = [None] * k
     train_set = splits["train"]
@@ -272,9 +268,9 @@ def _run(
     def live() -> list[int]:
         return [s for s in range(k) if slot[s] is not None]
 
-    def check(finite: torch.Tensor | None = None) -> dict[int, float]:
-        """One read of the live slots' flags: a bad loss, then (with `finite`, at an epoch's
-        end) bad weights finish a trial. Returns the others' summed training losses."""
+    def check(finite: torch.Tensor) -> dict[int, float]:
+        """One read of the live slots' flags at an epoch's end: a bad loss not read yet, then
+        bad weights finish a trial. Returns the others' summed training losses."""
         totals = {}
         for s, (bad, value, ok, total) in state.flags(live(), finite).items():
             if bad:
@@ -312,9 +308,13 @@ def _run(
         for start in range(0, n, bs):
             if not live():
                 break
-            step.train_step(pack, task, train_set, slot, live(), start, bs, state, noise, guard)
-            if every_step:
-                check()
+            flags = step.train_step(
+                pack, task, train_set, slot, live(), start, bs, state, noise, every_step
+            )
+            for s, (bad, value, _, _) in (flags or {}).items():
+                if bad:
+                    finish(s, f"training loss became {value} in epoch {slot[s].epoch}")
+            if flags is not None:
                 yield from ready
                 ready.clear()
         totals = check(pack.finite())  # a bad loss not read yet, then the parameters

@@ -1,15 +1,16 @@
 """One training step of a pack (`study.pack`) and the per-slot state it keeps on the device.
 
-A step reads nothing back to the host. Each live slot's loss is tested for finiteness on the
-device: `DeviceSlots.bad` marks a slot whose loss was not finite (now or earlier this epoch),
-`bad_value` holds its first non-finite loss, `loss_total` its summed training loss (float64: the
-same additions as Python's floats). Backward runs on every live slot's loss, with gradient 1 for
-a good slot and 0 for a bad one, and the optimizer leaves a bad slot exactly as it was (frozen:
-its parameters and state untouched, so nothing of it reaches another slot and its weights are
-those of the step it diverged in). The host learns of a bad slot when it reads the flags (`read`,
-the engine's one door for host reads): after every step on the CPU, where a read costs nothing and
-a diverged trial stops at once; once per epoch elsewhere, where a read stalls the launch queue
-(`POLICY`). Either way a trial's numbers are the same (tests/test_engine_reads.py).
+Each live slot's loss is tested for finiteness on the device: `DeviceSlots.bad` marks a slot
+whose loss was not finite (now or earlier this epoch), `bad_value` holds its first non-finite
+loss, `loss_total` its summed training loss (float64: the same additions as Python's floats).
+Backward runs on every live slot's loss, with gradient 1 for a good slot and 0 for a bad one, and
+the optimizer leaves a bad slot exactly as it was (frozen: its parameters and state untouched, so
+nothing of it reaches another slot and its weights are those of the step it diverged in). The host
+learns of a bad slot when it reads the flags (`read`, the engine's one door for host reads): in
+every step, once its losses are known, on the CPU, where a read costs nothing and a diverged trial
+stops at once (and a step without one skips the freezing); once per epoch elsewhere, where a read
+stalls the launch queue, so that a step reads nothing (`POLICY`). Either way a trial's numbers
+are the same (tests/test_engine_reads.py).
 
 On CUDA the step's inputs go to the device from pinned memory without blocking, and its input
 noise is drawn there in one launch for the pack (`study.noise`).
@@ -130,16 +131,15 @@ def _batches(task: Task, data, slot, live, start, bs, noise: PackNoise) -> dict[
     return batches
 
 
-GUARDS = (None, "zero", "restore")
-
-
 def train_step(pack: Any, task: Task, data, slot, live, start, bs, state: DeviceSlots,
-               noise: PackNoise, guard: str | None = None) -> None:  # fmt: skip
+               noise: PackNoise, every_step: bool) -> dict[int, tuple] | None:  # fmt: skip
     """One minibatch of every live slot: its own sequences and noise, one forward and backward
-    pass for the pack, one optimizer step (a bad slot frozen). `guard`, for an optimizer that
-    cannot freeze a slot itself (`set_frozen`): "zero" gives a bad slot a zero gradient (as if
-    left out of backward); "restore" also puts back, after the step, the parameters of the slots
-    that were bad before it (needed where they train on until the epoch's end)."""
+    pass for the pack, one optimizer step with the bad slots frozen. `every_step` (policy "step"):
+    the flags are read as soon as the losses are known (returned, `DeviceSlots.flags`), so a step
+    without a bad slot skips the freezing; no live slot is bad when such a step starts. An
+    optimizer that cannot freeze a slot (no `set_frozen`) gets a zero gradient for a bad slot
+    (as if left out of backward), and where bad slots train on (policy "epoch") their parameters
+    are put back after its step."""
     batches = _batches(task, data, slot, live, start, bs, noise)
     first = batches[live[0]]
     b, m = first.x.shape[1], first.x.shape[2]
@@ -160,19 +160,25 @@ def train_step(pack: Any, task: Task, data, slot, live, start, bs, state: Device
             x[s, : batch.x.shape[0]], batch.lengths, to_device(targets, pack.device),
             batch.target_lengths,
         )  # fmt: skip
-    # an optimizer that cannot freeze a slot: the slots bad before this step are put back after
-    # it, and a slot going bad now gets a zero gradient (its step is then the optimizer's own)
-    was = state.bad.clone() if guard == "restore" else None
-    saved = [p.detach().clone() for p in pack.params] if guard == "restore" else None
+    can_freeze = callable(getattr(pack.opt, "set_frozen", None))
+    restore = not can_freeze and not every_step
+    was = state.bad.clone() if restore else None
+    saved = [p.detach().clone() for p in pack.params] if restore else None
+    if can_freeze:  # under "step" no live slot is bad yet (empty slots have zero rates)
+        pack.opt.set_frozen(None if every_step else state.bad)
     pack.opt.look_ahead()
     logits = pack.model.forward_trials(x, lengths, live, pack.own_units)
     sums = [task.loss(out, batches[s]) for s, out in zip(live, logits, strict=True)]
     losses = [loss_sum / count for loss_sum, count in sums]  # summed over frames, per sequence
     weights = state.record(live, losses, [loss_sum for loss_sum, _ in sums])
+    flags = state.flags(live) if every_step else None
+    any_bad = flags is None or any(f[0] for f in flags.values())
     pack.opt.zero_grad()
     # each trial's gradient is its own loss's (nothing sums across trials); a bad one's is 0
     torch.autograd.backward(losses, grad_tensors=weights)
-    if guard:
+    if any_bad and can_freeze:
+        pack.opt.set_frozen(state.bad)
+    elif any_bad:
         with torch.no_grad():
             for p in pack.params:
                 if p.grad is not None:
@@ -184,6 +190,7 @@ def train_step(pack: Any, task: Task, data, slot, live, start, bs, state: Device
                 p.copy_(torch.where(_rows(was, p), before, p))
     for s, (_, count) in zip(live, sums, strict=True):
         slot[s].seqs += count
+    return flags
 
 
 def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
