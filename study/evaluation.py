@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from study.model import SequenceModel
-from study.step import read
+from study.step import batch_to, read
 from tasks.base import SequenceSet, Task, split_metrics
 
 EVAL_ELEMENTS = 2**26  # off the CPU: the largest evaluation activation of a pack, in elements
@@ -59,7 +59,7 @@ def evaluate_slots(
     pending: list[torch.Tensor] = []  # the tensors among them, read together at the end
     for start in range(0, len(order), rows):
         idx = order[start : start + rows]
-        batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx]).to(device)
+        batch = batch_to(task.collate([(data.inputs[i], data.targets[i]) for i in idx]), device)
         x = batch.x.unsqueeze(0).expand(k, *batch.x.shape)  # (K, T, B, M)
         lengths = batch.lengths.unsqueeze(0).expand(k, -1)
         logits = model.forward_trials(x, lengths, live, own_units)  # [(T, B, O)]

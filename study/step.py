@@ -61,6 +61,17 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device, non_blocking=device.type == "cuda")
 
 
+def batch_to(batch: Batch, device: torch.device, x: torch.Tensor | None = None) -> Batch:
+    """`batch` on `device` (its lengths stay on the host), copied without waiting from pinned
+    memory on CUDA; `x`: its inputs there already."""
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return to_device(t.pin_memory() if device.type == "cuda" else t, device)
+
+    x = move(batch.x) if x is None else x
+    return Batch(x, batch.lengths, move(batch.targets), batch.target_lengths)
+
+
 class DeviceSlots:
     """Per slot, on the device: `bad` (K,) bool, `bad_value` (K,) float64 (its first non-finite
     loss), `loss_total` (K,) float64 (summed losses of its good steps this epoch)."""
@@ -153,13 +164,7 @@ def train_step(pack: Any, task: Task, data, slot, live, start, bs, state: Device
     if noise.on_device:  # every slot's noise in one launch, each from its own seed and counter
         noise.add(x, {s: batches[s].x.shape[0] for s in live})
     for s, batch in batches.items():  # the loss's view of its batch: x as the model saw it
-        targets = batch.targets
-        if pack.device.type == "cuda":
-            targets = targets.pin_memory()
-        batches[s] = Batch(
-            x[s, : batch.x.shape[0]], batch.lengths, to_device(targets, pack.device),
-            batch.target_lengths,
-        )  # fmt: skip
+        batches[s] = batch_to(batch, pack.device, x[s, : batch.x.shape[0]])
     can_freeze = callable(getattr(pack.opt, "set_frozen", None))
     restore = not can_freeze and not every_step
     was = state.bad.clone() if restore else None
