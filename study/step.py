@@ -18,7 +18,6 @@ noise is drawn there in one launch for the pack (`study.noise`).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -31,11 +30,10 @@ POLICIES = ("step", "epoch")
 # elsewhere); tests force one. Not a training setting: it changes no number of any trial.
 POLICY: str | None = None
 reads = 0  # host reads through `read` since the process started (tests count them)
-log = logging.getLogger(__name__)
 
 
 def policy(device: torch.device) -> str:
-    """When flags are read: "step" (after every step) or "epoch" (once, at the epoch's end)."""
+    """When flags are read: "step" (in every step) or "epoch" (once, at the epoch's end)."""
     chosen = POLICY or ("step" if device.type == "cpu" else "epoch")
     if chosen not in POLICIES:
         raise ValueError(f"read policy {chosen!r}; valid: {', '.join(POLICIES)}")
