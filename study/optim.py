@@ -58,6 +58,17 @@ class NesterovStep:
         lead = [-1] if shape else []
         self._mu = [self.mu.view(*lead, *[1] * (p.dim() - len(lead))) for p in self.params]
         self._eps = [self.eps.view(*lead, *[1] * (p.dim() - len(lead))) for p in self.params]
+        self.frozen: torch.Tensor | None = None
+
+    def set_frozen(self, frozen: torch.Tensor | None) -> None:
+        """`frozen (trials,)` bool, on the parameters' device and updated there by its owner
+        (or None: none): `look_ahead` and `step` leave a frozen trial's parameters and velocity
+        exactly as they are (a pack's diverged trial, `study.step`); the others' updates are
+        unchanged."""
+        self.frozen = frozen
+
+    def _rows(self, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return t.view(-1, *[1] * (p.dim() - 1))
 
     @torch.no_grad()
     def set_trial(self, k: int, lr: float, momentum: float) -> None:
@@ -82,8 +93,17 @@ class NesterovStep:
 
     @torch.no_grad()
     def look_ahead(self) -> None:
-        torch._foreach_mul_(self.velocity, self._mu)
-        torch._foreach_add_(self.params, self.velocity)
+        if self.frozen is None:
+            torch._foreach_mul_(self.velocity, self._mu)
+            torch._foreach_add_(self.params, self.velocity)
+            return
+        # a frozen trial: v * 1 and p + (-0.0) leave every value as it is (NaN, -0.0 included)
+        mu = torch.where(self.frozen, 1.0, self.mu)  # (K,)
+        torch._foreach_mul_(self.velocity, [self._rows(mu, v) for v in self.velocity])
+        shift = [
+            torch.where(self._rows(self.frozen, v), -0.0, v) for v in self.velocity
+        ]  # (K, ...) each
+        torch._foreach_add_(self.params, shift)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -97,6 +117,8 @@ class NesterovStep:
         if not used:
             return
         grads = [self.params[i].grad for i in used]
+        if self.frozen is not None:  # a zero gradient leaves v and theta as they are (dv = +0)
+            grads = [torch.where(self._rows(self.frozen, g), 0.0, g) for g in grads]
         if masks is not None:
             torch._foreach_mul_(grads, [masks[i] for i in used])
         dv = torch._foreach_mul(grads, [self._eps[i] for i in used])

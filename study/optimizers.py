@@ -12,6 +12,11 @@ The contract (a plug-in optimizer, named by import path in `training.optimizer`,
     zero_grad()
     step(masks=None)                    after backward; `masks` (0/1 per parameter) zero a
                                         pack's padded units' gradients first
+    set_frozen(frozen)                  optional: `frozen (K,)` bool on the device (or None),
+                                        set before look_ahead and step; they leave a frozen
+                                        trial exactly as it is. Without it the pack gives a
+                                        diverged trial a zero gradient and, where it trains
+                                        on, restores its parameters after each step
 
 `nesterov` is pylstm's NesterovStep as Greff et al. 2017 trained (`study.optim`). `adam` is
 torch.optim.Adam's update (Kingma and Ba 2015) with per-trial step counts; `beta1`, `beta2` and
@@ -46,6 +51,12 @@ class Adam:
             torch.zeros(trials, device=device, dtype=torch.float64) for _ in range(5)
         )
         self.eps = 1e-8
+        self.frozen: torch.Tensor | None = None
+
+    def set_frozen(self, frozen: torch.Tensor | None) -> None:
+        """As `NesterovStep.set_frozen`: a frozen trial's parameters and moments stay as they
+        are, and its step count does not advance."""
+        self.frozen = frozen
 
     @classmethod
     def for_trials(cls, params: Iterable[torch.nn.Parameter], trials: int) -> Adam:
@@ -77,7 +88,10 @@ class Adam:
 
     @torch.no_grad()
     def step(self, masks: list[torch.Tensor] | None = None) -> None:
-        self.t += (self.lr > 0).to(self.t.dtype)  # an empty slot counts no steps
+        counts = self.lr > 0  # an empty slot (or a frozen one) counts no steps
+        if self.frozen is not None:
+            counts = counts & ~self.frozen
+        self.t += counts.to(self.t.dtype)
         t = self.t.clamp(min=1)
         step_size = (self.lr / (1 - self.b1**t)).float()  # (K,), as torch.optim.Adam
         sqrt_bc2 = (1 - self.b2**t).sqrt().float()
@@ -87,10 +101,18 @@ class Adam:
                 continue
             g = p.grad if masks is None else p.grad * masks[i]
             g = g + _per_trial(wd, p) * p
-            m.mul_(_per_trial(b1, p)).add_((1 - _per_trial(b1, p)) * g)
-            v.mul_(_per_trial(b2, p)).add_((1 - _per_trial(b2, p)) * g * g)
+            if self.frozen is None:
+                m.mul_(_per_trial(b1, p)).add_((1 - _per_trial(b1, p)) * g)
+                v.mul_(_per_trial(b2, p)).add_((1 - _per_trial(b2, p)) * g * g)
+                denom = v.sqrt() / _per_trial(sqrt_bc2, p) + self.eps
+                p.sub_(_per_trial(step_size, p) * m / denom)
+                continue
+            # the same operations out of place; a frozen trial keeps its old values
+            keep = _per_trial(self.frozen, p)
+            m.copy_(torch.where(keep, m, m * _per_trial(b1, p) + (1 - _per_trial(b1, p)) * g))
+            v.copy_(torch.where(keep, v, v * _per_trial(b2, p) + (1 - _per_trial(b2, p)) * g * g))
             denom = v.sqrt() / _per_trial(sqrt_bc2, p) + self.eps
-            p.sub_(_per_trial(step_size, p) * m / denom)
+            p.copy_(torch.where(keep, p, p - _per_trial(step_size, p) * m / denom))
 
 
 OPTIMIZERS: dict[str, type] = {"nesterov": NesterovStep, "adam": Adam}

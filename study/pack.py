@@ -28,9 +28,19 @@ Where a spec runs in the reference loop on the CPU, trials run one at a time, ea
 size, which keeps that true. On CUDA the pack is batched over its padded width (one launch per
 operation and step for all trials, TF32 off): equal to alone within float rounding only.
 
-Slots: a trial that stops is yielded at once and frees its slot; the next trial of the queue takes
-it at the start of the next pack epoch, so the trials stay in phase (every trial's epoch has the
-same number of steps) and one evaluation pass serves all of them.
+Slots: a trial that stops is yielded as soon as the host knows (below) and frees its slot; the
+next trial of the queue takes it at the start of the next pack epoch, so the trials stay in phase
+(every trial's epoch has the same number of steps) and one evaluation pass serves all of them.
+
+What the host reads, and when (`study.step`: every read goes through `study.step.read`): each
+slot's loss is checked on the device; a slot whose loss is not finite gets a zero gradient and is
+frozen (the optimizer leaves it as it is) until the host reads the flags: in every step, as soon
+as its losses are known, on the CPU (a diverged trial stops at once; a step without one skips the
+freezing); once at the end of the epoch elsewhere (one read of every slot's flags, its
+parameters' finiteness and its summed training loss). Evaluation reads each split's error sums
+once (`study.evaluation`). A trial's numbers do not depend on when the flags are read. On CUDA a
+step's inputs are copied from pinned memory without waiting, and its input noise is drawn on the
+device (`study.noise`).
 """
 
 from __future__ import annotations
@@ -47,10 +57,11 @@ from typing import Any
 import torch
 
 import variants
-from study import optimizers
+from study import optimizers, step
 from study.config import TrainConfig
 from study.evaluation import evaluate_pack
 from study.model import SequenceModel, build_model, count_parameters, hidden_per_direction
+from study.noise import PackNoise
 from study.slots import copy_into_slot, param_blocks, take_from_slot
 from tasks.base import Splits, Task
 from variants import fast
@@ -78,8 +89,7 @@ class _Slot:
     best: dict[str, Any] = field(
         default_factory=lambda: {"epoch": 0, "val": math.nan, "test": {}, "train_loss": math.nan}
     )
-    loss_total: float = 0.0
-    seqs: int = 0
+    seqs: int = 0  # sequences trained this epoch (its summed loss is on the device)
     order: list[int] = field(default_factory=list)
 
 
@@ -162,11 +172,11 @@ class _Pack:
 
     @torch.no_grad()
     def finite(self) -> torch.Tensor:
-        """(K,) bool: slot k's parameters are all finite."""
+        """(K,) bool on the device: slot k's parameters are all finite."""
         ok = torch.ones(self.k, dtype=torch.bool, device=self.device)
         for p in self.params:
             ok &= torch.isfinite(p).flatten(1).all(1)
-        return ok.cpu()
+        return ok
 
 
 @contextmanager
@@ -232,6 +242,8 @@ def _run(
     hidden = pack_hidden(trials, meaning, task.bidirectional)
     own = numerics == "cpu-compiled" and settings.layers == 1
     pack = _Pack(task, variant, hidden, k, device, own, settings)
+    state, noise = step.DeviceSlots(k, device), PackNoise(k, device)
+    every_step = step.policy(device) == "step"
     queue = deque(trials)
     slot: list[_Slot | None] = [None] * k
     train_set = splits["train"]
@@ -256,6 +268,19 @@ def _run(
     def live() -> list[int]:
         return [s for s in range(k) if slot[s] is not None]
 
+    def check(finite: torch.Tensor) -> dict[int, float]:
+        """One read of the live slots' flags at an epoch's end: a bad loss not read yet, then
+        bad weights finish a trial. Returns the others' summed training losses."""
+        totals = {}
+        for s, (bad, value, ok, total) in state.flags(live(), finite).items():
+            if bad:
+                finish(s, f"training loss became {value} in epoch {slot[s].epoch}")
+            elif not ok:
+                finish(s, f"parameters became NaN/inf in epoch {slot[s].epoch}")
+            else:
+                totals[s] = total
+        return totals
+
     while True:
         for s in range(k):  # refill at the pack's epoch boundary: the trials stay in phase
             if slot[s] is None and queue:
@@ -268,26 +293,31 @@ def _run(
                     gen = torch.Generator().manual_seed(int(gen))
                 single = build_model(task, variant, h, gen, **pack.layers)  # its own init
                 pack.place(s, single, h, trial.hparams)
+                noise.take(s, gen, trial.hparams)
                 slot[s] = _Slot(trial, h, gen, count_parameters(single))
         if not live():
             return
         t_epoch = time.perf_counter()
+        state.start_epoch()
         for s in live():
             st = slot[s]
             st.epoch += 1
-            st.loss_total, st.seqs = 0.0, 0
+            st.seqs = 0
             st.order = torch.randperm(n, generator=st.gen).tolist()
         pack.model.train()
         for start in range(0, n, bs):
             if not live():
                 break
-            _train_step(pack, task, train_set, slot, live(), start, bs, finish)
-            yield from ready
-            ready.clear()
-        finite = pack.finite()
-        for s in live():
-            if not bool(finite[s]):
-                finish(s, f"parameters became NaN/inf in epoch {slot[s].epoch}")
+            flags = step.train_step(
+                pack, task, train_set, slot, live(), start, bs, state, noise, every_step
+            )
+            for s, (bad, value, _, _) in (flags or {}).items():
+                if bad:
+                    finish(s, f"training loss became {value} in epoch {slot[s].epoch}")
+            if flags is not None:
+                yield from ready
+                ready.clear()
+        totals = check(pack.finite())  # a bad loss not read yet, then the parameters
         yield from ready
         ready.clear()
         if not live():
@@ -298,7 +328,7 @@ def _run(
         for s in live():
             st = slot[s]
             st.share_s += seconds
-            train_loss = st.loss_total / max(st.seqs, 1)
+            train_loss = totals[s] / max(st.seqs, 1)
             if not math.isfinite(val[s][metric]):
                 finish(s, f"validation {metric} became {val[s][metric]} in epoch {st.epoch}")
                 continue
@@ -313,46 +343,6 @@ def _run(
                 finish(s, None)
         yield from ready
         ready.clear()
-
-
-def _train_step(pack: _Pack, task: Task, data, slot, live, start, bs, finish) -> None:
-    """One minibatch of every live slot: its own sequences and noise, one forward and backward
-    pass for the pack, one optimizer step. A slot whose loss is not finite is finished before
-    the update (as a trial alone stops), without touching the others."""
-    batches = {}
-    for s in live:
-        st = slot[s]
-        idx = st.order[start : start + bs]
-        batch = task.collate([(data.inputs[i], data.targets[i]) for i in idx])  # (T_s, B, ...)
-        noise = st.trial.hparams["input_noise"]
-        if noise > 0:  # fresh noise at every presentation, training only, from its own draws
-            batch.x = batch.x + noise * torch.randn(batch.x.shape, generator=st.gen)
-        batches[s] = batch
-    first = batches[live[0]]
-    b, m = first.x.shape[1], first.x.shape[2]
-    t_len = max(batch.x.shape[0] for batch in batches.values())
-    x = torch.zeros(pack.k, t_len, b, m)  # (K, T, B, M); empty slots are skipped
-    lengths = torch.ones(pack.k, b, dtype=torch.int64)
-    for s, batch in batches.items():
-        x[s, : batch.x.shape[0]] = batch.x
-        lengths[s] = batch.lengths
-        batches[s] = batch.to(pack.device)
-    pack.opt.look_ahead()
-    logits = pack.model.forward_trials(x.to(pack.device), lengths, live, pack.own_units)
-    sums = [task.loss(out, batches[s]) for s, out in zip(live, logits, strict=True)]
-    losses = [loss_sum / count for loss_sum, count in sums]  # summed over frames, per sequence
-    values = torch.stack([loss.detach() for loss in losses]).cpu().tolist()
-    ok = [math.isfinite(v) for v in values]
-    pack.opt.zero_grad()
-    if any(ok):  # each trial's gradient is its own loss's: nothing sums across trials
-        torch.autograd.backward([loss for loss, good in zip(losses, ok, strict=True) if good])
-    pack.opt.step(pack.masks)
-    for s, v, good, (loss_sum, count) in zip(live, values, ok, sums, strict=True):
-        if not good:
-            finish(s, f"training loss became {v} in epoch {slot[s].epoch}")
-        else:
-            slot[s].loss_total += float(loss_sum.detach())
-            slot[s].seqs += count
 
 
 def epoch_metrics(

@@ -3,7 +3,9 @@
 A task is a frozen spec plus plain functions: where its data comes from (`prepare`),
 how sequences become a time-major batch (`collate`), the loss as a *sum* over frames of each
 sequence together with the number of sequences (AlgoPerf style), and its errors as
-`(sum, count)` pairs so that split metrics are corpus-level ratios, never means of batch means.
+`(sum, count)` pairs so that split metrics are corpus-level ratios, never means of batch means
+(numbers or 0-d tensors: a tensor stays on the device until the trainer reads the split's sums in
+one go).
 A metric that is not a ratio names its way of combining the batches' pairs in `Task.aggregate`
 (`AGGREGATES`; `split_metrics` applies them).
 
@@ -139,7 +141,11 @@ class Task:
     # the loss of each sequence `(B,)` (its sum is `loss`): packs of trials (`study.pack`) take
     # each trial's share of a batch that holds the sequences of all of them
     sequence_loss: Callable[[torch.Tensor, Batch], torch.Tensor]
-    errors: Callable[[torch.Tensor, Batch], dict[str, tuple[float, int]]]  # metric -> (sum, count)
+    # metric -> (sum, count), each a number or a 0-d tensor (left on the device: the trainer
+    # reads a split's tensors in one go)
+    errors: Callable[
+        [torch.Tensor, Batch], dict[str, tuple[float | torch.Tensor, int | torch.Tensor]]
+    ]
     tiny: Callable[[np.random.Generator], Splits]  # small generated dataset for tests
     # bumped whenever prepare's output changes for the same arguments (a new generator, new
     # features): prepared data of another version is stale and is prepared again
@@ -223,7 +229,8 @@ def time_mask(
 ) -> torch.Tensor:
     """`(T, B)` bool mask, True where t < length."""
     steps = torch.arange(t_max, device=device).unsqueeze(1)
-    return steps < lengths.to(device).unsqueeze(0)
+    # lengths live on the host and are never written after collation: the copy need not wait
+    return steps < lengths.to(device, non_blocking=True).unsqueeze(0)
 
 
 # ------------------------------------------------------------------------ prepared data on disk

@@ -5,8 +5,9 @@ three small, disjoint, non-empty splits; `collate` makes a time-major batch `x (
 `lengths (B,)`; `sequence_loss` is each sequence's loss *summed* over its frames `(B,)`, `loss`
 their sum with the number of sequences (so minibatch and corpus means are taken by the trainer,
 not inside the task); `errors` gives `metric -> (sum, count)` pairs that add up across batches, so
-split metrics are corpus-level ratios. `check_task` checks each on the task's tiny data with
-random logits; the built-in tasks pass the same checks (tests/test_contract.py).
+split metrics are corpus-level ratios (each a number or a 0-d tensor: a tensor stays on the device
+until the trainer reads a split's sums at once). `check_task` checks each on the task's tiny data
+with random logits; the built-in tasks pass the same checks (tests/test_contract.py).
 """
 
 from __future__ import annotations
@@ -123,6 +124,14 @@ def _errors(task: Task, splits) -> str:
     for name, value in both.items():
         if not (isinstance(value, tuple) and len(value) == 2):
             raise _Found(f"errors()[{name!r}] must be a (sum, count) pair, got {value!r}")
+        for v in value:
+            if isinstance(v, torch.Tensor) and v.dim() != 0:
+                raise _Found(
+                    f"errors()[{name!r}] holds a tensor of shape {tuple(v.shape)}: a sum or "
+                    "count is a number or a 0-d tensor"
+                )
+            if not isinstance(v, (int, float, torch.Tensor)):
+                raise _Found(f"errors()[{name!r}] holds {v!r}: a number or a 0-d tensor")
     if len(idx) < 2:
         return "one validation sequence: additivity not checked"
     parts = []

@@ -183,9 +183,11 @@ def sequence_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 loss = summed(sequence_loss)  # (summed loss, batch size)
 
 
-def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[float, int]]:
+def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`nll`: (summed NLL, predicted frames) as 0-d tensors on the logits' device (read by the
+    trainer once per split)."""
     nll, mask = _nll(logits, batch)
-    return {"nll": (float(nll.sum()), int(mask.sum()))}
+    return {"nll": (nll.sum(), mask.sum())}
 
 
 def tiny(rng: np.random.Generator) -> Splits:

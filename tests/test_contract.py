@@ -141,6 +141,27 @@ def _mean_errors(logits, batch):
     return {k: (s / c, 1) for k, (s, c) in JSB.errors(logits, batch).items()}
 
 
+def _vector_errors(logits, batch):
+    return {k: (s.reshape(1), c) for k, (s, c) in JSB.errors(logits, batch).items()}
+
+
+def _float_errors(logits, batch):
+    return {k: (float(s), int(c)) for k, (s, c) in JSB.errors(logits, batch).items()}
+
+
+def test_errors_may_be_numbers_or_0d_tensors():
+    """JSB's errors are 0-d tensors; the same as Python numbers pass as well."""
+    assert isinstance(JSB.errors(*_jsb_batch())["nll"][0], torch.Tensor)
+    found = {c: ok for c, ok, _ in check_task(_broken(errors=_float_errors))}
+    assert all(found.values()), found
+
+
+def _jsb_batch():
+    data = JSB.tiny(np.random.default_rng(0))["valid"]
+    batch = JSB.collate([(data.inputs[0], data.targets[0])])
+    return torch.zeros(*batch.x.shape[:2], JSB.output_size), batch
+
+
 def _overlapping(rng):
     splits = JSB.tiny(rng)
     return {**splits, "test": splits["train"]}
@@ -151,6 +172,7 @@ def _overlapping(rng):
     [
         ({"loss": _mean_loss}, "loss a sum"),
         ({"errors": _mean_errors}, "errors (sum, count)"),
+        ({"errors": _vector_errors}, "errors (sum, count)"),
         ({"tiny": _overlapping}, "tiny splits disjoint, non-empty"),
         ({"metric_direction": "lower"}, "declared"),
         ({"metric": "accuracy"}, "errors (sum, count)"),

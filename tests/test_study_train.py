@@ -135,7 +135,7 @@ def test_evaluate_is_corpus_level():
     for i in range(len(data)):
         batch = JSB.collate([(data.inputs[i], data.targets[i])])
         with torch.no_grad():
-            sums.append(JSB.errors(model(batch.x, batch.lengths), batch)["nll"])
+            sums.append(tuple(map(float, JSB.errors(model(batch.x, batch.lengths), batch)["nll"])))
     ref = sum(s for s, _ in sums) / sum(c for _, c in sums)
     assert one == pytest.approx(ref, rel=1e-5) and big == pytest.approx(ref, rel=1e-5)
 
@@ -236,7 +236,7 @@ def _plain_loop(task, variant, hp, splits, settings, seed):
                     batch = task.collate([(x, y)])
                     with torch.no_grad():
                         e, c = task.errors(model(batch.x, batch.lengths), batch)[task.metric]
-                    errors, frames = errors + e, frames + c
+                    errors, frames = errors + float(e), frames + float(c)
                 metrics.append(errors / frames)
             out.append((total / seqs, *metrics))
     return out

@@ -36,6 +36,11 @@ def test_spec_and_tiny_data(name):
     assert task.metric in errs and errs[task.metric][1] > 0
 
 
+def _floats(errs: dict) -> dict:
+    """A task's (sum, count) pairs as floats (they may be 0-d tensors or numbers)."""
+    return {k: (float(e), float(c)) for k, (e, c) in errs.items()}
+
+
 @pytest.mark.parametrize("name", TASKS)
 def test_errors_are_sums_so_batches_add_up(name):
     """Corpus-level: errors over the whole split == sum of errors over its batches (or, for a
@@ -45,11 +50,12 @@ def test_errors_are_sums_so_batches_add_up(name):
     g = torch.Generator().manual_seed(0)
     whole = _batch(task, split)
     logits = torch.randn(*whole.x.shape[:2], task.output_size, generator=g)
-    total = task.errors(logits, whole)
+    total = _floats(task.errors(logits, whole))
     parts: dict = {}
     for b in range(whole.size):
         one = _batch(task, split.subset([b]))
-        for metric, e in task.errors(logits[: int(whole.lengths[b]), b : b + 1], one).items():
+        errs = _floats(task.errors(logits[: int(whole.lengths[b]), b : b + 1], one))
+        for metric, e in errs.items():
             parts.setdefault(metric, []).append(e)
     for metric, pair in total.items():
         if task.aggregate.get(metric, "ratio") == "ratio":

@@ -228,7 +228,7 @@ def test_every_masked_load_names_its_fill():
     from pathlib import Path
 
     folder = Path(triton_launch.__file__).parent
-    for name in ("triton_lstm.py", "triton_gru.py"):
+    for name in ("triton_lstm.py", "triton_gru.py", "triton_noise.py"):
         for node in ast.walk(ast.parse((folder / name).read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load":
                 words = {k.arg for k in node.keywords}
@@ -293,6 +293,123 @@ def test_fgr_kernels_compile_for_a_gpu():
 @pytest.mark.parametrize("dtype", ["fp32", "fp64"])
 def test_every_variant_compiles_for_a_gpu(dtype):
     _compile_for_sm90(dtype, list(VARIANTS))
+
+
+COMPILE_NOISE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from variants.fast import triton_noise
+
+for per_slot in ("i32", "i64"):
+    sig = {"x": "*fp32", "meta": "*i64", "std": "*fp32", "per_slot": per_slot, "BLOCK": "constexpr"}
+    src = ASTSource(triton_noise._add_noise, sig, constexprs={(4,): triton_noise.BLOCK})
+    assert "ptx" in triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm
+print("compiled")
+"""
+
+
+def test_noise_kernel_compiles_for_a_gpu():
+    """The noise kernel compiled for an H100 (sm_90) as the GPU would, without one."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE_NOISE], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
+def _trial_noise(monkeypatch, k, s, t_len, steps, std=1.0, seed=9, draws=2, b=2, m=3):
+    """The noise the trial of generator seed `seed` gets in slot `s` of a pack of `k` (padded
+    length `t_len`, its own `steps`) at each of `draws` steps; slot 0 holds a neighbour when
+    s != 0. Also checks that nothing lands past its steps."""
+    from study import noise
+
+    monkeypatch.setattr(noise, "ON_DEVICE", True)
+    pack = noise.PackNoise(k, torch.device(DEVICE))
+    assert pack.kernel
+    pack.take(s, torch.Generator().manual_seed(seed), {"input_noise": std})
+    lengths = {s: steps}
+    if s != 0:
+        pack.take(0, torch.Generator().manual_seed(seed + 1), {"input_noise": 1.0})
+        lengths[0] = t_len
+    out = []
+    for _ in range(draws):
+        x = torch.zeros(k, t_len, b, m, device=DEVICE)
+        pack.add(x, lengths)
+        assert torch.equal(x[s, steps:], torch.zeros_like(x[s, steps:]))
+        out.append(x[s, :steps].cpu())
+    return out
+
+
+def test_noise_of_a_trial_is_its_own_in_any_slot_pack_or_padding(monkeypatch, interpret):
+    """Philox noise (`variants.fast.triton_noise`): the same trial draws the same numbers alone,
+    in slot 2 of a pack of 3 beside another trial and padded to a longer T; each step's numbers
+    are fresh (the counter advanced), and std scales them (0.5: exactly half)."""
+    alone = _trial_noise(monkeypatch, 1, 0, 5, 5)
+    packed = _trial_noise(monkeypatch, 3, 2, 9, 5)
+    half = _trial_noise(monkeypatch, 3, 1, 7, 5, std=0.5)
+    for a, p, h in zip(alone, packed, half, strict=True):
+        assert torch.equal(a, p) and torch.equal(h, 0.5 * a)
+    assert not torch.equal(alone[0], alone[1])
+    other = _trial_noise(monkeypatch, 1, 0, 5, 5, seed=10)
+    assert not torch.equal(other[0], alone[0])
+
+
+def test_noise_is_standard_normal_and_one_launch_a_step(monkeypatch, interpret):
+    """Two trials of 50 x 4 x 25 numbers a step: mean about 0, std about its std (5 sigma of
+    the sample), the two uncorrelated; the whole pack in one launch."""
+    from study import noise
+
+    monkeypatch.setattr(noise, "ON_DEVICE", True)
+    pack = noise.PackNoise(2, torch.device(DEVICE))
+    for s, std in ((0, 1.0), (1, 0.5)):
+        pack.take(s, torch.Generator().manual_seed(s), {"input_noise": std})
+    x = torch.zeros(2, 50, 4, 25, device=DEVICE)
+    triton_launch.LAUNCHES.clear()
+    pack.add(x, {0: 50, 1: 50})
+    assert dict(triton_launch.LAUNCHES) == {"_add_noise": 1}
+    z0, z1 = x[0].flatten().cpu().double(), (x[1].flatten().cpu() / 0.5).double()
+    n = z0.numel()
+    for z in (z0, z1):
+        assert abs(float(z.mean())) < 5 / n**0.5
+        assert abs(float(z.std()) - 1.0) < 5 * (0.5 / n) ** 0.5
+    assert abs(float(torch.corrcoef(torch.stack([z0, z1]))[0, 1])) < 5 / n**0.5
+
+
+def test_a_trial_with_device_noise_trains_the_same_in_any_pack(monkeypatch, interpret):
+    """The engine with noise drawn by the kernel (forced on the CPU, interpreted): a trial beside
+    another gives, bitwise, every epoch's metrics it gives alone (its noise is its own)."""
+    import numpy as np
+
+    import tasks
+    from study import noise
+    from study.config import TrainConfig
+    from study.pack import PackTrial, train_pack
+
+    monkeypatch.setattr(noise, "ON_DEVICE", True)
+    jsb = tasks.get("jsb_chorales")
+    data = jsb.tiny(np.random.default_rng(0))
+    splits = {"train": data["train"].subset(range(4)), **{s: data[s] for s in ("valid", "test")}}
+    settings = TrainConfig(batch_size=1, max_epochs=2, patience=2, eval_batch_size=4)
+    hp = {"hidden_size": 4, "learning_rate": 0.05, "momentum": 0.9, "input_noise": 0.3}
+    trials = [PackTrial(0, hp, 1), PackTrial(1, {**hp, "hidden_size": 6, "input_noise": 0.1}, 2)]
+
+    def histories(pack):
+        got: dict = {}
+        run = train_pack(
+            jsb, "V", pack, splits, settings, len(pack),
+            lambda key, m: got.setdefault(key, []).append(m), DEVICE,
+        )  # fmt: skip
+        results = dict(run)
+        return {
+            k: [{n: v for n, v in m.items() if n != "time_s"} for m in h] for k, h in got.items()
+        }, results
+
+    triton_launch.LAUNCHES.clear()
+    (together, results), (alone, _) = histories(trials), histories(trials[:1])
+    assert triton_launch.LAUNCHES["_add_noise"] == 2 * 2 * 4  # two runs, one launch a step
+    assert together[0] == alone[0] and len(alone[0]) == 2
+    assert all(r["status"] == "complete" for r in results.values())
 
 
 @pytest.mark.gpu

@@ -19,7 +19,7 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     A pack `x (K, T, B, ...)` with `lengths (K, B)` is reversed along its dimension 1."""
     packed = lengths.dim() == 2
     t_len = x.shape[1] if packed else x.shape[0]
-    lens = lengths.to(x.device).unsqueeze(-2)  # (1, B) or (K, 1, B)
+    lens = lengths.to(x.device, non_blocking=True).unsqueeze(-2)  # (1, B) or (K, 1, B)
     steps = torch.arange(t_len, device=x.device).unsqueeze(1)  # (T, 1)
     index = torch.where(steps < lens, lens - 1 - steps, steps)  # (T, B) or (K, T, B)
     lead = index.dim()
@@ -130,7 +130,7 @@ class Recurrent(nn.Module):
         if active is not None:
             steps = torch.where(active.cpu(), steps, 0)
         outs, h_n, c_n = [], [], []
-        dev_lengths = lengths.to(x.device)
+        dev_lengths = lengths.to(x.device, non_blocking=True)  # from the host: no wait
         last = (dev_lengths - 1).unsqueeze(1)  # (K, 1, B)
         for d, cell in enumerate(self.cells):
             xd = x if d == 0 else reverse_padded(x, lengths)

@@ -30,9 +30,10 @@ missing=$(python3 benchmarks/device/deps.py --missing 2>&1)
 echo "missing: ${missing:-nothing}" | tr '\n' ' ' | tee -a "$out/summary.txt"
 echo
 # 1. correctness: the gpu-marked tests (the Triton kernels on CUDA against the reference loop,
-#    a CUDA pack equals the CPU pack, train_pack on CUDA equals single CPU runs)
+#    a CUDA pack equals the CPU pack, train_pack on CUDA equals single CPU runs, a CUDA training
+#    step never waits for the GPU)
 step gpu-tests 200 python3 -m pytest -m gpu -q -p no:cacheprovider \
-  tests/test_triton.py tests/test_fast.py tests/test_pack.py
+  tests/test_triton.py tests/test_fast.py tests/test_pack.py tests/test_engine_reads.py
 # 2. JSB Chorales, paper protocol, full corpus: 4 trials one at a time (a short baseline:
 #    batch-1 steps are launch-bound on a GPU) against packs of 64, 256 and 1024 of a 1024-trial
 #    sample (cut into width buckets as the study engine cuts them on CUDA)

@@ -87,8 +87,10 @@ def sequence_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 loss = summed(sequence_loss)  # (summed loss, batch size)
 
 
-def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[float, int]]:
-    """`frame_error` (61 classes) and `frame_error_39` (folded; true-`q` frames left out)."""
+def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`frame_error` (61 classes) and `frame_error_39` (folded; true-`q` frames left out): (wrong
+    frames, scored frames) as 0-d tensors on the logits' device (read by the trainer once per
+    split)."""
     t = logits.shape[0]
     mask = time_mask(batch.lengths, t, logits.device)  # (T, B)
     truth = batch.targets.to(logits.device)
@@ -100,8 +102,8 @@ def errors(logits: torch.Tensor, batch: Batch) -> dict[str, tuple[float, int]]:
     scored39 = mask & (t39 >= 0)
     wrong39 = (p39 != t39) & scored39
     return {
-        "frame_error": (float(wrong61.sum()), int(mask.sum())),
-        "frame_error_39": (float(wrong39.sum()), int(scored39.sum())),
+        "frame_error": (wrong61.sum(), mask.sum()),
+        "frame_error_39": (wrong39.sum(), scored39.sum()),
     }
 
 

@@ -166,5 +166,6 @@ def scan(cell, x: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, None
         cell.b_ih.unsqueeze(1), x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2)
     ).view(trials, t_len, batch, -1)  # (K, T, B, 3N)
     t_max = int(steps.max()) if trials else 0
-    h = GRUTriton.apply(xw, cell.R, cell.b_hh, steps.to(x.device, torch.int32), t_max)
+    dev_steps = steps.to(x.device, torch.int32, non_blocking=True)  # host steps: no wait
+    h = GRUTriton.apply(xw, cell.R, cell.b_hh, dev_steps, t_max)
     return h, None

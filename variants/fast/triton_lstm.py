@@ -367,6 +367,6 @@ def scan(cell, x: torch.Tensor, steps: torch.Tensor, need_cells: bool) -> tuple:
     xw = torch.bmm(x.reshape(trials, t_len * batch, m), cell.W.transpose(1, 2))
     xw = xw.view(trials, t_len, batch, -1)  # (K, T, B, G*N)
     t_max = int(steps.max()) if trials else 0
-    dev_steps = steps.to(x.device, torch.int32)
+    dev_steps = steps.to(x.device, torch.int32, non_blocking=True)  # host steps: no wait
     y, c = LSTMTriton.apply(xw, cell.b, cell.R, cell.p, cell.Rg, dev_steps, t_max, cell.spec)
     return y, (c if need_cells else None)
