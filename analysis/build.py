@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import comparable, importance, learning, paper, provenance, stats
+from analysis import comparable, importance, learning, paper, provenance, robustness, stats
 from analysis.load import StudyResults, read_results, space_bounds
 from analysis.model import Analysis, Settings
 from analysis.summary import summary_markdown
@@ -109,6 +109,30 @@ def _pairs_text(pairs: pd.DataFrame, prog: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def _with_rerun_noise(
+    significance: pd.DataFrame, trials: pd.DataFrame, res: StudyResults, s: Settings
+) -> pd.DataFrame:
+    """`significance` with `kept` / `kept_holm`: where `odyssey verify` found trials whose
+    numbers do not reproduce bitwise, the share of redraws of their metrics (with the measured
+    differences) that keep each verdict (`analysis.robustness`); NaN otherwise."""
+    out = significance.assign(kept=math.nan, kept_holm=math.nan)
+    noise = robustness.rerun_noise(trials, res.reruns)
+    if noise is None or not s.rerun_draws or out.empty:
+        return out
+    t0 = time.perf_counter()
+    movable, rel = noise
+    kept = robustness.resampled(
+        trials, movable, rel, res.variants, res.baseline, s.rerun_draws, s.seed, s.alpha
+    ).set_index(["task", "subset", "variant"])
+    key = pd.MultiIndex.from_frame(out[["task", "subset", "variant"]])
+    out["kept"] = kept["kept"].reindex(key).to_numpy()
+    out["kept_holm"] = kept["kept_holm"].reindex(key).to_numpy()
+    log.info(
+        "verdicts under rerun noise (%d redraws): %.1f s", s.rerun_draws, time.perf_counter() - t0
+    )
+    return out
+
+
 def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
     """All statistics of the report (no files written)."""
     s = settings or Settings()
@@ -133,6 +157,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         maximize,
     )
     log.info("significance tests: %.1f s", time.perf_counter() - t0)
+    significance = _with_rerun_noise(significance, trials, res, s)
     t0 = time.perf_counter()
     fan = importance.analyse(
         done_lower,

@@ -32,6 +32,7 @@ class Settings:
     fanova_target: str = "rank"  # 'rank' (robust) or 'metric' (capped at the fence)
     fanova_resamples: int = 40  # bootstrap resamples of the pooled fANOVA (0: none)
     fanova_resample_trees: int = 16  # trees per resample
+    rerun_draws: int = 200  # redraws of the verdicts with `odyssey verify`'s differences (0: none)
 
 
 @dataclass(frozen=True)

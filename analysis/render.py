@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from analysis import learning, plots, provenance
+from analysis import learning, plots, provenance, robustness
 from analysis.importance import wide
 from analysis.model import Analysis
 from analysis.page import banner, column_format, esc, figure, html, note, table
@@ -126,10 +126,13 @@ def ci_column(name: str, v: pd.Series, lo: pd.Series, hi: pd.Series) -> list[str
     return out
 
 
-def significance_tables(sig: pd.DataFrame, baseline: str) -> list[str]:
+def significance_tables(sig: pd.DataFrame, baseline: str, kept_note: str = "") -> list[str]:
     """Per subset: one table of the tested variants, and one line naming those with too few
-    trials (instead of rows of empty cells)."""
+    trials (instead of rows of empty cells); `kept_note` explains the `kept` columns, shown
+    where the study has trials whose numbers do not reproduce bitwise."""
     out = []
+    if "kept" in sig and sig["kept"].notna().any() and kept_note:
+        out.append(note(kept_note))
     for subset in SUBSETS:
         part = sig[sig["subset"] == subset]
         if part.empty:
@@ -159,6 +162,27 @@ def significance_tables(sig: pd.DataFrame, baseline: str) -> list[str]:
     return out
 
 
+def _percent(values: pd.Series) -> list[str]:
+    return ["" if pd.isna(v) else f"{v:.0%}" for v in values]
+
+
+def _kept_note(a: Analysis) -> str:
+    """What the `kept` columns mean, with the reruns they rest on."""
+    noise = robustness.rerun_noise(a.res.trials, a.res.reruns)
+    if noise is None or not a.settings.rerun_draws:
+        return ""
+    movable, rel = noise
+    return (
+        f"kept: {int(movable.sum())} trials of this study were recorded by code whose numbers "
+        f"do not reproduce bitwise (odyssey verify retrained {len(rel)} of them: median "
+        f"|relative difference| of the test metric {np.median(np.abs(rel[:, 1])):.1e}, largest "
+        f"{np.abs(rel[:, 1]).max():.1e}). Their metrics were redrawn {a.settings.rerun_draws} "
+        "times, each times 1 + a measured difference, and the tests rerun: kept is the share of "
+        "redraws that give the same verdict. Below about 95 %, the verdict is within that "
+        "code's numerical noise."
+    )
+
+
 def _significance_frame(sig: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -179,6 +203,11 @@ def _significance_frame(sig: pd.DataFrame, baseline: str) -> pd.DataFrame:
             "Hedges g [95% CI]": ci_column("g", sig["g"], sig["g_lo"], sig["g_hi"]),
             "p (Welch)": sig["p_welch"],
             "verdict (Welch)": sig["verdict_welch"],
+            **(
+                {"kept": _percent(sig["kept"]), "kept (Holm)": _percent(sig["kept_holm"])}
+                if "kept" in sig and sig["kept"].notna().any()
+                else {}
+            ),
         }
     )
 
@@ -234,7 +263,7 @@ def _task_parts(a: Analysis, task: str, title: str, figures_dir: Path) -> list[s
     ]
     if (sig["verdict"] == "no baseline").any():
         out.append(banner(f"No complete {res.baseline} trial: no variant could be tested."))
-    out += significance_tables(sig, res.baseline)
+    out += significance_tables(sig, res.baseline, _kept_note(a))
     out += _learning_part(a, task, title, metric, figures_dir)
     out += _importance_part(a, task, metric, figures_dir)
     done = a.done[a.done["task"] == task]

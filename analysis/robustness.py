@@ -30,10 +30,12 @@ VERDICTS = ("verdict", "verdict_holm")
 DELTAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # relative perturbations tried, in order
 
 
-def verdicts(trials: pd.DataFrame, variants: Sequence[str], baseline: str) -> pd.DataFrame:
+def verdicts(
+    trials: pd.DataFrame, variants: Sequence[str], baseline: str, alpha: float = 0.05
+) -> pd.DataFrame:
     """The Fig. 3 verdicts (raw and Holm) per (task, subset, variant) of a minimised table."""
     table = stats.compare_to_baseline(
-        stats.with_subsets(trials), list(variants), baseline, n_resamples=1
+        stats.with_subsets(trials), list(variants), baseline, alpha, n_resamples=1
     )
     return table.set_index(KEY)[list(VERDICTS)]
 
@@ -84,6 +86,7 @@ def resampled(
     baseline: str,
     draws: int = 200,
     seed: int = 0,
+    alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Per (task, subset, variant): the recorded verdicts and, over `draws` redraws of the
     `movable` trials' metrics (each times 1 + a row of `rel_diffs`, an (R, 2) array of measured
@@ -92,7 +95,7 @@ def resampled(
     rel_diffs = np.asarray(rel_diffs, dtype=float).reshape(-1, 2)
     if not len(rel_diffs):
         raise ValueError("no measured differences to draw from: rerun some trials first")
-    base = verdicts(trials, variants, baseline)
+    base = verdicts(trials, variants, baseline, alpha)
     kept = pd.DataFrame(0, index=base.index, columns=list(VERDICTS))
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(movable.to_numpy(bool))
@@ -103,8 +106,24 @@ def resampled(
             values = moved[col].to_numpy(float).copy()
             values[rows] *= 1.0 + e[:, j]
             moved[col] = values
-        kept += (verdicts(moved, variants, baseline) == base).astype(int)
+        kept += (verdicts(moved, variants, baseline, alpha) == base).astype(int)
     out = base.rename(columns={"verdict": "recorded", "verdict_holm": "recorded_holm"})
     out["kept"] = kept["verdict"] / draws
     out["kept_holm"] = kept["verdict_holm"] / draws
     return out.reset_index()
+
+
+def rerun_noise(trials: pd.DataFrame, reruns: pd.DataFrame) -> tuple[pd.Series, np.ndarray] | None:
+    """From `odyssey verify`'s reruns: which trials' numbers are not reproducible (those whose
+    `numerics` has a rerun that did not come back bitwise) and the relative differences measured
+    for them ((R, 2): validation, test); None when every rerun came back bitwise (or none ran)."""
+    if reruns.empty or "identical" not in reruns:
+        return None
+    moved = reruns[~reruns["identical"].astype(bool)]
+    kinds = set(moved["recorded_numerics"].astype(str))
+    if not kinds:
+        return None
+    movable = trials["numerics"].astype(str).isin(kinds)
+    rel = reruns[reruns["recorded_numerics"].astype(str).isin(kinds)]
+    rel = rel[["rel_val", "rel_test"]].dropna().to_numpy(float)
+    return (movable, rel) if movable.any() and len(rel) else None

@@ -120,3 +120,48 @@ def test_resampled_keeps_every_verdict_under_zero_differences_and_loses_a_fragil
     assert row["recorded"] == "worse" and 0 < row["kept"] < 1
     with pytest.raises(ValueError, match="no measured differences"):
         robustness.resampled(table, everything, np.zeros((0, 2)), ["V", "X"], "V")
+
+
+def test_the_report_marks_how_well_each_verdict_survives_rerun_noise(tmp_path):
+    """With reruns that did not come back bitwise, the significance table gets `kept` columns
+    for the trials of that numerics only, and the page says what they mean; with bitwise
+    reruns only, nothing is added."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fixtures_report import make_trials, write_study
+
+    from analysis.build import Settings, analyse, build
+
+    trials = make_trials(trials=12, seed=0, tasks=["jsb_chorales"], variants=["V", "NOAF", "NP"])
+    trials["numerics"] = ["unknown" if i % 2 else "cpu-compiled" for i in range(len(trials))]
+    folder = write_study(
+        tmp_path, trials, "noisy", tasks=["jsb_chorales"], variants=["V", "NOAF", "NP"]
+    )
+    reruns = pd.DataFrame(
+        {
+            "recorded_numerics": ["unknown", "unknown", "cpu-compiled"],
+            "identical": [False, True, True],
+            "rel_val": [0.02, 0.0, 0.0],
+            "rel_test": [-0.03, 0.0, 0.0],
+            "code_version": "abc1234",
+            "best_epoch": [5, 7, 7],
+            "recorded_best_epoch": [6, 7, 7],
+        }
+    )
+    movable, rel = robustness.rerun_noise(read_results("noisy", tmp_path).trials, reruns)
+    assert movable.sum() == len(trials) // 2 and rel.tolist() == [[0.02, -0.03], [0.0, 0.0]]
+    reruns.to_parquet(folder / "reruns.parquet")
+    got = analyse(
+        read_results("noisy", tmp_path), Settings(n_trees=4, fanova_resamples=0, rerun_draws=5)
+    )
+    tested = got.significance[got.significance["verdict"] != "too few trials"]
+    assert tested["kept"].between(0, 1).all() and tested["kept_holm"].notna().all()
+    settings = Settings(n_trees=4, fanova_resamples=0, rerun_draws=5, n_resamples=50)
+    page = build("noisy", tmp_path, tmp_path / "out", settings).read_text()
+    assert "kept (Holm)" in page and "were redrawn 5 times" in page
+    assert "odyssey verify retrained 2 of them" in page
+    reruns.assign(identical=True).to_parquet(folder / "reruns.parquet")
+    got = analyse(read_results("noisy", tmp_path), Settings(n_trees=4, fanova_resamples=0))
+    assert got.significance["kept"].isna().all()
