@@ -71,7 +71,11 @@ def test_variants_imports_only_torch_and_the_stdlib():
     # ninja: only the build tool of the fused kernel (variants/fast/build.py), found on PATH
     allowed = {"torch", "variants", "ninja", "__future__"} | set(sys.stdlib_module_names)
     # triton: only the optional GPU kernels, imported when their path runs (variants.fast)
-    optional = {"variants/fast/triton_lstm.py", "variants/fast/triton_gru.py"}
+    optional = {
+        "variants/fast/triton_lstm.py",
+        "variants/fast/triton_gru.py",
+        "variants/fast/triton_noise.py",
+    }
     bad = {
         str(p.relative_to(ROOT)): sorted(
             imports(p) - allowed - ({"triton"} if str(p.relative_to(ROOT)) in optional else set())
