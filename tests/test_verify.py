@@ -151,7 +151,8 @@ def test_the_report_marks_how_well_each_verdict_survives_rerun_noise(tmp_path):
         }
     )
     movable, rel = robustness.rerun_noise(read_results("noisy", tmp_path).trials, reruns)
-    assert movable.sum() == len(trials) // 2 and rel.tolist() == [[0.02, -0.03], [0.0, 0.0]]
+    assert movable.sum() == len(trials) // 2
+    assert rel.tolist() == [[0.02, -0.03, 0.5], [0.0, 0.0, 0.5]]  # unnamed trials: mid level
     reruns.to_parquet(folder / "reruns.parquet")
     got = analyse(
         read_results("noisy", tmp_path), Settings(n_trees=4, fanova_resamples=0, rerun_draws=5)
@@ -165,3 +166,23 @@ def test_the_report_marks_how_well_each_verdict_survives_rerun_noise(tmp_path):
     reruns.assign(identical=True).to_parquet(folder / "reruns.parquet")
     got = analyse(read_results("noisy", tmp_path), Settings(n_trees=4, fanova_resamples=0))
     assert got.significance["kept"].isna().all()
+
+
+def test_each_trial_draws_from_the_reruns_nearest_it_in_rank():
+    """A diverged trial's metric moves by tens of percent between runs, a converged one's by
+    1e-4: a trial draws its difference from the reruns nearest it in rank, so the huge
+    differences of the worst trials never reach the best ones."""
+    base = list(10 + 0.001 * np.arange(8)) + [500.0, 600.0]  # two diverged trials last
+    table = _table(base, [v + 0.0035 for v in base[:8]] + [550.0, 650.0])
+    everything = pd.Series(True, index=table.index)
+    lv = robustness.level(table).to_numpy()
+    assert lv[9] == 0.95 and lv[0] == 0.05  # V: second worst and best of the 20
+    # reruns: at the best ranks nothing moved; at the worst ones, by half
+    rel = np.array([[0.0, 0.0, 0.1], [0.0, 0.0, 0.3], [0.5, -0.5, 0.95], [-0.5, 0.5, 1.0]])
+    near = robustness.resampled(table, everything, rel, ["V", "X"], "V", draws=20, neighbours=2)
+    top = near.set_index("subset").loc["top 10%"]
+    assert top["recorded"] == "too few trials" or top["kept"] == 1.0
+    row = near.set_index("subset").loc["all trials"]
+    assert row["kept"] == 1.0  # the 8 against 8 near 10 never move; the diverged stay worst
+    mixed = robustness.resampled(table, everything, rel[:, :2], ["V", "X"], "V", draws=20)
+    assert mixed.set_index("subset").loc["all trials", "kept"] < 1.0  # drawn from all: moves

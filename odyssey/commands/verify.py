@@ -266,14 +266,15 @@ def _verdicts(table, ours, reruns, cfg, draws: int, seed: int) -> str:
 
     maximize = [t for t in cfg.tasks if tasks.get(t).metric_direction == "maximize"]
     trials = stats.oriented(table, maximize)
-    rel = reruns[["rel_val", "rel_test"]].dropna().to_numpy(float)
+    rel = robustness.differences(trials, reruns)
     variants, baseline = list(cfg.variants), cfg.variants[0]
     kept = robustness.resampled(trials, ours, rel, variants, baseline, draws, seed)
     delta, changed = robustness.worst_case_margin(trials, ours, variants, baseline)
     lines = [
         f"verdicts with each of the {int(ours.sum())} sampled-from trials' metrics redrawn "
-        f"{draws} times (times 1 + a measured relative difference); kept = share of redraws "
-        "that keep the verdict:"
+        f"{draws} times (times 1 + the relative difference of one of the "
+        f"{robustness.NEIGHBOURS} reruns nearest it in rank); kept = share of redraws that keep "
+        "the verdict:"
     ]
     for r in kept.itertuples():
         lines.append(
