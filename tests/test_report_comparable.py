@@ -425,17 +425,14 @@ def test_a_maximised_metric_is_better_higher_in_the_verdicts():
     assert top["V"] == 29  # the top 10 % are the highest
 
 
-def test_a_studys_own_dimension_enters_the_fanova():
-    """A dimension of `space.extra` (recorded in hp_extra) is analysed beside the paper's four:
-    when it alone decides the metric, it takes most of the variance."""
+def _with_extra(rng, name: str, values, metric) -> pd.DataFrame:
+    """60 complete V trials on JSB Chorales, the paper's four drawn at random, a study's own
+    dimension `name` recorded in hp_extra with `values`, and `metric` as both metrics."""
     import json
 
-    from analysis import importance
     from analysis.load import normalise
 
-    rng = np.random.default_rng(0)
-    n = 60
-    wd = 10 ** rng.uniform(-6, -2, n)
+    n = len(values)
     df = pd.DataFrame(
         {
             "task": "jsb_chorales",
@@ -446,12 +443,22 @@ def test_a_studys_own_dimension_enters_the_fanova():
             "hp_learning_rate": 10 ** rng.uniform(-6, -2, n),
             "hp_momentum": 1 - 10 ** rng.uniform(-2, 0, n),
             "hp_input_noise": rng.uniform(0, 1, n),
-            "hp_extra": [json.dumps({"weight_decay": w}) for w in wd],
-            "val_metric": np.log10(wd),
-            "test_metric": np.log10(wd) + 10,
+            "hp_extra": [json.dumps({name: v}) for v in values],
+            "val_metric": metric,
+            "test_metric": metric,
         }
     )
-    trials = normalise(df)
+    return normalise(df)
+
+
+def test_a_studys_own_dimension_enters_the_fanova():
+    """A dimension of `space.extra` (recorded in hp_extra) is analysed beside the paper's four:
+    when it alone decides the metric, it takes most of the variance."""
+    from analysis import importance
+
+    rng = np.random.default_rng(0)
+    wd = 10 ** rng.uniform(-6, -2, 60)
+    trials = _with_extra(rng, "weight_decay", wd.tolist(), np.log10(wd) + 10)
     assert np.allclose(trials["hp_weight_decay"], wd)
     extra = {"weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}}
     got = importance.analyse(trials, ["jsb_chorales"], ["V"], {}, n_trees=16, extra=extra)
@@ -464,31 +471,12 @@ def test_a_categorical_dimension_enters_the_fanova_with_equal_weight_per_choice(
     """A categorical dimension of `space.extra` is analysed as the index of its choice: when it
     alone decides the metric it takes most of the variance; a value that is not a choice makes
     the group unanalysable (named), never a silent guess."""
-    import json
-
     from analysis import importance
-    from analysis.load import normalise
 
     rng = np.random.default_rng(1)
-    n = 60
-    act = rng.choice(["tanh", "relu", "sigmoid"], n)
+    act = rng.choice(["tanh", "relu", "sigmoid"], 60).tolist()
     effect = {"tanh": 8.5, "relu": 9.5, "sigmoid": 12.0}
-    df = pd.DataFrame(
-        {
-            "task": "jsb_chorales",
-            "variant": "V",
-            "status": "complete",
-            "trial": range(n),
-            "hp_hidden_size": rng.integers(20, 200, n),
-            "hp_learning_rate": 10 ** rng.uniform(-6, -2, n),
-            "hp_momentum": 1 - 10 ** rng.uniform(-2, 0, n),
-            "hp_input_noise": rng.uniform(0, 1, n),
-            "hp_extra": [json.dumps({"activation": a}) for a in act],
-            "val_metric": [effect[a] for a in act],
-            "test_metric": [effect[a] for a in act],
-        }
-    )
-    trials = normalise(df)
+    trials = _with_extra(rng, "activation", act, [effect[a] for a in act])
     extra = {"activation": {"type": "categorical", "choices": ["tanh", "relu", "sigmoid"]}}
     x = importance.encode(trials, importance.extra_dimensions(extra)[0])
     assert x["activation"].tolist() == [["tanh", "relu", "sigmoid"].index(a) for a in act]
