@@ -241,23 +241,29 @@ def version_effect(done: pd.DataFrame, seed: int = 0) -> str:
 
 
 def reruns(found: pd.DataFrame) -> str:
-    """What `odyssey verify`'s reruns showed, in one or two sentences ('' without reruns)."""
+    """What `odyssey verify`'s reruns showed, in a sentence per `numerics` of the recorded
+    trials ('' without reruns)."""
     if found.empty:
         return ""
-    n, same = len(found), int(found["identical"].sum())
     versions = ", ".join(sorted(found["code_version"].astype(str).unique()))
-    text = (
-        f"{n} recorded trials were retrained with their parameters and seeds on {versions} "
-        f"(odyssey verify): {same} reproduced their recorded numbers bitwise."
+    parts = []
+    kinds = found["recorded_numerics"].astype(str) if "recorded_numerics" in found else None
+    groups = found.groupby(kinds, sort=True) if kinds is not None else [("", found)]
+    for kind, part in groups:
+        n, same = len(part), int(part["identical"].sum())
+        text = f"of {n} recorded with numerics {kind}, {same} reproduced bitwise"
+        if same < n:
+            rel = part.loc[~part["identical"].astype(bool), "rel_test"].abs()
+            moved = int((part["best_epoch"] != part["recorded_best_epoch"]).sum())
+            text += (
+                f"; the test metric of the others moved by {rel.median():.1e} relative "
+                f"(median), {rel.max():.1e} at most, and the best epoch in {moved}"
+            )
+        parts.append(text)
+    return (
+        f"{len(found)} recorded trials were retrained with their parameters and seeds on "
+        f"{versions} (odyssey verify): " + "; ".join(parts) + "."
     )
-    if same < n:
-        rel = found["rel_test"].abs()
-        moved = int((found["best_epoch"] != found["recorded_best_epoch"]).sum())
-        text += (
-            f" The test metric of the others moved by {rel.median():.1e} relative (median), "
-            f"{rel.max():.1e} at most; the best epoch moved in {moved}."
-        )
-    return text
 
 
 def plugins(found: dict[str, dict[str, dict]]) -> pd.DataFrame:

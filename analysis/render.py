@@ -177,9 +177,10 @@ def _kept_note(a: Analysis) -> str:
         f"do not reproduce bitwise (odyssey verify retrained {len(rel)} of them: median "
         f"|relative difference| of the test metric {np.median(np.abs(rel[:, 1])):.1e}, largest "
         f"{np.abs(rel[:, 1]).max():.1e}). Their metrics were redrawn {a.settings.rerun_draws} "
-        "times, each times 1 + a measured difference, and the tests rerun: kept is the share of "
-        "redraws that give the same verdict. Below about 95 %, the verdict is within that "
-        "code's numerical noise."
+        "times, each times 1 + the difference of one of the "
+        f"{robustness.NEIGHBOURS} reruns nearest it in rank, and the tests rerun: kept is the "
+        "share of redraws that give the same verdict. Below about 95 %, the verdict is within "
+        "the run-to-run noise of such trials."
     )
 
 
