@@ -48,6 +48,18 @@ def _triton_for_the_interpreter() -> None:
 _triton_for_the_interpreter()
 
 
+@pytest.fixture(autouse=True)
+def _screen_handler_removed():
+    """cli.main puts a screen handler on the root logger, bound to this test's captured
+    stderr: taken off again after the test."""
+    import logging
+
+    yield
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if h.get_name() == "odyssey-screen"]:
+        root.removeHandler(h)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")

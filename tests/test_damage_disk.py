@@ -20,18 +20,6 @@ from study.worker import run_trial
 pytestmark = pytest.mark.integration  # whole studies
 
 
-@pytest.fixture(autouse=True)
-def _screen_handler_removed():
-    """cli.main puts a screen handler on the root logger, bound to this test's captured
-    stderr: taken off again after the test."""
-    import logging
-
-    yield
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if h.get_name() == "odyssey-screen"]:
-        root.removeHandler(h)
-
-
 @pytest.fixture
 def mount(tmp_path):
     """`mount(name, options)`: a tmpfs at tmp_path/name; unmounted after the test."""
