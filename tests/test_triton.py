@@ -20,6 +20,7 @@ import torch
 import variants
 from variants import VARIANTS, fast
 from variants.fast import triton_launch
+from variants.spec import GRUSpec, LSTMSpec
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 _BEFORE = os.environ.get("TRITON_INTERPRET")
@@ -292,7 +293,9 @@ def test_fgr_kernels_compile_for_a_gpu():
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["fp32", "fp64"])
 def test_every_variant_compiles_for_a_gpu(dtype):
-    _compile_for_sm90(dtype, list(VARIANTS))
+    fused = [n for n, spec in VARIANTS.items() if isinstance(spec, LSTMSpec | GRUSpec)]
+    assert len(fused) >= 10  # the paper's ten (RNN and LEAKY have no Triton kernel)
+    _compile_for_sm90(dtype, fused)
 
 
 COMPILE_NOISE = """
