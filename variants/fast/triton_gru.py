@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from variants.fast.triton_launch import launch, precision, tiles
-from variants.fast.triton_lstm import _rows_t, _sigmoid, _tanh, _tile
+from variants.fast.triton_lstm import _program_tile, _rows_t, _sigmoid, _tanh, _tile
 
 
 @triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
@@ -30,10 +30,7 @@ def _gru_forward_step(
     k = tl.program_id(0).to(tl.int64)
     if t >= tl.load(steps + k):
         return
-    ob = tl.program_id(1) * BB + tl.arange(0, BB)
-    oj = tl.program_id(2) * BN + tl.arange(0, BN)
-    mb, mj = ob < B, oj < N
-    m2 = mb[:, None] & mj[None, :]
+    ob, oj, mb, mj, m2 = _program_tile(B, N, BB, BN)
     dt = h.dtype.element_ty
     acc_r = tl.zeros((BB, BN), dt)
     acc_u = tl.zeros((BB, BN), dt)
@@ -73,10 +70,7 @@ def _gru_backward_step(
     k = tl.program_id(0).to(tl.int64)
     if t >= tl.load(steps + k):
         return
-    ob = tl.program_id(1) * BB + tl.arange(0, BB)
-    oj = tl.program_id(2) * BN + tl.arange(0, BN)
-    mb, mj = ob < B, oj < N
-    m2 = mb[:, None] & mj[None, :]
+    ob, oj, mb, mj, m2 = _program_tile(B, N, BB, BN)
     unit = ob[:, None] * N + oj[None, :]
     # the gradient reaching h_t: from outside, through u h_t at t+1 (carry), and dhh_{t+1} R
     d = tl.load(dh + (k * T + t) * B * N + unit, mask=m2, other=0.0) + tl.load(

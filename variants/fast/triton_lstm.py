@@ -38,6 +38,16 @@ def _tanh(x):
 
 
 @triton.jit
+def _program_tile(B, N, BB: tl.constexpr, BN: tl.constexpr):
+    """This program's batch rows `ob` (axis 1) and units `oj` (axis 2) of a (B, N) plane, their
+    masks, and the (BB, BN) mask of the tile they span."""
+    ob = tl.program_id(1) * BB + tl.arange(0, BB)
+    oj = tl.program_id(2) * BN + tl.arange(0, BN)
+    mb, mj = ob < B, oj < N
+    return ob, oj, mb, mj, mb[:, None] & mj[None, :]
+
+
+@triton.jit
 def _tile(base, rows, cols, ld, mrows, mcols):
     """Load base[rows, cols] (row stride ld) as a (len(rows), len(cols)) tile, zero outside."""
     return tl.load(
@@ -66,10 +76,7 @@ def _lstm_forward_step(
     k = tl.program_id(0).to(tl.int64)
     if t >= tl.load(steps + k):
         return
-    ob = tl.program_id(1) * BB + tl.arange(0, BB)
-    oj = tl.program_id(2) * BN + tl.arange(0, BN)
-    mb, mj = ob < B, oj < N
-    m2 = mb[:, None] & mj[None, :]
+    ob, oj, mb, mj, m2 = _program_tile(B, N, BB, BN)
     gn = G * N
     dt = y.dtype.element_ty
     acc_i = tl.zeros((BB, BN), dt)
@@ -184,10 +191,7 @@ def _lstm_backward_step(
     k = tl.program_id(0).to(tl.int64)
     if t >= tl.load(steps + k):
         return
-    ob = tl.program_id(1) * BB + tl.arange(0, BB)
-    oj = tl.program_id(2) * BN + tl.arange(0, BN)
-    mb, mj = ob < B, oj < N
-    m2 = mb[:, None] & mj[None, :]
+    ob, oj, mb, mj, m2 = _program_tile(B, N, BB, BN)
     gn = G * N
     dt = c.dtype.element_ty
     unit = ob[:, None] * N + oj[None, :]  # (BB, BN) offsets in a (B, N) plane
