@@ -99,7 +99,12 @@ def variant_name(item: Pending | tuple[str, str]) -> str:
 
 def trial_seed(cfg: StudyConfig, p: Pending) -> int:
     """The trial's torch seed (initial weights, shuffling, noise): from (seed, task, variant, k)."""
-    return stable_seed(cfg.seed, p.task, p.variant, p.number, "train")
+    return seed_of(cfg.seed, p.task, p.variant, p.number)
+
+
+def seed_of(study_seed: int, task: str, variant: str, number: int) -> int:
+    """Trial `number`'s torch seed in a study seeded `study_seed` (what results rows record)."""
+    return stable_seed(study_seed, task, variant, number, "train")
 
 
 def _base(cfg: StudyConfig, task: str, variant: str, data_path: str, device: str) -> dict:

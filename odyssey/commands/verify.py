@@ -162,7 +162,6 @@ def _rerun(sdir: Path, cfg, sample, reruns):
 
     from study import plan, results
     from study.setup import code_version, prepare_data
-    from study.space import stable_seed
     from study.worker import now_iso, run_trial
 
     data = prepare_data(cfg)
@@ -175,10 +174,8 @@ def _rerun(sdir: Path, cfg, sample, reruns):
             **plan._base(cfg, row["task"], row["variant"], data[row["task"]][0], "cpu"),
             "trial": int(row["trial"]),
             "hparams": _hparams(row),
-            # the row holds the study's seed; the trial's own is derived from it as the runner does
-            "seed": stable_seed(
-                int(row["seed"]), row["task"], row["variant"], int(row["trial"]), "train"
-            ),
+            # the row holds the study's seed; the trial's own follows from it as the runner's
+            "seed": plan.seed_of(int(row["seed"]), row["task"], row["variant"], int(row["trial"])),
         }
         t0 = time.perf_counter()
         got = run_trial(job)
