@@ -110,13 +110,12 @@ def _pairs_text(pairs: pd.DataFrame, prog: pd.DataFrame) -> str:
 
 
 def _with_rerun_noise(
-    significance: pd.DataFrame, trials: pd.DataFrame, res: StudyResults, s: Settings
+    significance: pd.DataFrame, trials: pd.DataFrame, res: StudyResults, s: Settings, noise
 ) -> pd.DataFrame:
     """`significance` with `kept` / `kept_holm`: where `odyssey verify` found trials whose
-    numbers do not reproduce bitwise, the share of redraws of their metrics (with the measured
-    differences) that keep each verdict (`analysis.robustness`); NaN otherwise."""
+    numbers do not reproduce bitwise (`noise`, `robustness.rerun_noise`), the share of redraws
+    of their metrics (with the measured differences) that keep each verdict; NaN otherwise."""
     out = significance.assign(kept=math.nan, kept_holm=math.nan)
-    noise = robustness.rerun_noise(trials, res.reruns)
     if noise is None or not s.rerun_draws or out.empty:
         return out
     t0 = time.perf_counter()
@@ -157,7 +156,8 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         maximize,
     )
     log.info("significance tests: %.1f s", time.perf_counter() - t0)
-    significance = _with_rerun_noise(significance, trials, res, s)
+    noise = robustness.rerun_noise(trials, res.reruns)
+    significance = _with_rerun_noise(significance, trials, res, s, noise)
     t0 = time.perf_counter()
     fan = importance.analyse(
         done_lower,
@@ -223,6 +223,7 @@ def analyse(res: StudyResults, settings: Settings | None = None) -> Analysis:
         metrics=metrics,
         time_trend=time_trend(done, res.tasks),
         notices=notices(res, prog, done),
+        rerun_noise=noise,
     )
 
 

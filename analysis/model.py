@@ -8,6 +8,7 @@ never back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -63,3 +64,6 @@ class Analysis:
     metrics: dict[str, str]  # task -> metric name
     time_trend: pd.DataFrame  # build.time_trend
     notices: list[str]  # what is missing or partial, in words
+    # `robustness.rerun_noise`: the trials whose numbers do not reproduce bitwise and the
+    # differences measured for them (None: every rerun came back bitwise, or none ran)
+    rerun_noise: tuple[pd.Series, Any] | None = None

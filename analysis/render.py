@@ -168,10 +168,9 @@ def _percent(values: pd.Series) -> list[str]:
 
 def _kept_note(a: Analysis) -> str:
     """What the `kept` columns mean, with the reruns they rest on."""
-    noise = robustness.rerun_noise(a.res.trials, a.res.reruns)
-    if noise is None or not a.settings.rerun_draws:
+    if a.rerun_noise is None or not a.settings.rerun_draws:
         return ""
-    movable, rel = noise
+    movable, rel = a.rerun_noise
     return (
         f"kept: {int(movable.sum())} trials of this study were recorded by code whose numbers "
         f"do not reproduce bitwise (odyssey verify retrained {len(rel)} of them: median "
