@@ -183,12 +183,28 @@ def cut_into_packs(
     return jobs
 
 
-def interleave(per_pair: list[list[list[Pending]]]) -> list[list[Pending]]:
-    """Jobs round-robin over the pairs, so that every pair progresses evenly."""
-    out: list[list[Pending]] = []
-    for k in range(max((len(jobs) for jobs in per_pair), default=0)):
-        out += [jobs[k] for jobs in per_pair if k < len(jobs)]
-    return out
+def interleave(
+    per_pair: Sequence[Sequence[Any]],
+    done: Sequence[int] | None = None,
+    size: Callable[[Any], int] = len,
+) -> list[Any]:
+    """The pairs' jobs (each pair's in its own order) merged so that the pairs' trial counts stay
+    level: the next job is always the lowest pair's, a pair's count being its `done` (recorded)
+    trials plus the `size` of its jobs already taken (ties: the pairs' order). A study stopped
+    part-way then has as many trials in every group as the run allowed, not the groups that were
+    ahead further ahead. Without `done` (all level) this is round-robin."""
+    level = list(done) if done is not None else [0] * len(per_pair)
+    nxt = [0] * len(per_pair)
+    out: list[Any] = []
+    while True:
+        open_ = [i for i, jobs in enumerate(per_pair) if nxt[i] < len(jobs)]
+        if not open_:
+            return out
+        i = min(open_, key=lambda i: (level[i], i))
+        job = per_pair[i][nxt[i]]
+        out.append(job)
+        nxt[i] += 1
+        level[i] += size(job)
 
 
 def task_of(item) -> str:
@@ -205,12 +221,14 @@ def ask_packs(
     queue: deque,
     packs: dict[str, int],
     device: str = "cpu",
+    done: dict[tuple[str, str], int] | None = None,
 ) -> deque:
     """Turn the queue (interrupted trials and pairs to ask) into packs where a task's pack size
     is above 1: every remaining trial of such a pair is asked now (random search draws them
     independently of results), then the pair's trials are cut into packs of similar hidden
-    size (`cut_into_packs` on `device`), round-robin over the pairs. Tasks that run one trial
-    per job keep their items."""
+    size (`cut_into_packs` on `device`), merged over the pairs by `interleave` so that their
+    counts (`done`: recorded trials per pair) stay level. Tasks that run one trial per job keep
+    their items."""
     import tasks
 
     by_pair: dict[tuple[str, str], list[Pending]] = {}
@@ -231,7 +249,8 @@ def ask_packs(
         )
         for (task, _), trials in by_pair.items()
     ]
-    return deque(interleave(per_pair)) + single
+    level = [(done or {}).get(pair, 0) for pair in by_pair]
+    return deque(interleave(per_pair, level)) + single
 
 
 def repack(

@@ -249,13 +249,13 @@ def _open_stores(cfg: StudyConfig, held: ExitStack | None, device: str) -> _Open
 
 
 def _plan(st: _Open) -> deque:
-    """The queue: interrupted trials first (rerun with their parameters), then the new trials
-    round-robin over the pairs so every pair progresses evenly; packed where the task's pack
-    size is above 1."""
+    """The queue: each pair's interrupted trials (rerun with their parameters), then its new
+    ones, merged over the pairs so that their recorded trial counts stay level (a pair behind
+    the others catches up first; `plan.interleave`); packed where the task's pack size is above
+    1."""
     cfg = st.cfg
     by_pair = _rows_by_pair(st.table)
-    queue: deque = deque()
-    new_counts: dict[tuple[str, str], int] = {}
+    items: dict[tuple[str, str], list] = {}
     for (task, variant), s in st.studies.items():
         rerun, orphans = record.reconcile(
             s, task, variant, by_pair.get((task, variant), {}), st.space
@@ -278,12 +278,12 @@ def _plan(st: _Open) -> deque:
                 len(rerun),
                 number_ranges([p.number for p in rerun]),
             )
-        queue.extend(rerun)
-        new_counts[(task, variant)] = max(0, cfg.trials - record.count_trials(s))
-    for k in range(max(new_counts.values(), default=0)):
-        queue.extend(pair for pair, n in new_counts.items() if k < n)
+        new = max(0, cfg.trials - record.count_trials(s))
+        items[(task, variant)] = [*rerun, *[(task, variant)] * new]
+    done = {pair: len(by_pair.get(pair, {})) for pair in items}
+    queue = deque(plan.interleave(list(items.values()), list(done.values()), size=lambda _: 1))
     if queue and max(st.packs.values()) > 1:
-        queue = plan.ask_packs(cfg, st.studies, st.space, queue, st.packs, st.device)
+        queue = plan.ask_packs(cfg, st.studies, st.space, queue, st.packs, st.device, done)
     return queue
 
 

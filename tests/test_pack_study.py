@@ -11,7 +11,7 @@ from test_study_resume import Killed, _check_exactly_once
 
 from study import plan, results, runner
 from study.scheduler import InlineExecutor
-from study.worker import run_pack
+from study.worker import run_pack, run_trial
 
 pytestmark = pytest.mark.integration  # whole studies
 
@@ -48,6 +48,43 @@ def test_packs_group_similar_hidden_sizes_within_rounds_of_trial_numbers(tmp_pat
     packs = plan.cut_into_packs(trials, 1, "per_direction", False)
     got = [[p.params["hidden_size"] for p in pk] for pk in packs]
     assert got == [[20, 21], [90, 200], [25, 30], [150, 180]]
+
+
+def test_interleave_keeps_the_pairs_counts_level():
+    jobs = [["a1", "a2", "a3"], ["b1", "b2"], ["c1"]]
+    assert plan.interleave(jobs) == ["a1", "b1", "c1", "a2", "b2", "a3"]  # all level: round-robin
+    # a has 4 recorded, b 1, c 0 (jobs of size 2 but the last): the lowest pair goes next, ties
+    # in the pairs' order
+    jobs = [["a1", "a2"], ["b1", "b2", "b3"], ["c1", "c2"]]
+    got = plan.interleave(jobs, [4, 1, 0], size=lambda job: 2)
+    # levels a4 b1 c0: c1 (c2), b1 (b3), c2 (c4, c done), b2 (b5), a1 (a6), b3 (b7), a2
+    assert got == ["c1", "b1", "c2", "b2", "a1", "b3", "a2"]
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_a_resumed_study_fills_the_groups_that_are_behind_first(tmp_path, smoke, pack):
+    """V recorded 2 trials, NP none: NP's trials go first until the two are level, then the pairs
+    alternate (one trial per job, or packs of 2)."""
+    assert _run(smoke(variants=["V"], trials=2))["complete"] == 2
+    order = []
+
+    def one(job):
+        order.append([(job["variant"], job["trial"])])
+        return run_trial(job)
+
+    def packed(job):
+        order.append([(job["variant"], t["trial"]) for t in job["trials"]])
+        return run_pack(job)
+
+    executor = InlineExecutor(fn=one, pack_fn=packed)
+    counts = runner.run(smoke(trials=3, pack=pack), executor_factory=lambda c, d: executor)
+    assert counts["ran"] == 4
+    if pack == 1:
+        assert order == [[("NP", 0)], [("NP", 1)], [("V", 2)], [("NP", 2)]]
+    else:
+        # a job holds up to PACK_QUEUE x 2 = 4 trials: NP's three (ordered by hidden size),
+        # then V's one
+        assert [sorted(job) for job in order] == [[("NP", 0), ("NP", 1), ("NP", 2)], [("V", 2)]]
 
 
 def test_killed_in_the_middle_of_a_pack_resumes_exactly_once(tmp_path, smoke):
