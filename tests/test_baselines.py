@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from test_variants import _run_torch as run_torch
+from test_variants import assert_equals_torch_rnn
 from torch import nn
 
 import tasks
@@ -38,32 +39,7 @@ def batch(m=5, t=7, lengths=(7, 4, 1), seed=0, dtype=torch.float32):
 @BOTH
 def test_rnn_equals_torch_rnn(bidirectional):
     ours = variants.build("RNN", 5, 6, bidirectional=bidirectional)
-    ref = nn.RNN(5, 6, bidirectional=bidirectional)  # tanh
-    names = {"W": "weight_ih", "R": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
-    with torch.no_grad():
-        for d in range(ours.directions):
-            for mine, theirs in names.items():
-                getattr(ref, f"{theirs}_l0{'_reverse' if d else ''}").copy_(
-                    getattr(ours.cells[d], mine)[0]
-                )
-    x, lengths = batch()
-    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    out, (h, c) = ours(x1, lengths, return_state=True)
-    ref_out, ref_h = run_torch(ref, x2, lengths)
-    assert c is None
-    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(h, ref_h, atol=1e-5, rtol=1e-5)
-    (out.sin().sum() + h.sum()).backward()
-    (ref_out.sin().sum() + ref_h.sum()).backward()
-    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
-    for d in range(ours.directions):
-        for mine, theirs in names.items():
-            torch.testing.assert_close(
-                getattr(ours.cells[d], mine).grad[0],
-                getattr(ref, f"{theirs}_l0{'_reverse' if d else ''}").grad,
-                atol=1e-5,
-                rtol=1e-5,
-            )
+    assert_equals_torch_rnn(ours, nn.RNN(5, 6, bidirectional=bidirectional))  # tanh
 
 
 def leaky_by_hand(cell, trial: int, seq: torch.Tensor) -> torch.Tensor:

@@ -304,14 +304,21 @@ def test_np_equals_torch_lstm(bidirectional):
 @BOTH
 def test_gru_equals_torch_gru(bidirectional):
     ours = variants.build("GRU", 5, 6, bidirectional=bidirectional)
-    ref = nn.GRU(5, 6, bidirectional=bidirectional)
+    assert_equals_torch_rnn(ours, nn.GRU(5, 6, bidirectional=bidirectional))
+
+
+def assert_equals_torch_rnn(ours: nn.Module, ref: nn.Module) -> None:
+    """`ours` (a GRU or RNN of one layer, one trial) equals torch's `ref` with its weights
+    copied in: outputs, final state, and the gradients of the input and of every weight."""
     names = {"W": "weight_ih", "R": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+
+    def theirs(d: int, name: str) -> torch.Tensor:
+        return getattr(ref, f"{names[name]}_l0{'_reverse' if d else ''}")
+
     with torch.no_grad():
         for d in range(ours.directions):
-            for ours_name, ref_name in names.items():
-                getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").copy_(
-                    getattr(ours.cells[d], ours_name)[0]
-                )
+            for name in names:
+                theirs(d, name).copy_(getattr(ours.cells[d], name)[0])
     x, lengths = batch()
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     out, (h, c) = ours(x1, lengths, return_state=True)
@@ -323,13 +330,9 @@ def test_gru_equals_torch_gru(bidirectional):
     (ref_out.sin().sum() + ref_h.sum()).backward()
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
     for d in range(ours.directions):
-        for ours_name, ref_name in names.items():
-            torch.testing.assert_close(
-                getattr(ours.cells[d], ours_name).grad[0],
-                getattr(ref, f"{ref_name}_l0{'_reverse' if d else ''}").grad,
-                atol=1e-5,
-                rtol=1e-5,
-            )
+        for name in names:
+            grad = getattr(ours.cells[d], name).grad[0]
+            torch.testing.assert_close(grad, theirs(d, name).grad, atol=1e-5, rtol=1e-5)
 
 
 def test_chung_gru_form_differs_only_in_the_reset_placement():
